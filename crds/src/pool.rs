@@ -1,0 +1,42 @@
+//! `VirtualIPPool` (cluster-scoped): addresses that `Service type: LoadBalancer` draws from.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "halo.dev",
+    version = "v1alpha1",
+    kind = "VirtualIPPool",
+    plural = "virtualippools",
+    shortname = "vippool",
+    category = "halo",
+    status = "VirtualIPPoolStatus",
+    doc = "Addresses handed out to Services of type LoadBalancer",
+    printcolumn(name = "CIDRs", type_ = "string", json_path = ".spec.cidrs"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualIPPoolSpec {
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("every entry must be a CIDR"))]
+    pub cidrs: Vec<String>,
+    /// Serve Services that name no loadBalancerClass.
+    #[serde(default)]
+    pub default_class: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualIPPoolStatus {
+    #[serde(default)]
+    pub allocated: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,768 @@
+//! The pure function from API objects to one node's NodeConfig, shared by the controller
+//! and the standalone data plane. It also validates: whatever the API server could not
+//! check becomes a [`Problem`] naming the object and field, and that object is left out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use kube::ResourceExt;
+
+use crate::duration;
+use crate::load_balancer::{HealthCheckType, LoadBalancer, Protocol};
+use crate::net::IpPrefix;
+use crate::node_config::{
+    BackendConfig, HealthCheckConfig, ListenerConfig, NodeConfig, Probe, TimeoutsConfig, VipConfig,
+    VrrpConfig,
+};
+use crate::virtual_ip::{VirtualIP, VrrpMode};
+
+pub const DEFAULT_PRIORITY: u8 = 100;
+pub const DEFAULT_RETRIES: u32 = 3;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    pub namespace: String,
+    pub name: String,
+    pub port: u16,
+}
+
+/// A Service endpoint already resolved from EndpointSlices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub ready: bool,
+}
+
+pub type ServiceEndpoints = BTreeMap<ServiceKey, Vec<Endpoint>>;
+
+/// What the controller decided for a VirtualIP; standalone mode takes it from the spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipAssignment {
+    pub vrid: u8,
+    pub priority: u8,
+    pub peers: Vec<IpAddr>,
+}
+
+pub type Assignments = BTreeMap<String, VipAssignment>;
+
+/// Secret values referenced by specs, keyed by (secret name, key).
+pub type SecretValues = BTreeMap<(String, String), String>;
+
+#[derive(Clone, Copy, Debug)]
+pub struct RenderInput<'a> {
+    pub node: &'a NodeInfo,
+    pub virtual_ips: &'a [VirtualIP],
+    pub load_balancers: &'a [LoadBalancer],
+    pub endpoints: &'a ServiceEndpoints,
+    pub assignments: &'a Assignments,
+    pub secrets: &'a SecretValues,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    pub kind: &'static str,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {}/{}", self.kind, ns, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub object: ObjectRef,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.object, self.field, self.message)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rendered {
+    /// Version 0 and its content hash; the caller stamps the real version.
+    pub config: NodeConfig,
+    pub problems: Vec<Problem>,
+}
+
+pub fn virtual_ip_ref(vip: &VirtualIP) -> ObjectRef {
+    ObjectRef {
+        kind: "VirtualIP",
+        namespace: None,
+        name: vip.name_any(),
+    }
+}
+
+pub fn load_balancer_ref(lb: &LoadBalancer) -> ObjectRef {
+    ObjectRef {
+        kind: "LoadBalancer",
+        namespace: lb.namespace(),
+        name: lb.name_any(),
+    }
+}
+
+/// Collects the problems of one object.
+struct Checker {
+    object: ObjectRef,
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn new(object: ObjectRef) -> Self {
+        Self {
+            object,
+            problems: Vec::new(),
+        }
+    }
+
+    fn report(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            object: self.object.clone(),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration_ms(&mut self, field: &str, value: Option<&String>, default_ms: u64) -> u64 {
+        match value {
+            None => default_ms,
+            Some(text) => match duration::parse(text) {
+                Ok(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                Err(e) => {
+                    self.report(field, e.to_string());
+                    default_ms
+                }
+            },
+        }
+    }
+
+    fn ip(&mut self, field: &str, text: &str) -> Option<IpAddr> {
+        match text.parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.report(field, format!("{text:?} is not an IP address"));
+                None
+            }
+        }
+    }
+}
+
+pub fn render(input: &RenderInput<'_>) -> Rendered {
+    let mut problems = Vec::new();
+
+    let mut vips: Vec<&VirtualIP> = input.virtual_ips.iter().collect();
+    vips.sort_by_key(|v| v.name_any());
+    // VirtualIPs that are valid and include this node, by name.
+    let mut usable_vips: BTreeMap<String, VipConfig> = BTreeMap::new();
+    let mut invalid_vips: BTreeSet<String> = BTreeSet::new();
+    let mut seen_names = BTreeSet::new();
+    for vip in vips {
+        let name = vip.name_any();
+        if !seen_names.insert(name.clone()) {
+            problems.push(Problem {
+                object: virtual_ip_ref(vip),
+                field: "metadata.name".into(),
+                message: "duplicate VirtualIP name".into(),
+            });
+            continue;
+        }
+        match render_vip(input, vip) {
+            Ok(Some(config)) => {
+                usable_vips.insert(name, config);
+            }
+            Ok(None) => {}
+            Err(mut p) => {
+                invalid_vips.insert(name);
+                problems.append(&mut p);
+            }
+        }
+    }
+    check_vrid_conflicts(input, &usable_vips, &mut problems, &mut invalid_vips);
+    usable_vips.retain(|name, _| !invalid_vips.contains(name));
+
+    let mut lbs: Vec<&LoadBalancer> = input.load_balancers.iter().collect();
+    lbs.sort_by_key(|lb| (lb.namespace().unwrap_or_default(), lb.name_any()));
+    let mut listeners = Vec::new();
+    let mut bound: BTreeMap<(IpAddr, u16), String> = BTreeMap::new();
+    for lb in lbs {
+        match render_load_balancer(input, lb, &usable_vips, &invalid_vips) {
+            Ok(rendered) => {
+                let mut checker = Checker::new(load_balancer_ref(lb));
+                for (i, l) in rendered.iter().enumerate() {
+                    for addr in &l.addresses {
+                        if let Some(owner) = bound.get(&(*addr, l.port)) {
+                            checker.report(
+                                format!("spec.listeners[{i}].port"),
+                                format!("{addr}:{} is already used by listener {owner}", l.port),
+                            );
+                        }
+                    }
+                }
+                if checker.problems.is_empty() {
+                    for l in &rendered {
+                        for addr in &l.addresses {
+                            bound.insert((*addr, l.port), l.name.clone());
+                        }
+                    }
+                    listeners.extend(rendered);
+                } else {
+                    problems.append(&mut checker.problems);
+                }
+            }
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+
+    let config = NodeConfig {
+        node: input.node.name.clone(),
+        version: 0,
+        hash: String::new(),
+        vips: usable_vips.into_values().collect(),
+        listeners,
+    }
+    .sealed(0);
+    Rendered { config, problems }
+}
+
+fn selects(selector: Option<&BTreeMap<String, String>>, node: &NodeInfo) -> bool {
+    selector.is_none_or(|sel| sel.iter().all(|(k, v)| node.labels.get(k) == Some(v)))
+}
+
+fn render_vip(input: &RenderInput<'_>, vip: &VirtualIP) -> Result<Option<VipConfig>, Vec<Problem>> {
+    if !selects(vip.spec.node_selector.as_ref(), input.node) {
+        return Ok(None);
+    }
+    let name = vip.name_any();
+    let mut c = Checker::new(virtual_ip_ref(vip));
+    let spec = &vip.spec;
+
+    if spec.addresses.is_empty() {
+        c.report("spec.addresses", "at least one address is required");
+    }
+    let mut addresses = Vec::new();
+    for (i, text) in spec.addresses.iter().enumerate() {
+        match text.parse::<IpPrefix>() {
+            Ok(p) => addresses.push(p),
+            Err(e) => c.report(format!("spec.addresses[{i}]"), e.to_string()),
+        }
+    }
+
+    let vrrp = if spec.vrrp.enabled {
+        render_vrrp(input, vip, &addresses, &mut c)
+    } else {
+        None
+    };
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    Ok(Some(VipConfig {
+        name,
+        addresses,
+        interface: spec.interface.clone(),
+        vrrp,
+    }))
+}
+
+fn render_vrrp(
+    input: &RenderInput<'_>,
+    vip: &VirtualIP,
+    addresses: &[IpPrefix],
+    c: &mut Checker,
+) -> Option<VrrpConfig> {
+    let spec = &vip.spec;
+    let vrrp = &spec.vrrp;
+    let assignment = input.assignments.get(&vip.name_any());
+
+    if vrrp.version != 2 && vrrp.version != 3 {
+        c.report(
+            "spec.vrrp.version",
+            format!("must be 2 or 3, not {}", vrrp.version),
+        );
+    }
+    let families: BTreeSet<bool> = addresses.iter().map(|a| a.addr.is_ipv4()).collect();
+    if families.len() > 1 {
+        c.report(
+            "spec.addresses",
+            "one VRRP instance carries one address family: use a VirtualIP per family",
+        );
+    }
+    if vrrp.version == 2 && addresses.iter().any(|a| a.addr.is_ipv6()) {
+        c.report("spec.vrrp.version", "VRRP version 2 carries IPv4 only");
+    }
+
+    let vrid = match (assignment.map(|a| a.vrid), vrrp.virtual_router_id) {
+        (Some(v), _) | (None, Some(v)) => v,
+        (None, None) => {
+            c.report(
+                "spec.vrrp.virtualRouterId",
+                "required when no VRID is allocated (standalone mode)",
+            );
+            0
+        }
+    };
+    if vrid == 0 && (assignment.is_some() || vrrp.virtual_router_id.is_some()) {
+        c.report("spec.vrrp.virtualRouterId", "must be 1-255");
+    }
+
+    let default_advert = if vrrp.version == 2 { 1_000 } else { 100 };
+    let advert_ms = c.duration_ms(
+        "spec.vrrp.advertisementInterval",
+        vrrp.advertisement_interval.as_ref(),
+        default_advert,
+    );
+    if vrrp.version == 2 && (advert_ms == 0 || advert_ms % 1_000 != 0 || advert_ms > 255_000) {
+        c.report(
+            "spec.vrrp.advertisementInterval",
+            "VRRP version 2 advertises in whole seconds, 1s-255s",
+        );
+    }
+    if vrrp.version == 3 && (advert_ms < 10 || advert_ms % 10 != 0 || advert_ms > 40_950) {
+        c.report(
+            "spec.vrrp.advertisementInterval",
+            "VRRP version 3 advertises in centiseconds, 10ms-40950ms",
+        );
+    }
+    let preempt_delay_ms = c.duration_ms("spec.vrrp.preemptDelay", vrrp.preempt_delay.as_ref(), 0);
+
+    let node = &input.node.name;
+    let priority = match assignment {
+        Some(a) => a.priority,
+        None => spec
+            .priorities
+            .iter()
+            .find(|p| &p.node == node)
+            .map_or(DEFAULT_PRIORITY, |p| p.priority),
+    };
+    if priority == 0 {
+        c.report(
+            "spec.priorities",
+            "priority 0 is reserved for releasing the address",
+        );
+    }
+
+    let mut unicast_peers = Vec::new();
+    if vrrp.mode == VrrpMode::Unicast {
+        match assignment {
+            Some(a) => unicast_peers = a.peers.clone(),
+            None => {
+                for (i, p) in spec.peers.iter().enumerate() {
+                    if &p.node == node {
+                        continue;
+                    }
+                    if let Some(ip) = c.ip(&format!("spec.peers[{i}].address"), &p.address) {
+                        unicast_peers.push(ip);
+                    }
+                }
+            }
+        }
+        if unicast_peers.is_empty() {
+            c.report(
+                "spec.peers",
+                "unicast mode needs at least one peer besides this node",
+            );
+        }
+    }
+    let unicast_source = vrrp
+        .unicast_source
+        .as_ref()
+        .and_then(|s| c.ip("spec.vrrp.unicastSource", s));
+
+    let auth_password = match &vrrp.authentication {
+        None => None,
+        Some(_) if vrrp.version != 2 => {
+            c.report(
+                "spec.vrrp.authentication",
+                "only defined for VRRP version 2",
+            );
+            None
+        }
+        Some(auth) => match (&auth.password, &auth.secret_ref) {
+            (Some(p), None) => Some(p.clone()),
+            (None, Some(r)) => match input.secrets.get(&(r.name.clone(), r.key.clone())) {
+                Some(p) => Some(p.clone()),
+                None => {
+                    c.report(
+                        "spec.vrrp.authentication.secretRef",
+                        format!("secret {}/{} is not available", r.name, r.key),
+                    );
+                    None
+                }
+            },
+            _ => {
+                c.report(
+                    "spec.vrrp.authentication",
+                    "set exactly one of password or secretRef",
+                );
+                None
+            }
+        },
+    };
+    if let Some(p) = &auth_password
+        && (p.is_empty() || p.len() > 8)
+    {
+        c.report(
+            "spec.vrrp.authentication.password",
+            "must be 1-8 bytes (VRRPv2 PASS)",
+        );
+    }
+
+    Some(VrrpConfig {
+        version: vrrp.version,
+        vrid,
+        priority,
+        advert_interval_ms: u32::try_from(advert_ms).unwrap_or(u32::MAX),
+        preempt: vrrp.preempt,
+        preempt_delay_ms,
+        unicast_peers,
+        unicast_source,
+        auth_password,
+    })
+}
+
+/// Two VirtualIPs on this node must not share a VRID within one address family.
+fn check_vrid_conflicts(
+    input: &RenderInput<'_>,
+    vips: &BTreeMap<String, VipConfig>,
+    problems: &mut Vec<Problem>,
+    invalid: &mut BTreeSet<String>,
+) {
+    let mut owners: BTreeMap<(bool, u8), &str> = BTreeMap::new();
+    for (name, vip) in vips {
+        let (Some(vrrp), Some(first)) = (&vip.vrrp, vip.addresses.first()) else {
+            continue;
+        };
+        let key = (first.addr.is_ipv4(), vrrp.vrid);
+        if let Some(owner) = owners.get(&key) {
+            let object = input
+                .virtual_ips
+                .iter()
+                .find(|v| &v.name_any() == name)
+                .map_or_else(
+                    || ObjectRef {
+                        kind: "VirtualIP",
+                        namespace: None,
+                        name: name.clone(),
+                    },
+                    virtual_ip_ref,
+                );
+            problems.push(Problem {
+                object,
+                field: "spec.vrrp.virtualRouterId".into(),
+                message: format!("VRID {} is already used by VirtualIP {owner}", vrrp.vrid),
+            });
+            invalid.insert(name.clone());
+        } else {
+            owners.insert(key, name);
+        }
+    }
+}
+
+fn render_load_balancer(
+    input: &RenderInput<'_>,
+    lb: &LoadBalancer,
+    vips: &BTreeMap<String, VipConfig>,
+    invalid_vips: &BTreeSet<String>,
+) -> Result<Vec<ListenerConfig>, Vec<Problem>> {
+    let mut c = Checker::new(load_balancer_ref(lb));
+    let spec = &lb.spec;
+    let namespace = lb.namespace().unwrap_or_default();
+    let lb_name = lb.name_any();
+
+    let addresses: Vec<IpAddr> = match (&spec.virtual_ip, &spec.addresses) {
+        (Some(vip_name), None) => match vips.get(vip_name) {
+            Some(vip) => vip.addresses.iter().map(|p| p.addr).collect(),
+            None if invalid_vips.contains(vip_name) => {
+                c.report("spec.virtualIP", format!("VirtualIP {vip_name} is invalid"));
+                Vec::new()
+            }
+            None if input.virtual_ips.iter().any(|v| &v.name_any() == vip_name) => {
+                // The VirtualIP does not include this node: nothing to serve here.
+                return Ok(Vec::new());
+            }
+            None => {
+                c.report("spec.virtualIP", format!("VirtualIP {vip_name} not found"));
+                Vec::new()
+            }
+        },
+        (None, Some(list)) => {
+            if list.is_empty() {
+                c.report("spec.addresses", "at least one address is required");
+            }
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, a)| c.ip(&format!("spec.addresses[{i}]"), a))
+                .collect()
+        }
+        _ => {
+            c.report("spec", "set exactly one of virtualIP or addresses");
+            Vec::new()
+        }
+    };
+
+    if spec.listeners.is_empty() {
+        c.report("spec.listeners", "at least one listener is required");
+    }
+    let mut names = BTreeSet::new();
+    let mut ports = BTreeSet::new();
+    let mut listeners = Vec::new();
+    for (i, l) in spec.listeners.iter().enumerate() {
+        let at = format!("spec.listeners[{i}]");
+        if l.name.is_empty() {
+            c.report(format!("{at}.name"), "must not be empty");
+        }
+        if !names.insert(l.name.as_str()) {
+            c.report(
+                format!("{at}.name"),
+                format!("duplicate listener name {:?}", l.name),
+            );
+        }
+        if l.port == 0 {
+            c.report(format!("{at}.port"), "must be 1-65535");
+        }
+        if !ports.insert(l.port) {
+            c.report(
+                format!("{at}.port"),
+                format!("duplicate listener port {}", l.port),
+            );
+        }
+        let forwarded_headers = match (l.protocol, l.forwarded_headers) {
+            (Protocol::Http, setting) => setting.unwrap_or(true),
+            (Protocol::Tcp, Some(true)) => {
+                c.report(
+                    format!("{at}.forwardedHeaders"),
+                    "applies to protocol HTTP only",
+                );
+                false
+            }
+            (Protocol::Tcp, _) => false,
+        };
+
+        let backends = render_backends(input, &namespace, &at, l, &mut c);
+        let health_check = l.health_check.as_ref().map(|hc| {
+            let field = format!("{at}.healthCheck");
+            let interval_ms =
+                c.duration_ms(&format!("{field}.interval"), hc.interval.as_ref(), 2_000);
+            let down_interval_ms = c.duration_ms(
+                &format!("{field}.downInterval"),
+                hc.down_interval.as_ref(),
+                interval_ms,
+            );
+            let timeout_ms = c.duration_ms(&format!("{field}.timeout"), hc.timeout.as_ref(), 1_000);
+            for (name, v) in [
+                ("interval", interval_ms),
+                ("downInterval", down_interval_ms),
+                ("timeout", timeout_ms),
+            ] {
+                if v == 0 {
+                    c.report(format!("{field}.{name}"), "must be greater than zero");
+                }
+            }
+            let probe = match hc.kind {
+                HealthCheckType::Tcp => {
+                    if hc.path.is_some() || hc.expect_status.is_some() {
+                        c.report(field.clone(), "path and expectStatus apply to type HTTP");
+                    }
+                    Probe::Tcp
+                }
+                HealthCheckType::Http => {
+                    let path = hc.path.clone().unwrap_or_else(|| "/".into());
+                    if !path.starts_with('/') {
+                        c.report(format!("{field}.path"), "must start with /");
+                    }
+                    if let Some(s) = hc.expect_status
+                        && !(100..=599).contains(&s)
+                    {
+                        c.report(format!("{field}.expectStatus"), "must be 100-599");
+                    }
+                    Probe::Http {
+                        path,
+                        expect_status: hc.expect_status,
+                    }
+                }
+            };
+            let rise = hc.rise.unwrap_or(2);
+            let fall = hc.fall.unwrap_or(3);
+            if rise == 0 {
+                c.report(format!("{field}.rise"), "must be at least 1");
+            }
+            if fall == 0 {
+                c.report(format!("{field}.fall"), "must be at least 1");
+            }
+            if hc.port == Some(0) {
+                c.report(format!("{field}.port"), "must be 1-65535");
+            }
+            HealthCheckConfig {
+                probe,
+                port: hc.port,
+                interval_ms,
+                down_interval_ms,
+                timeout_ms,
+                rise,
+                fall,
+            }
+        });
+
+        let defaults = TimeoutsConfig::default();
+        let t = l.timeouts.clone().unwrap_or_default();
+        let timeouts = TimeoutsConfig {
+            connect_ms: c.duration_ms(
+                &format!("{at}.timeouts.connect"),
+                t.connect.as_ref(),
+                defaults.connect_ms,
+            ),
+            client_ms: c.duration_ms(
+                &format!("{at}.timeouts.client"),
+                t.client.as_ref(),
+                defaults.client_ms,
+            ),
+            server_ms: c.duration_ms(
+                &format!("{at}.timeouts.server"),
+                t.server.as_ref(),
+                defaults.server_ms,
+            ),
+            http_request_ms: c.duration_ms(
+                &format!("{at}.timeouts.httpRequest"),
+                t.http_request.as_ref(),
+                defaults.http_request_ms,
+            ),
+            idle_ms: c.duration_ms(
+                &format!("{at}.timeouts.idle"),
+                t.idle.as_ref(),
+                defaults.idle_ms,
+            ),
+        };
+        for (name, v) in [
+            ("connect", timeouts.connect_ms),
+            ("client", timeouts.client_ms),
+            ("server", timeouts.server_ms),
+            ("httpRequest", timeouts.http_request_ms),
+            ("idle", timeouts.idle_ms),
+        ] {
+            if v == 0 {
+                c.report(format!("{at}.timeouts.{name}"), "must be greater than zero");
+            }
+        }
+        if l.max_connections == Some(0) {
+            c.report(format!("{at}.maxConnections"), "must be at least 1");
+        }
+
+        listeners.push(ListenerConfig {
+            name: format!("{namespace}/{lb_name}/{}", l.name),
+            vip: spec.virtual_ip.clone(),
+            addresses: addresses.clone(),
+            port: l.port,
+            protocol: l.protocol,
+            algorithm: l.algorithm,
+            backends,
+            health_check,
+            timeouts,
+            retries: l.retries.unwrap_or(DEFAULT_RETRIES),
+            max_connections: l.max_connections,
+            forwarded_headers,
+        });
+    }
+
+    if c.problems.is_empty() {
+        Ok(listeners)
+    } else {
+        Err(c.problems)
+    }
+}
+
+fn render_backends(
+    input: &RenderInput<'_>,
+    namespace: &str,
+    at: &str,
+    listener: &crate::load_balancer::Listener,
+    c: &mut Checker,
+) -> Vec<BackendConfig> {
+    let mut out = Vec::new();
+    let mut names = BTreeSet::new();
+    for (j, b) in listener.backends.iter().enumerate() {
+        let field = format!("{at}.backends[{j}]");
+        let weight = b.weight.unwrap_or(1);
+        if weight > 256 {
+            c.report(format!("{field}.weight"), "must be 0-256");
+        }
+        if b.max_connections == Some(0) {
+            c.report(format!("{field}.maxConnections"), "must be at least 1");
+        }
+        let mut push = |c: &mut Checker, name: String, address: IpAddr, port: u16| {
+            if !names.insert(name.clone()) {
+                c.report(
+                    format!("{field}.name"),
+                    format!("duplicate backend name {name:?}"),
+                );
+            }
+            out.push(BackendConfig {
+                name,
+                address,
+                port,
+                weight,
+                backup: b.backup,
+                max_connections: b.max_connections,
+            });
+        };
+        match (&b.address, &b.service) {
+            (Some(addr), None) => {
+                let Some(port) = b.port.filter(|p| *p != 0) else {
+                    c.report(
+                        format!("{field}.port"),
+                        "a static address needs a port 1-65535",
+                    );
+                    continue;
+                };
+                let Some(ip) = c.ip(&format!("{field}.address"), addr) else {
+                    continue;
+                };
+                let name = b
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| std::net::SocketAddr::new(ip, port).to_string());
+                push(c, name, ip, port);
+            }
+            (None, Some(svc)) => {
+                if b.port.is_some() {
+                    c.report(format!("{field}.port"), "set the port in service.port");
+                }
+                let key = ServiceKey {
+                    namespace: namespace.to_string(),
+                    name: svc.name.clone(),
+                    port: svc.port,
+                };
+                // Endpoints that are not ready get no traffic; a Service with none is
+                // still valid, it just has no backend for now.
+                for ep in input
+                    .endpoints
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| e.ready)
+                {
+                    let prefix = b.name.as_deref().unwrap_or(&svc.name);
+                    push(c, format!("{prefix}/{}", ep.name), ep.address, ep.port);
+                }
+            }
+            _ => c.report(field.clone(), "set exactly one of address or service"),
+        }
+    }
+    out
+}

@@ -1,0 +1,185 @@
+//! `VirtualIP` (cluster-scoped): addresses that move between nodes with VRRP.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::DURATION_PATTERN;
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "halo.dev",
+    version = "v1alpha1",
+    kind = "VirtualIP",
+    plural = "virtualips",
+    shortname = "vip",
+    category = "halo",
+    status = "VirtualIPStatus",
+    doc = "A highly available address: one node holds it at a time, elected with VRRP",
+    printcolumn(name = "Addresses", type_ = "string", json_path = ".spec.addresses"),
+    printcolumn(name = "VRID", type_ = "integer", json_path = ".status.vrid"),
+    printcolumn(name = "Master", type_ = "string", json_path = ".status.master"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.vrrp.enabled || !has(self.vrrp.authentication) || self.vrrp.version == 2").message("vrrp.authentication is only defined for VRRP version 2"))]
+pub struct VirtualIPSpec {
+    /// IPv4/IPv6 addresses with prefix length, e.g. `192.0.2.10/24`.
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(validation = Rule::new("self.all(a, isCIDR(a) || isIP(a))").message("every address must be an IP address with an optional /prefix"))]
+    pub addresses: Vec<String>,
+    /// Interface that carries the addresses; default: the one holding the node's address in that subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// Only nodes with these labels take part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub vrrp: VrrpSpec,
+    /// Per-node VRRP priority (higher wins); nodes not listed get 100.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub priorities: Vec<NodePriority>,
+    /// Unicast peers, by node. Written by hand in standalone mode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub peers: Vec<Peer>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.version == 3 || !has(self.advertisementInterval) || self.advertisementInterval.endsWith('s') && !self.advertisementInterval.endsWith('ms')").message("VRRP version 2 advertises in whole seconds"))]
+pub struct VrrpSpec {
+    /// false: hold the addresses with no election (a single standalone box).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// 3 (RFC 5798) or 2 (RFC 3768, for old peers).
+    #[serde(default = "default_vrrp_version")]
+    #[schemars(range(min = 2, max = 3))]
+    pub version: u8,
+    /// 1-255; allocated by the controller when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 255))]
+    pub virtual_router_id: Option<u8>,
+    /// Default 100ms for version 3, 1s for version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub advertisement_interval: Option<String>,
+    /// A higher-priority node takes the addresses back (default true).
+    #[serde(default = "default_true")]
+    pub preempt: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub preempt_delay: Option<String>,
+    #[serde(default)]
+    pub mode: VrrpMode,
+    /// Source address for unicast adverts (keepalived's `unicast_src_ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isIP(self)").message("unicastSource must be an IP address"))]
+    pub unicast_source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<VrrpAuthentication>,
+}
+
+impl Default for VrrpSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            version: 3,
+            virtual_router_id: None,
+            advertisement_interval: None,
+            preempt: true,
+            preempt_delay: None,
+            mode: VrrpMode::default(),
+            unicast_source: None,
+            authentication: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_vrrp_version() -> u8 {
+    3
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum VrrpMode {
+    #[default]
+    Multicast,
+    Unicast,
+}
+
+/// VRRPv2 simple password (keepalived `auth_type PASS`); at most 8 characters on the wire.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.password) != has(self.secretRef)").message("set exactly one of password or secretRef"))]
+pub struct VrrpAuthentication {
+    #[serde(rename = "type")]
+    pub kind: VrrpAuthType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 8))]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum VrrpAuthType {
+    Pass,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct NodePriority {
+    pub node: String,
+    #[schemars(range(min = 1, max = 255))]
+    pub priority: u8,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+pub struct Peer {
+    pub node: String,
+    #[x_kube(validation = Rule::new("isIP(self)").message("peer address must be an IP address"))]
+    pub address: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualIPStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrid: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeVrrpStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeVrrpStatus {
+    pub node: String,
+    pub state: String,
+    pub priority: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
