@@ -1,5 +1,8 @@
 //! `VirtualIPPool` (cluster-scoped): addresses that `Service type: LoadBalancer` draws from.
 
+// Each `printcolumn(...)` repeats `type_ =`, which this lint mistakes for a repeated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

@@ -1,5 +1,8 @@
 //! `VirtualIP` (cluster-scoped): addresses that move between nodes with VRRP.
 
+// Each `printcolumn(...)` repeats `type_ =`, which this lint mistakes for a repeated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

@@ -1,1 +1,113 @@
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use halo_crds::render::NodeInfo;
+use halo_dataplane::admin;
+use halo_dataplane::config::file;
+use halo_dataplane::metrics::Metrics;
+use halo_dataplane::runtime::Runtime;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+#[command(
+    name = "halo-dataplane",
+    version,
+    about = "Halo data plane: highly available VIPs with an L4/L7 load balancer"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the VirtualIP / LoadBalancer objects of a manifest file (no Kubernetes needed).
+    Run {
+        /// Multi-document YAML of VirtualIP and LoadBalancer objects.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// This node's name, as used in spec.priorities and spec.peers.
+        #[arg(long, env = "NODE_NAME")]
+        node: Option<String>,
+        /// Address of the admin listener (/metrics, /healthz, /status).
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        admin: SocketAddr,
+        /// How often to look at the file for changes.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        poll: Duration,
+    },
+    /// Validate a manifest file and print the NodeConfig it renders to.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, env = "NODE_NAME")]
+        node: Option<String>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    halo_crds::duration::parse(text).map_err(|e| e.to_string())
+}
+
+fn node_info(name: Option<String>) -> NodeInfo {
+    let name = name.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into())
+    });
+    NodeInfo {
+        name,
+        labels: Default::default(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Check { config, node } => {
+            let rendered = file::load(&config, &node_info(node))?;
+            println!("{}", serde_json::to_string_pretty(&rendered.sealed(1))?);
+            Ok(())
+        }
+        Command::Run {
+            config,
+            node,
+            admin,
+            poll,
+        } => run(config, node_info(node), admin, poll).await,
+    }
+}
+
+async fn run(path: PathBuf, node: NodeInfo, admin_addr: SocketAddr, poll: Duration) -> Result<()> {
+    let runtime = Arc::new(Runtime::new(Arc::new(Metrics::new())));
+    let first = file::load(&path, &node)?;
+    runtime
+        .apply(first.sealed(1))
+        .await
+        .context("cannot apply the initial config")?;
+    let admin_listener = admin::bind(admin_addr)
+        .await
+        .with_context(|| format!("cannot bind the admin listener on {admin_addr}"))?;
+    tracing::info!(node = %node.name, admin = %admin_addr, config = %path.display(), "halo-dataplane running");
+    tokio::spawn(admin::serve(admin_listener, runtime.clone()));
+    tokio::spawn(file::watch(path, node, runtime.clone(), poll));
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    runtime.shutdown().await;
+    Ok(())
+}

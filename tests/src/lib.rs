@@ -1,1 +1,6 @@
+//! The Halo lab: real backends, real data plane processes, and (for the lab tests)
+//! network namespaces and a real control plane.
 
+pub mod backends;
+pub mod client;
+pub mod process;

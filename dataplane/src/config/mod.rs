@@ -1,0 +1,3 @@
+//! Where NodeConfigs come from: a manifest file (standalone mode).
+
+pub mod file;

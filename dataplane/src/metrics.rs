@@ -1,0 +1,146 @@
+//! Prometheus metrics of the data plane (prometheus-client text format).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+pub type Labels = Vec<(&'static str, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub config_version: Gauge,
+    pub config_reloads: Family<Labels, Counter>,
+    pub listener_connections: Family<Labels, Counter>,
+    pub listener_active: Family<Labels, Gauge>,
+    pub listener_refused: Family<Labels, Counter>,
+    pub http_responses: Family<Labels, Counter>,
+    pub backend_requests: Family<Labels, Counter>,
+    pub backend_errors: Family<Labels, Counter>,
+    pub backend_active: Family<Labels, Gauge>,
+    pub backend_up: Family<Labels, Gauge>,
+    pub health_checks: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("halo");
+        let config_version = Gauge::default();
+        registry.register(
+            "config_version",
+            "Version of the applied NodeConfig",
+            config_version.clone(),
+        );
+        let config_reloads = Family::<Labels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config loads by result (applied, rejected, unchanged)",
+            config_reloads.clone(),
+        );
+        let listener_connections = Family::<Labels, Counter>::default();
+        registry.register(
+            "listener_connections",
+            "Client connections accepted",
+            listener_connections.clone(),
+        );
+        let listener_active = Family::<Labels, Gauge>::default();
+        registry.register(
+            "listener_active_connections",
+            "Client connections open",
+            listener_active.clone(),
+        );
+        let listener_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "listener_refused_connections",
+            "Client connections refused, by reason",
+            listener_refused.clone(),
+        );
+        let http_responses = Family::<Labels, Counter>::default();
+        registry.register(
+            "http_responses",
+            "HTTP responses sent to clients, by status class",
+            http_responses.clone(),
+        );
+        let backend_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "backend_requests",
+            "Requests (HTTP) or connections (TCP) sent to a backend",
+            backend_requests.clone(),
+        );
+        let backend_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "backend_errors",
+            "Backend failures by kind (connect, timeout, response)",
+            backend_errors.clone(),
+        );
+        let backend_active = Family::<Labels, Gauge>::default();
+        registry.register(
+            "backend_active",
+            "Requests or connections in flight to a backend",
+            backend_active.clone(),
+        );
+        let backend_up = Family::<Labels, Gauge>::default();
+        registry.register(
+            "backend_up",
+            "1 when the backend passes its health check",
+            backend_up.clone(),
+        );
+        let health_checks = Family::<Labels, Counter>::default();
+        registry.register(
+            "health_checks",
+            "Health checks run, by result",
+            health_checks.clone(),
+        );
+        Self {
+            registry,
+            config_version,
+            config_reloads,
+            listener_connections,
+            listener_active,
+            listener_refused,
+            http_responses,
+            backend_requests,
+            backend_errors,
+            backend_active,
+            backend_up,
+            health_checks,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Drops the series of a backend that left the config.
+    pub fn forget_backend(&self, listener: &str, backend: &str) {
+        let labels = backend_labels(listener, backend);
+        self.backend_active.remove(&labels);
+        self.backend_up.remove(&labels);
+    }
+}
+
+pub fn listener_labels(listener: &str) -> Labels {
+    vec![("listener", listener.to_string())]
+}
+
+pub fn backend_labels(listener: &str, backend: &str) -> Labels {
+    vec![
+        ("listener", listener.to_string()),
+        ("backend", backend.to_string()),
+    ]
+}
+
+pub fn with(mut labels: Labels, key: &'static str, value: impl Into<String>) -> Labels {
+    labels.push((key, value.into()));
+    labels
+}

@@ -1,0 +1,220 @@
+//! One backend server as the proxy sees it: health, load, metrics and idle HTTP connections.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use halo_crds::node_config::{BackendConfig, HealthCheckConfig};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
+
+use super::balance::{Candidate, hash_bytes};
+use crate::metrics::{Labels, Metrics, backend_labels, with};
+
+/// Idle keep-alive connections kept per backend.
+const MAX_IDLE: usize = 64;
+
+pub struct Backend {
+    pub config: BackendConfig,
+    pub listener: String,
+    pub health_check: Option<HealthCheckConfig>,
+    pub id: u64,
+    up: AtomicBool,
+    active: AtomicU32,
+    idle: Mutex<Vec<SendRequest<Incoming>>>,
+    health_task: Mutex<Option<AbortHandle>>,
+    labels: Labels,
+    requests: Counter,
+    active_gauge: Gauge,
+    up_gauge: Gauge,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {addr} timed out after {after:?}")]
+    Timeout { addr: SocketAddr, after: Duration },
+    #[error("connect to {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl Backend {
+    pub fn new(
+        listener: &str,
+        config: BackendConfig,
+        health_check: Option<HealthCheckConfig>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let labels = backend_labels(listener, &config.name);
+        let requests = metrics.backend_requests.get_or_create(&labels).clone();
+        let active_gauge = metrics.backend_active.get_or_create(&labels).clone();
+        let up_gauge = metrics.backend_up.get_or_create(&labels).clone();
+        up_gauge.set(1);
+        Arc::new(Self {
+            id: hash_bytes(config.name.as_bytes()),
+            listener: listener.to_string(),
+            config,
+            health_check,
+            up: AtomicBool::new(true),
+            active: AtomicU32::new(0),
+            idle: Mutex::new(Vec::new()),
+            health_task: Mutex::new(None),
+            labels,
+            requests,
+            active_gauge,
+            up_gauge,
+            metrics,
+        })
+    }
+
+    /// Same server, same check: its state can carry over a reload.
+    pub fn reusable_for(
+        &self,
+        listener: &str,
+        config: &BackendConfig,
+        hc: Option<&HealthCheckConfig>,
+    ) -> bool {
+        self.listener == listener && &self.config == config && self.health_check.as_ref() == hc
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.config.address, self.config.port)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+        self.up_gauge.set(i64::from(up));
+        if !up {
+            self.drop_idle();
+        }
+    }
+
+    pub fn active(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn candidate(&self) -> Candidate {
+        let active = self.active();
+        Candidate {
+            id: self.id,
+            weight: self.config.weight,
+            backup: self.config.backup,
+            up: self.is_up(),
+            active,
+            full: self.config.max_connections.is_some_and(|m| active >= m),
+        }
+    }
+
+    /// Counts one request or connection in flight until the guard drops.
+    pub fn track(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.active_gauge.inc();
+        self.requests.inc();
+        ActiveGuard(self.clone())
+    }
+
+    pub fn count_error(&self, kind: &'static str) {
+        self.metrics
+            .backend_errors
+            .get_or_create(&with(self.labels.clone(), "kind", kind))
+            .inc();
+    }
+
+    pub fn count_check(&self, result: &'static str) {
+        self.metrics
+            .health_checks
+            .get_or_create(&with(self.labels.clone(), "result", result))
+            .inc();
+    }
+
+    pub async fn connect(&self, timeout: Duration) -> Result<TcpStream, ConnectError> {
+        let addr = self.addr();
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Err(_) => Err(ConnectError::Timeout {
+                addr,
+                after: timeout,
+            }),
+            Ok(Err(source)) => Err(ConnectError::Io { addr, source }),
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Ok(stream)
+            }
+        }
+    }
+
+    pub fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(sender) = idle.pop() {
+            if sender.is_ready() && !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    pub fn put_idle(&self, sender: SendRequest<Incoming>) {
+        if !self.is_up() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(sender);
+        }
+    }
+
+    fn drop_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
+    pub fn set_health_task(&self, handle: AbortHandle) {
+        if let Ok(mut slot) = self.health_task.lock()
+            && let Some(old) = slot.replace(handle)
+        {
+            old.abort();
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.health_task.lock()
+            && let Some(task) = slot.take()
+        {
+            task.abort();
+        }
+    }
+}
+
+pub struct ActiveGuard(Arc<Backend>);
+
+impl ActiveGuard {
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.0
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.active_gauge.dec();
+    }
+}

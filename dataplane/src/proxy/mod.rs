@@ -1,0 +1,196 @@
+//! The L4/L7 proxy: listening sockets, balancing, health checks, HTTP and TCP forwarding.
+
+pub mod backend;
+pub mod balance;
+pub mod health;
+pub mod http;
+pub mod io;
+pub mod listener;
+pub mod tcp;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use halo_crds::node_config::ListenerConfig;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use self::backend::{ActiveGuard, Backend};
+use self::balance::{BalanceState, PickInput, hash_bytes, mix64};
+use crate::metrics::{Labels, Metrics, listener_labels, with};
+
+/// What one listener serves right now: swapped whole on reload, while connections that
+/// started earlier keep the snapshot they began with.
+pub struct Service {
+    pub config: ListenerConfig,
+    pub backends: Vec<Arc<Backend>>,
+    balance: Mutex<BalanceState>,
+    limit: Option<Arc<Semaphore>>,
+    pub labels: Labels,
+    pub metrics: Arc<Metrics>,
+    connections: Counter,
+    active: Gauge,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no backend of {listener} could take the request")]
+pub struct NoBackend {
+    pub listener: String,
+}
+
+impl Service {
+    /// Builds the service for `config`, carrying over backends (health state, pooled
+    /// connections) and the connection limit from the previous one where unchanged.
+    pub fn new(
+        config: ListenerConfig,
+        previous: Option<&Service>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let backends = config
+            .backends
+            .iter()
+            .map(|b| {
+                previous
+                    .and_then(|p| {
+                        p.backends.iter().find(|old| {
+                            old.reusable_for(&config.name, b, config.health_check.as_ref())
+                        })
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        let fresh = Backend::new(
+                            &config.name,
+                            b.clone(),
+                            config.health_check.clone(),
+                            metrics.clone(),
+                        );
+                        health::spawn(&fresh);
+                        fresh
+                    })
+            })
+            .collect();
+        let limit = match previous {
+            Some(p) if p.config.max_connections == config.max_connections => p.limit.clone(),
+            _ => config
+                .max_connections
+                .map(|m| Arc::new(Semaphore::new(m as usize))),
+        };
+        let labels = listener_labels(&config.name);
+        let connections = metrics.listener_connections.get_or_create(&labels).clone();
+        let active = metrics.listener_active.get_or_create(&labels).clone();
+        Arc::new(Self {
+            config,
+            backends,
+            balance: Mutex::new(BalanceState::default()),
+            limit,
+            labels,
+            metrics,
+            connections,
+            active,
+        })
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.timeouts.connect_ms)
+    }
+
+    /// Admits a new client connection, or refuses it when the listener is at maxConnections.
+    pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
+        let permit = match &self.limit {
+            None => None,
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    self.metrics
+                        .listener_refused
+                        .get_or_create(&with(self.labels.clone(), "reason", "max_connections"))
+                        .inc();
+                    return None;
+                }
+            },
+        };
+        self.connections.inc();
+        self.active.inc();
+        Some(Admitted {
+            _permit: permit,
+            service: self.clone(),
+        })
+    }
+
+    /// Picks a backend index for a client, skipping `excluded` ones.
+    pub fn pick(&self, client: IpAddr, excluded: &[bool]) -> Option<usize> {
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let n = SEQUENCE.fetch_add(2, Ordering::Relaxed);
+        let candidates: Vec<_> = self.backends.iter().map(|b| b.candidate()).collect();
+        let client_bytes = match client {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        let input = PickInput {
+            source_hash: hash_bytes(&client_bytes),
+            random: (mix64(n ^ random_seed()), mix64((n + 1) ^ random_seed())),
+        };
+        let mut state = self.balance.lock().ok()?;
+        balance::pick(
+            self.config.algorithm,
+            &mut state,
+            &candidates,
+            excluded,
+            input,
+        )
+    }
+
+    /// Opens a connection to a backend, moving on to another one after a connect failure
+    /// up to `retries` times.
+    pub async fn connect(&self, client: IpAddr) -> Result<(ActiveGuard, TcpStream), NoBackend> {
+        let mut excluded = vec![false; self.backends.len()];
+        for _ in 0..=self.config.retries {
+            let Some(i) = self.pick(client, &excluded) else {
+                break;
+            };
+            excluded[i] = true;
+            let backend = &self.backends[i];
+            let guard = backend.track();
+            match backend.connect(self.connect_timeout()).await {
+                Ok(stream) => return Ok((guard, stream)),
+                Err(e) => {
+                    backend.count_error("connect");
+                    tracing::warn!(listener = %self.config.name, backend = backend.name(), error = %e, "backend connect failed, trying another");
+                }
+            }
+        }
+        Err(self.no_backend())
+    }
+
+    pub fn no_backend(&self) -> NoBackend {
+        NoBackend {
+            listener: self.config.name.clone(),
+        }
+    }
+
+    pub fn ready_backends(&self) -> usize {
+        self.backends.iter().filter(|b| b.is_up()).count()
+    }
+}
+
+/// A client connection the listener accepted; releases its slot when dropped.
+pub struct Admitted {
+    _permit: Option<OwnedSemaphorePermit>,
+    service: Arc<Service>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.service.active.dec();
+    }
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| RandomState::new().hash_one(0x4841_4c4f_u64))
+}

@@ -1,0 +1,280 @@
+//! Applies a NodeConfig as a diff: binds new sockets first (so a config that cannot be
+//! served is refused before anything changes), then swaps each listener's service,
+//! closes sockets that are gone and hands VIPs to their holder. Connections already
+//! open keep the service they started with.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use halo_crds::NodeConfig;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+use crate::metrics::{Metrics, with};
+use crate::proxy::{Service, listener};
+use crate::vip::VipHolder;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("cannot listen on {addr} for {listener}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        listener: String,
+        source: std::io::Error,
+    },
+    #[error("{addr} is claimed by both {first} and {second}")]
+    DuplicateBind {
+        addr: SocketAddr,
+        first: String,
+        second: String,
+    },
+    #[error("VirtualIP {vip}: {message}")]
+    Vip { vip: String, message: String },
+}
+
+struct Socket {
+    listener: String,
+    slot: Arc<ArcSwap<Service>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Default)]
+struct State {
+    config: Option<NodeConfig>,
+    services: BTreeMap<String, Arc<Service>>,
+    sockets: BTreeMap<SocketAddr, Socket>,
+}
+
+pub struct Runtime {
+    metrics: Arc<Metrics>,
+    vips: VipHolder,
+    state: Mutex<State>,
+}
+
+impl Runtime {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            vips: VipHolder::default(),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn applied_version(&self) -> Option<(u64, String)> {
+        let state = self.state.lock().ok()?;
+        state.config.as_ref().map(|c| (c.version, c.hash.clone()))
+    }
+
+    pub fn applied_hash(&self) -> Option<String> {
+        self.applied_version().map(|(_, h)| h)
+    }
+
+    /// Applies `config` whole or not at all.
+    pub async fn apply(&self, config: NodeConfig) -> Result<(), ApplyError> {
+        let result = self.apply_inner(config).await;
+        let label = if result.is_ok() {
+            "applied"
+        } else {
+            "rejected"
+        };
+        self.metrics
+            .config_reloads
+            .get_or_create(&vec![("result", label.to_string())])
+            .inc();
+        result
+    }
+
+    async fn apply_inner(&self, config: NodeConfig) -> Result<(), ApplyError> {
+        self.vips.check(&config.vips)?;
+
+        // Which listener each socket address belongs to now.
+        let mut wanted: BTreeMap<SocketAddr, String> = BTreeMap::new();
+        for l in &config.listeners {
+            for ip in &l.addresses {
+                let addr = SocketAddr::new(*ip, l.port);
+                if let Some(first) = wanted.insert(addr, l.name.clone()) {
+                    return Err(ApplyError::DuplicateBind {
+                        addr,
+                        first,
+                        second: l.name.clone(),
+                    });
+                }
+            }
+        }
+
+        // Phase 1, fallible: bind what is new. Nothing running has changed yet.
+        let mut fresh = BTreeMap::new();
+        {
+            let state = self.lock();
+            for (addr, name) in &wanted {
+                if state.sockets.contains_key(addr) {
+                    continue;
+                }
+                let bound = listener::bind(*addr).map_err(|source| ApplyError::Bind {
+                    addr: *addr,
+                    listener: name.clone(),
+                    source,
+                })?;
+                fresh.insert(*addr, bound);
+            }
+        }
+
+        // Phase 2: swap. Must not fail from here on.
+        self.vips.apply(&config.vips).await;
+        let mut state = self.lock();
+        let mut services = BTreeMap::new();
+        for l in &config.listeners {
+            let previous = state.services.get(&l.name).cloned();
+            let service = Service::new(l.clone(), previous.as_deref(), self.metrics.clone());
+            services.insert(l.name.clone(), service);
+        }
+        for old in state.services.values() {
+            for b in &old.backends {
+                let kept = services
+                    .get(&old.config.name)
+                    .is_some_and(|s| s.backends.iter().any(|n| Arc::ptr_eq(n, b)));
+                if !kept {
+                    self.metrics.forget_backend(&old.config.name, b.name());
+                }
+            }
+        }
+        state.sockets.retain(|addr, _| wanted.contains_key(addr));
+        for (addr, name) in &wanted {
+            let Some(service) = services.get(name).cloned() else {
+                continue;
+            };
+            if let Some(socket) = state.sockets.get_mut(addr) {
+                socket.slot.store(service);
+                socket.listener = name.clone();
+            } else if let Some(bound) = fresh.remove(addr) {
+                let slot = Arc::new(ArcSwap::new(service));
+                let task = tokio::spawn(listener::accept_loop(bound, slot.clone()));
+                tracing::info!(%addr, listener = %name, "listening");
+                state.sockets.insert(
+                    *addr,
+                    Socket {
+                        listener: name.clone(),
+                        slot,
+                        task,
+                    },
+                );
+            }
+        }
+        state.services = services;
+        self.metrics
+            .config_version
+            .set(i64::try_from(config.version).unwrap_or(i64::MAX));
+        tracing::info!(version = config.version, hash = %config.hash, listeners = config.listeners.len(), vips = config.vips.len(), "config applied");
+        state.config = Some(config);
+        Ok(())
+    }
+
+    /// Stops listening and lets go of every VIP (graceful stop).
+    pub async fn shutdown(&self) {
+        {
+            let mut state = self.lock();
+            state.sockets.clear();
+        }
+        self.vips.release_all().await;
+    }
+
+    pub fn status(&self) -> RuntimeStatus {
+        let state = self.lock();
+        let (version, hash) = state
+            .config
+            .as_ref()
+            .map_or((None, None), |c| (Some(c.version), Some(c.hash.clone())));
+        RuntimeStatus {
+            node: state.config.as_ref().map(|c| c.node.clone()),
+            version,
+            hash,
+            vips: self.vips.status(),
+            listeners: state
+                .services
+                .values()
+                .map(|s| ListenerStatus {
+                    name: s.config.name.clone(),
+                    protocol: format!("{:?}", s.config.protocol).to_uppercase(),
+                    bind: state
+                        .sockets
+                        .iter()
+                        .filter(|(_, sock)| sock.listener == s.config.name)
+                        .map(|(addr, _)| addr.to_string())
+                        .collect(),
+                    ready_backends: s.ready_backends(),
+                    backends: s
+                        .backends
+                        .iter()
+                        .map(|b| BackendStatus {
+                            name: b.name().to_string(),
+                            address: b.addr().to_string(),
+                            up: b.is_up(),
+                            backup: b.config.backup,
+                            weight: b.config.weight,
+                            active: b.active(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Counts a config that was refused before reaching `apply` (parse/render errors).
+    pub fn count_rejected(&self) {
+        self.metrics
+            .config_reloads
+            .get_or_create(&with(Vec::new(), "result", "rejected"))
+            .inc();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (every step replaces
+        // whole values), so keep serving rather than poisoning the data plane.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeStatus {
+    pub node: Option<String>,
+    pub version: Option<u64>,
+    pub hash: Option<String>,
+    pub vips: Vec<crate::vip::VipStatus>,
+    pub listeners: Vec<ListenerStatus>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerStatus {
+    pub name: String,
+    pub protocol: String,
+    pub bind: Vec<String>,
+    pub ready_backends: usize,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendStatus {
+    pub name: String,
+    pub address: String,
+    pub up: bool,
+    pub backup: bool,
+    pub weight: u32,
+    pub active: u32,
+}

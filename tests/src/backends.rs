@@ -1,0 +1,173 @@
+//! Real backend servers for tests and the demo: an HTTP server that names itself and a
+//! TCP echo server, both on loopback ports picked by the kernel.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A server that stops when dropped (its listening socket closes, so connects are refused).
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Backend {
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn served(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// HTTP/1.1 keep-alive server. `GET /headers` echoes the request headers; `/health`
+/// answers 200; `/slow?ms=N` waits N ms; `POST` echoes the body; everything else
+/// answers `<name>\n` with header `x-backend: <name>`.
+pub async fn http(name: &str, addr: SocketAddr) -> std::io::Result<Backend> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let requests = Arc::new(AtomicU64::new(0));
+    let counter = requests.clone();
+    let label = name.to_string();
+    let task = tokio::spawn(async move {
+        // Connections live in the set, so stopping the server also cuts kept-alive ones.
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            while connections.try_join_next().is_some() {}
+            let label = label.clone();
+            let counter = counter.clone();
+            connections.spawn(async move {
+                let svc = service_fn(move |req| {
+                    let label = label.clone();
+                    let counter = counter.clone();
+                    async move { Ok::<_, Infallible>(respond(&label, &counter, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(Backend {
+        name: name.to_string(),
+        addr,
+        requests,
+        task,
+    })
+}
+
+async fn respond(name: &str, counter: &AtomicU64, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    counter.fetch_add(1, Ordering::Relaxed);
+    let path = req.uri().path().to_string();
+    let body = match (req.method().as_str(), path.as_str()) {
+        (_, "/headers") => {
+            let mut text = String::new();
+            for (k, v) in req.headers() {
+                text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+            }
+            text
+        }
+        (_, "/slow") => {
+            let ms: u64 = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("ms="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            format!("{name}\n")
+        }
+        ("POST", _) => match req.into_body().collect().await {
+            Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+            Err(_) => String::new(),
+        },
+        _ => format!("{name}\n"),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    if let Ok(v) = hyper::header::HeaderValue::from_str(name) {
+        response.headers_mut().insert("x-backend", v);
+    }
+    response
+}
+
+/// TCP server that first writes `<name>\n`, then echoes what it receives.
+pub async fn tcp_echo(name: &str, addr: SocketAddr) -> std::io::Result<Backend> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let requests = Arc::new(AtomicU64::new(0));
+    let counter = requests.clone();
+    let greeting = format!("{name}\n");
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            while connections.try_join_next().is_some() {}
+            counter.fetch_add(1, Ordering::Relaxed);
+            let greeting = greeting.clone();
+            connections.spawn(async move {
+                if stream.write_all(greeting.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(Backend {
+        name: name.to_string(),
+        addr,
+        requests,
+        task,
+    })
+}
+
+/// A loopback address with a free port: bind port 0, read it back, release it.
+pub fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Counter for names unique within a test process.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

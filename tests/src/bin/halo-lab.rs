@@ -1,0 +1,92 @@
+//! The lab's command line: `demo` runs the data plane on the example manifest in front of
+//! two real web servers; `backend` runs one such server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use halo_tests::{backends, client, process};
+
+#[derive(Parser)]
+#[command(name = "halo-lab", about = "Halo lab: demo, backends, test infrastructure")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start two web servers and the data plane on deploy/examples/standalone.yaml.
+    Demo {
+        #[arg(long, default_value = "deploy/examples/standalone.yaml")]
+        config: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        admin: SocketAddr,
+        /// Send this many requests through the VIP, print who answered, and exit.
+        #[arg(long)]
+        requests: Option<u32>,
+    },
+    /// Run one HTTP backend that answers with its name.
+    Backend {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Backend { listen, name } => {
+            let _server = backends::http(&name, listen).await?;
+            println!("{name} listening on {listen}");
+            tokio::signal::ctrl_c().await?;
+            Ok(())
+        }
+        Command::Demo { config, admin, requests } => demo(config, admin, requests).await,
+    }
+}
+
+async fn demo(config: PathBuf, admin: SocketAddr, requests: Option<u32>) -> Result<()> {
+    let _web1 = backends::http("web-1", "127.0.0.1:9001".parse()?).await.context("start web-1 on 127.0.0.1:9001")?;
+    let _web2 = backends::http("web-2", "127.0.0.1:9002".parse()?).await.context("start web-2 on 127.0.0.1:9002")?;
+    let log = std::env::temp_dir().join(format!("halo-demo-{}.log", std::process::id()));
+    let binary = process::binary("halo-dataplane")?;
+    let dataplane = process::DataPlane::start(&binary, &config, "demo", admin, &log)?;
+    let vip: SocketAddr = "127.0.0.10:8080".parse()?;
+
+    println!("halo-dataplane is serving {} (pid {}, log {})", config.display(), dataplane.pid(), log.display());
+    println!("backends web-1 on 127.0.0.1:9001 and web-2 on 127.0.0.1:9002\n");
+    println!("try:");
+    println!("  for i in 1 2 3 4; do curl -s http://{vip}/; done     # HTTP listener, alternates web-1 / web-2");
+    println!("  curl -s http://127.0.0.10:8081/                       # TCP listener");
+    println!("  curl -s http://{admin}/status                         # backends, health, config version");
+    println!("  curl -s http://{admin}/metrics");
+    println!("edit {} and save: the data plane reloads it (a bad edit is refused and logged)\n", config.display());
+
+    match requests {
+        Some(n) => {
+            let mut answers = Vec::new();
+            for _ in 0..n {
+                let reply = client::get(vip, "/").await?;
+                println!("{} {}", reply.status.as_u16(), reply.body.trim());
+                answers.push(reply.body.trim().to_string());
+            }
+            let alternates = answers.windows(2).all(|w| w[0] != w[1]);
+            if n >= 2 && !alternates {
+                bail!("responses did not alternate between the backends: {answers:?}");
+            }
+            Ok(())
+        }
+        None => {
+            println!("Ctrl-C stops everything.");
+            tokio::signal::ctrl_c().await?;
+            drop(dataplane);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(())
+        }
+    }
+}
