@@ -328,13 +328,16 @@ fn render_vrrp(
         vrrp.advertisement_interval.as_ref(),
         default_advert,
     );
-    if vrrp.version == 2 && (advert_ms == 0 || !advert_ms.is_multiple_of(1_000) || advert_ms > 255_000) {
+    if vrrp.version == 2
+        && (advert_ms == 0 || !advert_ms.is_multiple_of(1_000) || advert_ms > 255_000)
+    {
         c.report(
             "spec.vrrp.advertisementInterval",
             "VRRP version 2 advertises in whole seconds, 1s-255s",
         );
     }
-    if vrrp.version == 3 && (advert_ms < 10 || !advert_ms.is_multiple_of(10) || advert_ms > 40_950) {
+    if vrrp.version == 3 && (advert_ms < 10 || !advert_ms.is_multiple_of(10) || advert_ms > 40_950)
+    {
         c.report(
             "spec.vrrp.advertisementInterval",
             "VRRP version 3 advertises in centiseconds, 10ms-40950ms",

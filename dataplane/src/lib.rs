@@ -8,3 +8,4 @@ pub mod netlink;
 pub mod proxy;
 pub mod runtime;
 pub mod vip;
+pub mod vrrp;

@@ -21,6 +21,14 @@ pub struct Metrics {
     pub backend_active: Family<Labels, Gauge>,
     pub backend_up: Family<Labels, Gauge>,
     pub health_checks: Family<Labels, Counter>,
+    pub vrrp_state: Family<Labels, Gauge>,
+    pub vrrp_priority: Family<Labels, Gauge>,
+    pub vrrp_transitions: Family<Labels, Counter>,
+    pub vrrp_adverts_sent: Family<Labels, Counter>,
+    pub vrrp_adverts_received: Family<Labels, Counter>,
+    pub vrrp_dropped: Family<Labels, Counter>,
+    pub vrrp_garp_sent: Family<Labels, Counter>,
+    pub vrrp_split_brain: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -98,8 +106,64 @@ impl Metrics {
             "Health checks run, by result",
             health_checks.clone(),
         );
+        let vrrp_state = Family::<Labels, Gauge>::default();
+        registry.register(
+            "vrrp_state",
+            "VRRP state: 0 Initialize, 1 Backup, 2 Master, 3 Fault",
+            vrrp_state.clone(),
+        );
+        let vrrp_priority = Family::<Labels, Gauge>::default();
+        registry.register(
+            "vrrp_priority",
+            "Effective VRRP priority",
+            vrrp_priority.clone(),
+        );
+        let vrrp_transitions = Family::<Labels, Counter>::default();
+        registry.register(
+            "vrrp_transitions",
+            "VRRP state changes, by new state",
+            vrrp_transitions.clone(),
+        );
+        let vrrp_adverts_sent = Family::<Labels, Counter>::default();
+        registry.register(
+            "vrrp_adverts_sent",
+            "VRRP advertisements sent",
+            vrrp_adverts_sent.clone(),
+        );
+        let vrrp_adverts_received = Family::<Labels, Counter>::default();
+        registry.register(
+            "vrrp_adverts_received",
+            "Valid VRRP advertisements received",
+            vrrp_adverts_received.clone(),
+        );
+        let vrrp_dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "vrrp_dropped_packets",
+            "VRRP packets dropped, by reason",
+            vrrp_dropped.clone(),
+        );
+        let vrrp_garp_sent = Family::<Labels, Counter>::default();
+        registry.register(
+            "vrrp_garp_sent",
+            "Gratuitous ARPs sent",
+            vrrp_garp_sent.clone(),
+        );
+        let vrrp_split_brain = Family::<Labels, Counter>::default();
+        registry.register(
+            "vrrp_split_brain",
+            "Adverts from another master, by outcome (kept, yielded)",
+            vrrp_split_brain.clone(),
+        );
         Self {
             registry,
+            vrrp_state,
+            vrrp_priority,
+            vrrp_transitions,
+            vrrp_adverts_sent,
+            vrrp_adverts_received,
+            vrrp_dropped,
+            vrrp_garp_sent,
+            vrrp_split_brain,
             config_version,
             config_reloads,
             listener_connections,

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::metrics::{Metrics, with};
 use crate::proxy::{Service, listener};
 use crate::vip::VipHolder;
+use crate::vrrp::VrrpManager;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -56,6 +57,7 @@ struct State {
 pub struct Runtime {
     metrics: Arc<Metrics>,
     vips: VipHolder,
+    vrrp: VrrpManager,
     state: Mutex<State>,
 }
 
@@ -64,6 +66,7 @@ impl Runtime {
         Self {
             metrics,
             vips: VipHolder::default(),
+            vrrp: VrrpManager::default(),
             state: Mutex::new(State::default()),
         }
     }
@@ -97,8 +100,6 @@ impl Runtime {
     }
 
     async fn apply_inner(&self, config: NodeConfig) -> Result<(), ApplyError> {
-        self.vips.check(&config.vips)?;
-
         // Which listener each socket address belongs to now.
         let mut wanted: BTreeMap<SocketAddr, String> = BTreeMap::new();
         for l in &config.listeners {
@@ -133,6 +134,7 @@ impl Runtime {
 
         // Phase 2: swap. Must not fail from here on.
         self.vips.apply(&config.vips).await;
+        self.vrrp.apply(&config.vips, &self.metrics).await;
         let mut state = self.lock();
         let mut services = BTreeMap::new();
         for l in &config.listeners {
@@ -187,6 +189,7 @@ impl Runtime {
             let mut state = self.lock();
             state.sockets.clear();
         }
+        self.vrrp.stop_all().await;
         self.vips.release_all().await;
     }
 
@@ -201,6 +204,7 @@ impl Runtime {
             version,
             hash,
             vips: self.vips.status(),
+            vrrp: self.vrrp.status(),
             listeners: state
                 .services
                 .values()
@@ -255,6 +259,7 @@ pub struct RuntimeStatus {
     pub version: Option<u64>,
     pub hash: Option<String>,
     pub vips: Vec<crate::vip::VipStatus>,
+    pub vrrp: Vec<crate::vrrp::instance::InstanceStatus>,
     pub listeners: Vec<ListenerStatus>,
 }
 

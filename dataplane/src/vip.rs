@@ -11,7 +11,6 @@ use halo_crds::node_config::VipConfig;
 use serde::Serialize;
 
 use crate::netlink::Netlink;
-use crate::runtime::ApplyError;
 
 #[derive(Default)]
 pub struct VipHolder {
@@ -37,18 +36,9 @@ pub struct VipStatus {
 }
 
 impl VipHolder {
-    pub fn check(&self, vips: &[VipConfig]) -> Result<(), ApplyError> {
-        if let Some(vip) = vips.iter().find(|v| v.vrrp.is_some()) {
-            return Err(ApplyError::Vip {
-                vip: vip.name.clone(),
-                message: "VRRP election is not available in this build; set vrrp.enabled: false"
-                    .into(),
-            });
-        }
-        Ok(())
-    }
-
-    pub async fn apply(&self, vips: &[VipConfig]) {
+    /// Holds the VIPs without election; the others belong to the VRRP speaker.
+    pub async fn apply(&self, all: &[VipConfig]) {
+        let vips: Vec<&VipConfig> = all.iter().filter(|v| v.vrrp.is_none()).collect();
         let previous = self.snapshot();
         let mut next = BTreeMap::new();
         for vip in vips {

@@ -10,7 +10,10 @@ use clap::{Parser, Subcommand};
 use halo_tests::{backends, client, process};
 
 #[derive(Parser)]
-#[command(name = "halo-lab", about = "Halo lab: demo, backends, test infrastructure")]
+#[command(
+    name = "halo-lab",
+    about = "Halo lab: demo, backends, test infrastructure"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,26 +49,46 @@ async fn main() -> Result<()> {
             tokio::signal::ctrl_c().await?;
             Ok(())
         }
-        Command::Demo { config, admin, requests } => demo(config, admin, requests).await,
+        Command::Demo {
+            config,
+            admin,
+            requests,
+        } => demo(config, admin, requests).await,
     }
 }
 
 async fn demo(config: PathBuf, admin: SocketAddr, requests: Option<u32>) -> Result<()> {
-    let _web1 = backends::http("web-1", "127.0.0.1:9001".parse()?).await.context("start web-1 on 127.0.0.1:9001")?;
-    let _web2 = backends::http("web-2", "127.0.0.1:9002".parse()?).await.context("start web-2 on 127.0.0.1:9002")?;
+    let _web1 = backends::http("web-1", "127.0.0.1:9001".parse()?)
+        .await
+        .context("start web-1 on 127.0.0.1:9001")?;
+    let _web2 = backends::http("web-2", "127.0.0.1:9002".parse()?)
+        .await
+        .context("start web-2 on 127.0.0.1:9002")?;
     let log = std::env::temp_dir().join(format!("halo-demo-{}.log", std::process::id()));
     let binary = process::binary("halo-dataplane")?;
     let dataplane = process::DataPlane::start(&binary, &config, "demo", admin, &log)?;
     let vip: SocketAddr = "127.0.0.10:8080".parse()?;
 
-    println!("halo-dataplane is serving {} (pid {}, log {})", config.display(), dataplane.pid(), log.display());
+    println!(
+        "halo-dataplane is serving {} (pid {}, log {})",
+        config.display(),
+        dataplane.pid(),
+        log.display()
+    );
     println!("backends web-1 on 127.0.0.1:9001 and web-2 on 127.0.0.1:9002\n");
     println!("try:");
-    println!("  for i in 1 2 3 4; do curl -s http://{vip}/; done     # HTTP listener, alternates web-1 / web-2");
+    println!(
+        "  for i in 1 2 3 4; do curl -s http://{vip}/; done     # HTTP listener, alternates web-1 / web-2"
+    );
     println!("  curl -s http://127.0.0.10:8081/                       # TCP listener");
-    println!("  curl -s http://{admin}/status                         # backends, health, config version");
+    println!(
+        "  curl -s http://{admin}/status                         # backends, health, config version"
+    );
     println!("  curl -s http://{admin}/metrics");
-    println!("edit {} and save: the data plane reloads it (a bad edit is refused and logged)\n", config.display());
+    println!(
+        "edit {} and save: the data plane reloads it (a bad edit is refused and logged)\n",
+        config.display()
+    );
 
     match requests {
         Some(n) => {

@@ -1,0 +1,468 @@
+//! One VRRP instance: the pure machine driven by a raw socket, timers and commands, with
+//! its actions carried out through netlink (addresses) and gratuitous ARP.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use halo_crds::node_config::{VipConfig, VrrpConfig};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use super::announce::ArpSender;
+use super::machine::{Action, Config, Machine, State, Version};
+use super::packet::{self, Advert, DropReason};
+use super::socket::{MULTICAST_V4, VrrpSocket};
+use crate::metrics::{Metrics, with};
+use crate::netlink::Netlink;
+
+/// Gratuitous ARPs sent after a takeover, and their spacing.
+const GARP_COUNT: u32 = 3;
+const GARP_SPACING: Duration = Duration::from_millis(100);
+
+pub enum Command {
+    Stop(oneshot::Sender<()>),
+    SetPriority(u8),
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    pub name: String,
+    pub vrid: u8,
+    pub state: String,
+    pub priority: u8,
+    pub interface: Option<String>,
+    pub since_ms_ago: u64,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub since: Option<Instant>,
+}
+
+pub fn state_name(state: State) -> &'static str {
+    match state {
+        State::Initialize => "Initialize",
+        State::Backup => "Backup",
+        State::Master => "Master",
+        State::Fault => "Fault",
+    }
+}
+
+struct Driver {
+    vip: VipConfig,
+    vrrp: VrrpConfig,
+    metrics: Arc<Metrics>,
+    status: Arc<Mutex<InstanceStatus>>,
+    netlink: Netlink,
+    ifindex: u32,
+    source: Ipv4Addr,
+    socket: VrrpSocket,
+    arp: Option<Arc<ArpSender>>,
+    origin: Instant,
+    logged_mismatch: bool,
+}
+
+pub async fn run(
+    vip: VipConfig,
+    vrrp: VrrpConfig,
+    metrics: Arc<Metrics>,
+    status: Arc<Mutex<InstanceStatus>>,
+    mut commands: mpsc::Receiver<Command>,
+) {
+    let mut driver = match Driver::open(vip, vrrp, metrics, status.clone()).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "VRRP instance cannot start");
+            if let Ok(mut s) = status.lock() {
+                s.state = "Fault".into();
+                s.error = Some(e);
+            }
+            // Stay reachable for Stop so the manager never blocks.
+            while let Some(cmd) = commands.recv().await {
+                if let Command::Stop(done) = cmd {
+                    let _ = done.send(());
+                    return;
+                }
+            }
+            return;
+        }
+    };
+    let mut machine = Machine::new(driver.machine_config());
+    let actions = machine.startup(driver.now());
+    driver.execute(&machine, actions).await;
+    loop {
+        let deadline = machine.next_deadline().map(|d| driver.origin + d);
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                Some(Command::SetPriority(p)) => {
+                    let actions = machine.set_priority(driver.now(), p);
+                    driver.execute(&machine, actions).await;
+                }
+                Some(Command::Stop(done)) => {
+                    let actions = machine.shutdown(driver.now());
+                    driver.execute(&machine, actions).await;
+                    let _ = done.send(());
+                    return;
+                }
+                None => {
+                    let actions = machine.shutdown(driver.now());
+                    driver.execute(&machine, actions).await;
+                    return;
+                }
+            },
+            received = driver.socket.recv() => match received {
+                Ok(Some(pkt)) => {
+                    if let Some((priority, interval, src)) = driver.accept(&pkt) {
+                        let actions = machine.on_advert(driver.now(), priority, interval, src);
+                        driver.execute(&machine, actions).await;
+                    }
+                }
+                Ok(None) => driver.drop_packet(DropReason::BadLength),
+                Err(e) => {
+                    tracing::warn!(vip = %driver.vip.name, error = %e, "VRRP receive failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            () = sleep => {
+                let actions = machine.on_timer(driver.now());
+                driver.execute(&machine, actions).await;
+            }
+        }
+    }
+}
+
+impl Driver {
+    async fn open(
+        vip: VipConfig,
+        vrrp: VrrpConfig,
+        metrics: Arc<Metrics>,
+        status: Arc<Mutex<InstanceStatus>>,
+    ) -> Result<Self, String> {
+        if vip.addresses.iter().any(|a| !a.addr.is_ipv4()) {
+            return Err("VRRP for IPv6 addresses is not supported yet".into());
+        }
+        let first = *vip.addresses.first().ok_or("no addresses")?;
+        let netlink = Netlink::connect().map_err(|e| e.to_string())?;
+        let ifindex = netlink
+            .resolve_interface(vip.interface.as_deref(), first)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ifname = netlink
+            .link_name(ifindex)
+            .await
+            .map_err(|e| e.to_string())?;
+        let present = netlink.addresses().await.map_err(|e| e.to_string())?;
+        // A VIP still on the interface was left by a crash of this node: remove it
+        // before joining, so there is never a stale duplicate.
+        for prefix in &vip.addresses {
+            if present
+                .iter()
+                .any(|a| a.index == ifindex && a.prefix.addr == prefix.addr)
+            {
+                tracing::warn!(vip = %vip.name, address = %prefix, "removing an address left from an earlier run");
+                netlink
+                    .delete(ifindex, *prefix)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let source = match vrrp.unicast_source {
+            Some(IpAddr::V4(s)) => s,
+            _ => present
+                .iter()
+                .filter(|a| {
+                    a.index == ifindex && !vip.addresses.iter().any(|v| v.addr == a.prefix.addr)
+                })
+                .find_map(|a| match a.prefix.addr {
+                    IpAddr::V4(v4) => Some(v4),
+                    IpAddr::V6(_) => None,
+                })
+                .ok_or_else(|| {
+                    format!("interface {ifname} has no IPv4 address to send VRRP from")
+                })?,
+        };
+        let socket = VrrpSocket::open_v4(&ifname, ifindex, source)
+            .map_err(|e| format!("VRRP socket on {ifname}: {e}"))?;
+        let arp = match ArpSender::open(&ifname, ifindex) {
+            Ok(a) => Some(Arc::new(a)),
+            Err(e) => {
+                tracing::warn!(interface = %ifname, error = %e, "gratuitous ARP unavailable");
+                None
+            }
+        };
+        if let Ok(mut s) = status.lock() {
+            s.interface = Some(ifname.clone());
+        }
+        tracing::info!(vip = %vip.name, vrid = vrrp.vrid, priority = vrrp.priority, interface = %ifname, %source, "VRRP instance starting");
+        Ok(Self {
+            vip,
+            vrrp,
+            metrics,
+            status,
+            netlink,
+            ifindex,
+            source,
+            socket,
+            arp,
+            origin: Instant::now(),
+            logged_mismatch: false,
+        })
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn version(&self) -> Version {
+        if self.vrrp.version == 2 {
+            Version::V2
+        } else {
+            Version::V3
+        }
+    }
+
+    fn machine_config(&self) -> Config {
+        Config {
+            version: self.version(),
+            priority: self.vrrp.priority,
+            advert_interval: Duration::from_millis(u64::from(self.vrrp.advert_interval_ms)),
+            preempt: self.vrrp.preempt,
+            preempt_delay: Duration::from_millis(self.vrrp.preempt_delay_ms),
+            accept_mode: true,
+            primary_address: IpAddr::V4(self.source),
+        }
+    }
+
+    fn labels(&self) -> Vec<(&'static str, String)> {
+        vec![("vip", self.vip.name.clone())]
+    }
+
+    fn addresses(&self) -> Vec<IpAddr> {
+        self.vip.addresses.iter().map(|a| a.addr).collect()
+    }
+
+    fn auth(&self) -> Option<[u8; 8]> {
+        self.vrrp
+            .auth_password
+            .as_deref()
+            .and_then(packet::password_bytes)
+    }
+
+    fn drop_packet(&self, reason: DropReason) {
+        self.metrics
+            .vrrp_dropped
+            .get_or_create(&with(self.labels(), "reason", reason.as_str()))
+            .inc();
+    }
+
+    /// Validates a received advert; returns what the machine needs, or counts the drop.
+    fn accept(&mut self, pkt: &super::socket::Received) -> Option<(u8, Duration, IpAddr)> {
+        if pkt.src == self.source {
+            return None;
+        }
+        if let Err(r) = packet::check_ttl(pkt.ttl) {
+            self.drop_packet(r);
+            return None;
+        }
+        let advert = match packet::decode(&pkt.payload, IpAddr::V4(pkt.src), IpAddr::V4(pkt.dst)) {
+            Ok(a) => a,
+            Err(r) => {
+                self.drop_packet(r);
+                return None;
+            }
+        };
+        if advert.vrid != self.vrrp.vrid {
+            // Other routers on the same LAN are normal: count, do not log.
+            self.drop_packet(DropReason::WrongVrid);
+            return None;
+        }
+        if advert.version != self.version() {
+            self.drop_packet(DropReason::BadVersion);
+            return None;
+        }
+        if let Err(r) = packet::check_auth(self.auth().as_ref(), advert.auth.as_ref()) {
+            self.drop_packet(r);
+            return None;
+        }
+        if self.version() == Version::V2
+            && let Err(r) = packet::check_interval(
+                Version::V2,
+                self.interval_cs(),
+                advert.max_advert_interval_cs,
+            )
+        {
+            self.drop_packet(r);
+            return None;
+        }
+        if let Err(r) = packet::check_addresses(&self.addresses(), &advert.addresses) {
+            if !self.logged_mismatch {
+                self.logged_mismatch = true;
+                tracing::warn!(vip = %self.vip.name, peer = %pkt.src, got = ?advert.addresses, "advert lists other addresses for this VRID; dropping (logged once)");
+            }
+            self.drop_packet(r);
+            return None;
+        }
+        self.metrics
+            .vrrp_adverts_received
+            .get_or_create(&self.labels())
+            .inc();
+        Some((
+            advert.priority,
+            Duration::from_millis(u64::from(advert.max_advert_interval_cs) * 10),
+            IpAddr::V4(pkt.src),
+        ))
+    }
+
+    fn interval_cs(&self) -> u16 {
+        u16::try_from(self.vrrp.advert_interval_ms / 10).unwrap_or(u16::MAX)
+    }
+
+    async fn execute(&mut self, machine: &Machine, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::SendAdvert { priority } => self.send_advert(priority).await,
+                Action::TakeAddresses => self.take().await,
+                Action::ReleaseAddresses => self.release().await,
+                Action::StateChanged { from, to } => {
+                    tracing::info!(vip = %self.vip.name, vrid = self.vrrp.vrid, from = state_name(from), to = state_name(to), "VRRP state change");
+                    self.metrics
+                        .vrrp_transitions
+                        .get_or_create(&with(self.labels(), "to", state_name(to)))
+                        .inc();
+                    self.metrics
+                        .vrrp_state
+                        .get_or_create(&self.labels())
+                        .set(match to {
+                            State::Initialize => 0,
+                            State::Backup => 1,
+                            State::Master => 2,
+                            State::Fault => 3,
+                        });
+                    if let Ok(mut s) = self.status.lock() {
+                        s.state = state_name(to).into();
+                        s.since = Some(Instant::now());
+                    }
+                }
+                Action::SplitBrain {
+                    kept,
+                    peer,
+                    peer_priority,
+                } => {
+                    let outcome = if kept { "kept" } else { "yielded" };
+                    tracing::warn!(vip = %self.vip.name, %peer, peer_priority, outcome, "another master advertised the same VRID");
+                    self.metrics
+                        .vrrp_split_brain
+                        .get_or_create(&with(self.labels(), "outcome", outcome))
+                        .inc();
+                }
+            }
+        }
+        let priority = machine.effective_priority();
+        self.metrics
+            .vrrp_priority
+            .get_or_create(&self.labels())
+            .set(i64::from(priority));
+        if let Ok(mut s) = self.status.lock() {
+            s.priority = priority;
+        }
+    }
+
+    async fn send_advert(&self, priority: u8) {
+        let advert = Advert {
+            version: self.version(),
+            vrid: self.vrrp.vrid,
+            priority,
+            max_advert_interval_cs: if self.version() == Version::V2 {
+                u16::try_from(self.vrrp.advert_interval_ms / 1000 * 100).unwrap_or(u16::MAX)
+            } else {
+                self.interval_cs()
+            },
+            addresses: self.addresses(),
+            auth: self.auth(),
+        };
+        let destinations: Vec<Ipv4Addr> = if self.vrrp.unicast_peers.is_empty() {
+            vec![MULTICAST_V4]
+        } else {
+            self.vrrp
+                .unicast_peers
+                .iter()
+                .filter_map(|p| match p {
+                    IpAddr::V4(v4) => Some(*v4),
+                    IpAddr::V6(_) => None,
+                })
+                .collect()
+        };
+        for dst in destinations {
+            match packet::encode(&advert, IpAddr::V4(self.source), IpAddr::V4(dst)) {
+                Ok(bytes) => match self.socket.send(&bytes, dst).await {
+                    Ok(()) => {
+                        self.metrics
+                            .vrrp_adverts_sent
+                            .get_or_create(&self.labels())
+                            .inc();
+                    }
+                    Err(e) => {
+                        tracing::warn!(vip = %self.vip.name, %dst, error = %e, "cannot send VRRP advert")
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(vip = %self.vip.name, error = %e, "cannot encode VRRP advert")
+                }
+            };
+        }
+    }
+
+    async fn take(&self) {
+        for prefix in &self.vip.addresses {
+            if let Err(e) = self.netlink.add(self.ifindex, *prefix).await {
+                tracing::error!(vip = %self.vip.name, address = %prefix, error = %e, "cannot add VIP");
+            }
+        }
+        let Some(arp) = self.arp.clone() else { return };
+        let v4: Vec<Ipv4Addr> = self
+            .vip
+            .addresses
+            .iter()
+            .filter_map(|p| match p.addr {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let metrics = self.metrics.clone();
+        let labels = self.labels();
+        let name = self.vip.name.clone();
+        // The first burst goes out now; the repeats must not hold up the state machine.
+        let burst = move || {
+            for a in &v4 {
+                match arp.send(*a) {
+                    Ok(()) => metrics.vrrp_garp_sent.get_or_create(&labels).inc(),
+                    Err(e) => {
+                        tracing::warn!(vip = %name, error = %e, "cannot send gratuitous ARP");
+                        0
+                    }
+                };
+            }
+        };
+        burst();
+        tokio::spawn(async move {
+            for _ in 1..GARP_COUNT {
+                tokio::time::sleep(GARP_SPACING).await;
+                burst();
+            }
+        });
+    }
+
+    async fn release(&self) {
+        for prefix in &self.vip.addresses {
+            if let Err(e) = self.netlink.delete(self.ifindex, *prefix).await {
+                tracing::warn!(vip = %self.vip.name, address = %prefix, error = %e, "cannot remove VIP");
+            }
+        }
+    }
+}
