@@ -3,4 +3,6 @@
 
 pub mod backends;
 pub mod client;
+pub mod netns;
+pub mod probe;
 pub mod process;

@@ -1,0 +1,253 @@
+//! A lab of network namespaces: a switch namespace with a bridge, and hosts each joined
+//! to it by a veth pair. Every name is unique to the lab, every address lives inside the
+//! lab's own namespaces, and dropping the lab kills its processes (by PID) and deletes
+//! its namespaces, also when the test failed.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The lab's subnet (TEST-NET-1, never routed): hosts get .1, .2, ...
+pub const PREFIX_LEN: u8 = 24;
+
+pub fn subnet_addr(host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, host)
+}
+
+pub struct Lab {
+    tag: String,
+    switch: String,
+    hosts: Vec<Host>,
+    children: Vec<(String, Child)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub name: String,
+    pub ns: String,
+    pub addr: Ipv4Addr,
+    /// Name of this host's port on the bridge, in the switch namespace.
+    port: String,
+}
+
+/// Whether lab tests can run here (root and iproute2).
+pub fn available() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    root && Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn run(args: &[&str]) -> Result<Output> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("run {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+impl Lab {
+    /// A switch namespace with bridge `br0`, up.
+    pub fn new(label: &str) -> Result<Self> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let tag = format!(
+            "halo-{label}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let switch = format!("{tag}-sw");
+        let lab = Self {
+            tag,
+            switch: switch.clone(),
+            hosts: Vec::new(),
+            children: Vec::new(),
+        };
+        run(&["ip", "netns", "add", &switch])?;
+        lab.exec_in(&switch, &["ip", "link", "add", "br0", "type", "bridge"])?;
+        lab.exec_in(&switch, &["ip", "link", "set", "br0", "up"])?;
+        lab.exec_in(&switch, &["ip", "link", "set", "lo", "up"])?;
+        Ok(lab)
+    }
+
+    /// Adds a host namespace with `eth0` at 192.0.2.`index`/24 on the bridge.
+    pub fn add_host(&mut self, name: &str, index: u8) -> Result<Host> {
+        let ns = format!("{}-{name}", self.tag);
+        let port = format!("p{index}");
+        run(&["ip", "netns", "add", &ns])?;
+        let host = Host {
+            name: name.to_string(),
+            ns: ns.clone(),
+            addr: subnet_addr(index),
+            port: port.clone(),
+        };
+        self.hosts.push(host.clone());
+        // Create the pair inside the switch namespace, then move one end to the host.
+        self.exec_in(
+            &self.switch,
+            &[
+                "ip", "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+            ],
+        )?;
+        self.exec_in(&self.switch, &["ip", "link", "set", "eth0", "netns", &ns])?;
+        self.exec_in(
+            &self.switch,
+            &["ip", "link", "set", &port, "master", "br0", "up"],
+        )?;
+        self.exec_in(&ns, &["ip", "link", "set", "lo", "up"])?;
+        self.exec_in(
+            &ns,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/{PREFIX_LEN}", host.addr),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        self.exec_in(&ns, &["ip", "link", "set", "eth0", "up"])?;
+        Ok(host)
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    pub fn exec_in(&self, ns: &str, args: &[&str]) -> Result<Output> {
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    /// Starts a long-running process inside `host`'s namespace; the lab kills it on drop.
+    pub fn spawn(&mut self, host: &Host, program: &Path, args: &[&str], log: &Path) -> Result<u32> {
+        let log_file = std::fs::File::create(log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &host.ns])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("spawn {} in {}", program.display(), host.ns))?;
+        let pid = child.id();
+        self.children.push((host.name.clone(), child));
+        Ok(pid)
+    }
+
+    /// Sends `signal` to a process this lab started.
+    pub fn signal(&mut self, pid: u32, signal: &str) -> Result<()> {
+        if !self.children.iter().any(|(_, c)| c.id() == pid) {
+            bail!("pid {pid} was not started by this lab");
+        }
+        run(&["kill", "-s", signal, &pid.to_string()])?;
+        Ok(())
+    }
+
+    /// Waits (bounded) for a process this lab started to exit.
+    pub fn wait_exit(&mut self, pid: u32, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some((_, child)) = self.children.iter_mut().find(|(_, c)| c.id() == pid)
+                && child.try_wait()?.is_some()
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bail!("pid {pid} still running after {limit:?}")
+    }
+
+    /// Takes a host's link down (or up) on the switch side: its cable is pulled.
+    pub fn set_link(&self, host: &Host, up: bool) -> Result<()> {
+        self.exec_in(
+            &self.switch,
+            &[
+                "ip",
+                "link",
+                "set",
+                &host.port,
+                if up { "up" } else { "down" },
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Drops VRRP multicast on the bridge (multicast-hostile network).
+    pub fn block_multicast(&self) -> Result<()> {
+        self.exec_in(&self.switch, &["nft", "add", "table", "bridge", "lab"])?;
+        self.exec_in(
+            &self.switch,
+            &[
+                "nft",
+                "add",
+                "chain",
+                "bridge",
+                "lab",
+                "fwd",
+                "{ type filter hook forward priority 0; policy accept; }",
+            ],
+        )?;
+        self.exec_in(
+            &self.switch,
+            &[
+                "nft",
+                "add",
+                "rule",
+                "bridge",
+                "lab",
+                "fwd",
+                "ip",
+                "daddr",
+                "224.0.0.18",
+                "drop",
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The IPv4 addresses on a host's eth0.
+    pub fn addresses(&self, host: &Host) -> Result<Vec<String>> {
+        let out = self.exec_in(&host.ns, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"])?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .skip_while(|w| *w != "inet")
+                    .nth(1)
+                    .map(str::to_string)
+            })
+            .collect())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for host in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", &host.ns]).output();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.switch])
+            .output();
+    }
+}

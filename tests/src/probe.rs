@@ -1,0 +1,121 @@
+//! A client that probes a URL at a fixed pace and summarises who answered and how long
+//! it went unanswered: the measure of a failover as a user sees it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Run {
+    /// The answering backend's name, or "-" for failed probes.
+    pub who: String,
+    pub count: u32,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
+pub struct Summary {
+    pub ok: u32,
+    pub failed: u32,
+    /// Longest time between two successful probes that had failures between them.
+    pub longest_outage_ms: u64,
+    pub runs: Vec<Run>,
+}
+
+impl Summary {
+    fn record(&mut self, who: &str, at_ms: u64) {
+        if who == "-" {
+            self.failed += 1;
+        } else {
+            self.ok += 1;
+        }
+        match self.runs.last_mut() {
+            Some(run) if run.who == who => {
+                run.count += 1;
+                run.end_ms = at_ms;
+            }
+            _ => self.runs.push(Run {
+                who: who.to_string(),
+                count: 1,
+                start_ms: at_ms,
+                end_ms: at_ms,
+            }),
+        }
+    }
+
+    fn finish(&mut self) {
+        for w in self.runs.windows(3) {
+            if w[1].who == "-" && w[0].who != "-" && w[2].who != "-" {
+                self.longest_outage_ms = self.longest_outage_ms.max(w[2].start_ms - w[0].end_ms);
+            }
+        }
+    }
+
+    /// Backends in the order they answered (failures left out).
+    pub fn answered(&self) -> Vec<&str> {
+        self.runs
+            .iter()
+            .filter(|r| r.who != "-")
+            .map(|r| r.who.as_str())
+            .collect()
+    }
+}
+
+/// One GET on a fresh connection; the body's first line names the backend.
+async fn once(addr: SocketAddr, timeout: Duration) -> Option<String> {
+    let reply = tokio::time::timeout(timeout, crate::client::get(addr, "/"))
+        .await
+        .ok()?
+        .ok()?;
+    (reply.status == 200).then(|| reply.body.lines().next().unwrap_or("").to_string())
+}
+
+/// Probes every `interval` for `duration` (bounded by `max_probes`).
+pub async fn probe(
+    addr: SocketAddr,
+    interval: Duration,
+    duration: Duration,
+    timeout: Duration,
+    max_probes: u32,
+) -> Summary {
+    let start = Instant::now();
+    let mut summary = Summary::default();
+    let mut next = start;
+    for _ in 0..max_probes {
+        if start.elapsed() >= duration {
+            break;
+        }
+        let at = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let who = once(addr, timeout).await.unwrap_or_else(|| "-".to_string());
+        summary.record(&who, at);
+        next += interval;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    summary.finish();
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outage_is_the_gap_between_successes_around_failures() {
+        let mut s = Summary::default();
+        for (who, at) in [
+            ("a", 0),
+            ("a", 10),
+            ("-", 20),
+            ("-", 30),
+            ("b", 45),
+            ("b", 55),
+        ] {
+            s.record(who, at);
+        }
+        s.finish();
+        assert_eq!((s.ok, s.failed, s.longest_outage_ms), (4, 2, 35));
+        assert_eq!(s.answered(), ["a", "b"]);
+    }
+}
