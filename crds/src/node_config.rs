@@ -48,6 +48,59 @@ pub struct VrrpConfig {
     pub unicast_source: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_group: Option<String>,
+    pub track: TrackConfig,
+    pub garp: GarpConfig,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum TrackEffect {
+    /// Lower the priority by this much.
+    Weight(u8),
+    /// Leave the election and hold nothing.
+    Fault,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends_down: Option<TrackEffect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_failure: Option<TrackEffect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface_down: Option<TrackEffect>,
+}
+
+impl Default for TrackConfig {
+    fn default() -> Self {
+        Self {
+            backends_down: None,
+            bind_failure: None,
+            interface_down: Some(TrackEffect::Fault),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GarpConfig {
+    pub count: u32,
+    pub interval_ms: u64,
+    /// 0: no periodic refresh.
+    pub refresh_ms: u64,
+}
+
+impl Default for GarpConfig {
+    fn default() -> Self {
+        Self {
+            count: 3,
+            interval_ms: 100,
+            refresh_ms: 0,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

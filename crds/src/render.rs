@@ -12,8 +12,8 @@ use crate::duration;
 use crate::load_balancer::{HealthCheckType, LoadBalancer, Protocol};
 use crate::net::IpPrefix;
 use crate::node_config::{
-    BackendConfig, HealthCheckConfig, ListenerConfig, NodeConfig, Probe, TimeoutsConfig, VipConfig,
-    VrrpConfig,
+    BackendConfig, GarpConfig, HealthCheckConfig, ListenerConfig, NodeConfig, Probe,
+    TimeoutsConfig, TrackConfig, TrackEffect, VipConfig, VrrpConfig,
 };
 use crate::virtual_ip::{VirtualIP, VrrpMode};
 
@@ -427,6 +427,42 @@ fn render_vrrp(
         );
     }
 
+    let track = match &vrrp.track {
+        None => TrackConfig::default(),
+        Some(t) => TrackConfig {
+            backends_down: track_effect(
+                c,
+                "spec.vrrp.track.backendsDown",
+                t.backends_down.as_ref(),
+            ),
+            bind_failure: track_effect(c, "spec.vrrp.track.bindFailure", t.bind_failure.as_ref()),
+            interface_down: track_effect(
+                c,
+                "spec.vrrp.track.interfaceDown",
+                t.interface_down.as_ref(),
+            ),
+        },
+    };
+    let garp = match &vrrp.garp {
+        None => GarpConfig::default(),
+        Some(g) => {
+            let defaults = GarpConfig::default();
+            let count = g.count.unwrap_or(defaults.count);
+            if !(1..=100).contains(&count) {
+                c.report("spec.vrrp.garp.count", "must be 1-100");
+            }
+            GarpConfig {
+                count,
+                interval_ms: c.duration_ms(
+                    "spec.vrrp.garp.interval",
+                    g.interval.as_ref(),
+                    defaults.interval_ms,
+                ),
+                refresh_ms: c.duration_ms("spec.vrrp.garp.refresh", g.refresh.as_ref(), 0),
+            }
+        }
+    };
+
     Some(VrrpConfig {
         version: vrrp.version,
         vrid,
@@ -437,7 +473,26 @@ fn render_vrrp(
         unicast_peers,
         unicast_source,
         auth_password,
+        sync_group: vrrp.sync_group.clone(),
+        track,
+        garp,
     })
+}
+
+fn track_effect(
+    c: &mut Checker,
+    field: &str,
+    action: Option<&crate::virtual_ip::TrackAction>,
+) -> Option<TrackEffect> {
+    let action = action?;
+    match (action.weight, action.fault.unwrap_or(false)) {
+        (Some(w), false) if (1..=254).contains(&w) => Some(TrackEffect::Weight(w)),
+        (None, true) => Some(TrackEffect::Fault),
+        _ => {
+            c.report(field, "set either weight (1-254) or fault: true");
+            None
+        }
+    }
 }
 
 /// Two VirtualIPs on this node must not share a VRID within one address family.

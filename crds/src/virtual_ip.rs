@@ -89,6 +89,61 @@ pub struct VrrpSpec {
     pub unicast_source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<VrrpAuthentication>,
+    /// VirtualIPs on a node with the same group share one master and move together
+    /// (keepalived's `vrrp_sync_group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub sync_group: Option<String>,
+    /// What lowers this node's priority or takes it out of the election.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<TrackSpec>,
+    /// Gratuitous ARP / unsolicited NA after a takeover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub garp: Option<GarpSpec>,
+}
+
+/// Conditions watched on each node; each either lowers the priority by `weight` or, with
+/// `fault: true`, gives up the addresses entirely. Default: `interfaceDown: {fault: true}`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackSpec {
+    /// A listener on this VirtualIP has no healthy backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends_down: Option<TrackAction>,
+    /// A listener on this VirtualIP cannot bind its port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_failure: Option<TrackAction>,
+    /// The VirtualIP's interface has no carrier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface_down: Option<TrackAction>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.weight) != (has(self.fault) && self.fault)").message("set either weight or fault: true"))]
+pub struct TrackAction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 254))]
+    pub weight: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<bool>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GarpSpec {
+    /// Announcements sent after becoming master (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub count: Option<u32>,
+    /// Spacing between them (default 100ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub interval: Option<String>,
+    /// Repeat the announcement this often while master (default: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub refresh: Option<String>,
 }
 
 impl Default for VrrpSpec {
@@ -103,6 +158,9 @@ impl Default for VrrpSpec {
             mode: VrrpMode::default(),
             unicast_source: None,
             authentication: None,
+            sync_group: None,
+            track: None,
+            garp: None,
         }
     }
 }

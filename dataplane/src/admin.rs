@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::runtime::Runtime;
+use crate::vrrp::TakeoverError;
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
@@ -28,7 +29,7 @@ pub async fn serve(listener: TcpListener, runtime: Arc<Runtime>) {
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let runtime = runtime.clone();
-                async move { Ok::<_, Infallible>(route(&req, &runtime)) }
+                async move { Ok::<_, Infallible>(route(&req, &runtime).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -37,12 +38,30 @@ pub async fn serve(listener: TcpListener, runtime: Arc<Runtime>) {
     }
 }
 
-fn route(req: &Request<Incoming>, runtime: &Runtime) -> Response<Full<Bytes>> {
+async fn route(req: &Request<Incoming>, runtime: &Runtime) -> Response<Full<Bytes>> {
+    if req.method() == Method::POST {
+        // POST /vrrp/<vip>/takeover: planned handover of that VIP to this node.
+        let parts: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
+        return match parts.as_slice() {
+            ["vrrp", vip, "takeover"] => match runtime.takeover(vip).await {
+                Ok(()) => reply(StatusCode::OK, "text/plain", format!("{vip}: taken over\n")),
+                Err(e @ TakeoverError::Unknown(_)) => {
+                    reply(StatusCode::NOT_FOUND, "text/plain", format!("{e}\n"))
+                }
+                Err(e) => reply(StatusCode::CONFLICT, "text/plain", format!("{e}\n")),
+            },
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "POST /vrrp/<vip>/takeover\n".into(),
+            ),
+        };
+    }
     if req.method() != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "GET only\n".into(),
+            "GET or POST only\n".into(),
         );
     }
     match req.uri().path() {

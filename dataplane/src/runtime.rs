@@ -15,16 +15,10 @@ use tokio::task::JoinHandle;
 use crate::metrics::{Metrics, with};
 use crate::proxy::{Service, listener};
 use crate::vip::VipHolder;
-use crate::vrrp::VrrpManager;
+use crate::vrrp::{TakeoverError, TrackInputs, VrrpManager};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("cannot listen on {addr} for {listener}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        listener: String,
-        source: std::io::Error,
-    },
     #[error("{addr} is claimed by both {first} and {second}")]
     DuplicateBind {
         addr: SocketAddr,
@@ -47,12 +41,24 @@ impl Drop for Socket {
     }
 }
 
+/// A socket that could not be bound (port taken by another process): retried, reported
+/// in /status, and tracked by VRRP as `bindFailure`.
+struct Unbound {
+    listener: String,
+    error: String,
+    last_try: std::time::Instant,
+}
+
 #[derive(Default)]
 struct State {
     config: Option<NodeConfig>,
     services: BTreeMap<String, Arc<Service>>,
     sockets: BTreeMap<SocketAddr, Socket>,
+    unbound: BTreeMap<SocketAddr, Unbound>,
 }
+
+const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+const TRACK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct Runtime {
     metrics: Arc<Metrics>,
@@ -115,24 +121,36 @@ impl Runtime {
             }
         }
 
-        // Phase 1, fallible: bind what is new. Nothing running has changed yet.
+        // Bind what is new before anything running changes. A port another process
+        // holds does not refuse the whole config: it is retried and reported.
         let mut fresh = BTreeMap::new();
+        let mut failed = BTreeMap::new();
         {
             let state = self.lock();
             for (addr, name) in &wanted {
                 if state.sockets.contains_key(addr) {
                     continue;
                 }
-                let bound = listener::bind(*addr).map_err(|source| ApplyError::Bind {
-                    addr: *addr,
-                    listener: name.clone(),
-                    source,
-                })?;
-                fresh.insert(*addr, bound);
+                match listener::bind(*addr) {
+                    Ok(bound) => {
+                        fresh.insert(*addr, bound);
+                    }
+                    Err(e) => {
+                        tracing::error!(%addr, listener = %name, error = %e, "cannot listen; will retry");
+                        failed.insert(
+                            *addr,
+                            Unbound {
+                                listener: name.clone(),
+                                error: e.to_string(),
+                                last_try: std::time::Instant::now(),
+                            },
+                        );
+                    }
+                }
             }
         }
 
-        // Phase 2: swap. Must not fail from here on.
+        // Swap. Must not fail from here on.
         self.vips.apply(&config.vips).await;
         self.vrrp.apply(&config.vips, &self.metrics).await;
         let mut state = self.lock();
@@ -183,6 +201,89 @@ impl Runtime {
         Ok(())
     }
 
+    /// Background upkeep: retries binds and feeds VRRP tracking. Runs until the process ends.
+    pub fn start_background(self: &Arc<Self>) {
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TRACK_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                runtime.retry_binds();
+                let inputs = runtime.track_inputs();
+                runtime.vrrp.track(&inputs).await;
+            }
+        });
+    }
+
+    fn retry_binds(&self) {
+        let mut state = self.lock();
+        let due: Vec<SocketAddr> = state
+            .unbound
+            .iter()
+            .filter(|(_, u)| u.last_try.elapsed() >= BIND_RETRY)
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in due {
+            let Some(name) = state.unbound.get(&addr).map(|u| u.listener.clone()) else {
+                continue;
+            };
+            let Some(service) = state.services.get(&name).cloned() else {
+                state.unbound.remove(&addr);
+                continue;
+            };
+            match listener::bind(addr) {
+                Ok(bound) => {
+                    state.unbound.remove(&addr);
+                    let slot = Arc::new(ArcSwap::new(service));
+                    let task = tokio::spawn(listener::accept_loop(bound, slot.clone()));
+                    tracing::info!(%addr, listener = %name, "listening (after retry)");
+                    state.sockets.insert(
+                        addr,
+                        Socket {
+                            listener: name,
+                            slot,
+                            task,
+                        },
+                    );
+                }
+                Err(e) => {
+                    if let Some(u) = state.unbound.get_mut(&addr) {
+                        u.error = e.to_string();
+                        u.last_try = std::time::Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    fn track_inputs(&self) -> TrackInputs {
+        let state = self.lock();
+        let mut inputs = TrackInputs::default();
+        for s in state.services.values() {
+            if let Some(vip) = &s.config.vip
+                && s.ready_backends() == 0
+            {
+                inputs.backends_down.insert(vip.clone());
+            }
+        }
+        for u in state.unbound.values() {
+            if let Some(vip) = state
+                .services
+                .get(&u.listener)
+                .and_then(|s| s.config.vip.clone())
+            {
+                inputs.bind_failed.insert(vip);
+            }
+        }
+        inputs
+    }
+
+    /// Planned handover of a VirtualIP to this node.
+    pub async fn takeover(&self, vip: &str) -> Result<(), TakeoverError> {
+        self.vrrp.takeover(vip).await
+    }
+
     /// Stops listening and lets go of every VIP (graceful stop).
     pub async fn shutdown(&self) {
         {
@@ -205,6 +306,15 @@ impl Runtime {
             hash,
             vips: self.vips.status(),
             vrrp: self.vrrp.status(),
+            bind_errors: state
+                .unbound
+                .iter()
+                .map(|(addr, u)| BindError {
+                    address: addr.to_string(),
+                    listener: u.listener.clone(),
+                    error: u.error.clone(),
+                })
+                .collect(),
             listeners: state
                 .services
                 .values()
@@ -260,7 +370,16 @@ pub struct RuntimeStatus {
     pub hash: Option<String>,
     pub vips: Vec<crate::vip::VipStatus>,
     pub vrrp: Vec<crate::vrrp::instance::InstanceStatus>,
+    pub bind_errors: Vec<BindError>,
     pub listeners: Vec<ListenerStatus>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BindError {
+    pub address: String,
+    pub listener: String,
+    pub error: String,
 }
 
 #[derive(Debug, Serialize)]

@@ -16,13 +16,16 @@ use super::socket::{MULTICAST_V4, VrrpSocket};
 use crate::metrics::{Metrics, with};
 use crate::netlink::Netlink;
 
-/// Gratuitous ARPs sent after a takeover, and their spacing.
-const GARP_COUNT: u32 = 3;
-const GARP_SPACING: Duration = Duration::from_millis(100);
-
 pub enum Command {
     Stop(oneshot::Sender<()>),
-    SetPriority(u8),
+    /// Tracking result: lower the configured priority by `penalty`, or leave the
+    /// election while `fault`.
+    Track {
+        penalty: u8,
+        fault: bool,
+    },
+    /// Planned handover to this node.
+    Takeover(oneshot::Sender<Result<(), String>>),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -60,6 +63,9 @@ struct Driver {
     arp: Option<Arc<ArpSender>>,
     origin: Instant,
     logged_mismatch: bool,
+    /// Priority raised by a planned takeover; tracking penalties apply below it.
+    boost: Option<u8>,
+    fault: bool,
 }
 
 pub async fn run(
@@ -90,8 +96,14 @@ pub async fn run(
     let mut machine = Machine::new(driver.machine_config());
     let actions = machine.startup(driver.now());
     driver.execute(&machine, actions).await;
+    let refresh = Duration::from_millis(driver.vrrp.garp.refresh_ms);
+    let mut next_refresh = Instant::now() + refresh;
     loop {
-        let deadline = machine.next_deadline().map(|d| driver.origin + d);
+        let mut deadline = machine.next_deadline().map(|d| driver.origin + d);
+        let refreshing = !refresh.is_zero() && machine.state() == State::Master;
+        if refreshing {
+            deadline = Some(deadline.map_or(next_refresh, |d| d.min(next_refresh)));
+        }
         let sleep = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -100,9 +112,27 @@ pub async fn run(
         };
         tokio::select! {
             cmd = commands.recv() => match cmd {
-                Some(Command::SetPriority(p)) => {
-                    let actions = machine.set_priority(driver.now(), p);
+                Some(Command::Track { penalty, fault }) => {
+                    let base = driver.boost.unwrap_or(driver.vrrp.priority);
+                    let actions = machine.set_priority(driver.now(), base.saturating_sub(penalty).max(1));
                     driver.execute(&machine, actions).await;
+                    if fault != driver.fault {
+                        driver.fault = fault;
+                        tracing::warn!(vip = %driver.vip.name, fault, "tracking changed the fault state");
+                        let actions = machine.set_fault(driver.now(), fault);
+                        driver.execute(&machine, actions).await;
+                    }
+                }
+                Some(Command::Takeover(reply)) => {
+                    let actions = machine.takeover(driver.now());
+                    if actions.is_empty() {
+                        let _ = reply.send(Err(format!("this node is {}, not Backup", state_name(machine.state()))));
+                    } else {
+                        driver.boost = Some(machine.effective_priority());
+                        tracing::info!(vip = %driver.vip.name, priority = machine.effective_priority(), "planned takeover");
+                        driver.execute(&machine, actions).await;
+                        let _ = reply.send(Ok(()));
+                    }
                 }
                 Some(Command::Stop(done)) => {
                     let actions = machine.shutdown(driver.now());
@@ -130,6 +160,10 @@ pub async fn run(
                 }
             },
             () = sleep => {
+                if refreshing && Instant::now() >= next_refresh {
+                    next_refresh = Instant::now() + refresh;
+                    driver.announce(1);
+                }
                 let actions = machine.on_timer(driver.now());
                 driver.execute(&machine, actions).await;
             }
@@ -212,6 +246,8 @@ impl Driver {
             arp,
             origin: Instant::now(),
             logged_mismatch: false,
+            boost: None,
+            fault: false,
         })
     }
 
@@ -424,6 +460,12 @@ impl Driver {
                 tracing::error!(vip = %self.vip.name, address = %prefix, error = %e, "cannot add VIP");
             }
         }
+        self.announce(self.vrrp.garp.count);
+    }
+
+    /// Sends `count` rounds of gratuitous ARP: the first now, the rest spaced out in the
+    /// background so they never hold up the state machine.
+    fn announce(&self, count: u32) {
         let Some(arp) = self.arp.clone() else { return };
         let v4: Vec<Ipv4Addr> = self
             .vip
@@ -437,25 +479,26 @@ impl Driver {
         let metrics = self.metrics.clone();
         let labels = self.labels();
         let name = self.vip.name.clone();
-        // The first burst goes out now; the repeats must not hold up the state machine.
+        let spacing = Duration::from_millis(self.vrrp.garp.interval_ms);
         let burst = move || {
             for a in &v4 {
                 match arp.send(*a) {
-                    Ok(()) => metrics.vrrp_garp_sent.get_or_create(&labels).inc(),
-                    Err(e) => {
-                        tracing::warn!(vip = %name, error = %e, "cannot send gratuitous ARP");
-                        0
+                    Ok(()) => {
+                        metrics.vrrp_garp_sent.get_or_create(&labels).inc();
                     }
-                };
+                    Err(e) => tracing::warn!(vip = %name, error = %e, "cannot send gratuitous ARP"),
+                }
             }
         };
         burst();
-        tokio::spawn(async move {
-            for _ in 1..GARP_COUNT {
-                tokio::time::sleep(GARP_SPACING).await;
-                burst();
-            }
-        });
+        if count > 1 {
+            tokio::spawn(async move {
+                for _ in 1..count {
+                    tokio::time::sleep(spacing).await;
+                    burst();
+                }
+            });
+        }
     }
 
     async fn release(&self) {

@@ -81,6 +81,8 @@ pub struct Machine {
     adver_timer: Option<Duration>,
     master_down_timer: Option<Duration>,
     preempt: Option<Preempt>,
+    /// Priority carried by the last advert from the current master (Backup only).
+    last_master_priority: Option<u8>,
 }
 
 /// v3 Skew_Time = ((256 - priority) * Master_Adver_Interval) / 256;
@@ -130,6 +132,7 @@ impl Machine {
             adver_timer: None,
             master_down_timer: None,
             preempt: None,
+            last_master_priority: None,
             config,
         }
     }
@@ -282,6 +285,24 @@ impl Machine {
         }
     }
 
+    /// Planned handover to this node: a Backup raises its priority just above the
+    /// current master's and becomes Master now; the old master yields on our first
+    /// advert. Until then both serve, so clients see no gap. Returns nothing unless
+    /// Backup. The raised priority stays (a later takeover elsewhere goes above it).
+    pub fn takeover(&mut self, now: Duration) -> Vec<Action> {
+        if self.state != State::Backup {
+            return Vec::new();
+        }
+        if self.config.priority != OWNER_PRIORITY {
+            let above_master = self
+                .last_master_priority
+                .map_or(self.priority, |p| p.saturating_add(1));
+            self.priority = self.priority.max(above_master).min(OWNER_PRIORITY - 1);
+        }
+        self.preempt = None;
+        self.become_master(now)
+    }
+
     /// Handles a received, already validated advertisement.
     ///
     /// `max_advert_interval` is the interval carried in the packet (used
@@ -322,6 +343,7 @@ impl Machine {
             self.master_down_timer = Some(after(now, self.skew_time()));
             return Vec::new();
         }
+        self.last_master_priority = Some(priority);
         let lower = priority < self.priority;
         if self.config.preempt && lower {
             if self.config.preempt_delay.is_zero() {
@@ -445,6 +467,7 @@ impl Machine {
         self.adver_timer = None;
         self.master_down_timer = None;
         self.preempt = None;
+        self.last_master_priority = None;
         Action::StateChanged { from, to }
     }
 }
@@ -452,6 +475,43 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn takeover_outranks_the_current_master_and_takes_over_at_once() {
+        let mut m = Machine::new(Config {
+            version: Version::V3,
+            priority: 100,
+            advert_interval: Duration::from_millis(100),
+            preempt: false,
+            preempt_delay: Duration::ZERO,
+            accept_mode: true,
+            primary_address: IpAddr::from([192, 0, 2, 2]),
+        });
+        let t0 = Duration::ZERO;
+        m.startup(t0);
+        m.on_advert(
+            t0,
+            150,
+            Duration::from_millis(100),
+            IpAddr::from([192, 0, 2, 1]),
+        );
+        let actions = m.takeover(Duration::from_millis(5));
+        assert_eq!(m.state(), State::Master);
+        assert_eq!(m.effective_priority(), 151);
+        assert_eq!(
+            actions,
+            vec![
+                Action::StateChanged {
+                    from: State::Backup,
+                    to: State::Master
+                },
+                Action::SendAdvert { priority: 151 },
+                Action::TakeAddresses,
+            ]
+        );
+        // Not a Backup any more: nothing to do.
+        assert!(m.takeover(Duration::from_millis(6)).is_empty());
+    }
 
     #[test]
     fn skew_is_exact_fraction_of_interval() {
