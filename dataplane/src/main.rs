@@ -95,6 +95,7 @@ async fn run(path: PathBuf, node: NodeInfo, admin_addr: SocketAddr, poll: Durati
         .apply(first.sealed(1))
         .await
         .context("cannot apply the initial config")?;
+    runtime.start_background();
     let admin_listener = admin::bind(admin_addr)
         .await
         .with_context(|| format!("cannot bind the admin listener on {admin_addr}"))?;
