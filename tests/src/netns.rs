@@ -18,11 +18,16 @@ pub fn subnet_addr(host: u8) -> Ipv4Addr {
     Ipv4Addr::new(192, 0, 2, host)
 }
 
+/// The lab's IPv6 subnet (unique local): hosts get fd00:6c61:6200::<index>/64.
+pub fn subnet_addr_v6(host: u8) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(0xfd00, 0x6c61, 0x6200, 0, 0, 0, 0, u16::from(host))
+}
+
 pub struct Lab {
     tag: String,
     switch: String,
     hosts: Vec<Host>,
-    children: Vec<(String, Child)>,
+    children: std::sync::Mutex<Vec<(String, Child)>>,
 }
 
 #[derive(Clone, Debug)]
@@ -75,7 +80,7 @@ impl Lab {
             tag,
             switch: switch.clone(),
             hosts: Vec::new(),
-            children: Vec::new(),
+            children: std::sync::Mutex::new(Vec::new()),
         };
         run(&["ip", "netns", "add", &switch])?;
         lab.exec_in(&switch, &["ip", "link", "add", "br0", "type", "bridge"])?;
@@ -89,6 +94,16 @@ impl Lab {
         let ns = format!("{}-{name}", self.tag);
         let port = format!("p{index}");
         run(&["ip", "netns", "add", &ns])?;
+        // Addresses usable at once: no duplicate address detection inside the lab.
+        self.exec_in(
+            &ns,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.default.accept_dad=0",
+                "net.ipv6.conf.all.accept_dad=0",
+            ],
+        )?;
         let host = Host {
             name: name.to_string(),
             ns: ns.clone(),
@@ -120,6 +135,11 @@ impl Lab {
                 "eth0",
             ],
         )?;
+        let v6 = format!("{}/64", subnet_addr_v6(index));
+        self.exec_in(
+            &ns,
+            &["ip", "-6", "addr", "add", &v6, "dev", "eth0", "nodad"],
+        )?;
         self.exec_in(&ns, &["ip", "link", "set", "eth0", "up"])?;
         Ok(host)
     }
@@ -135,7 +155,7 @@ impl Lab {
     }
 
     /// Starts a long-running process inside `host`'s namespace; the lab kills it on drop.
-    pub fn spawn(&mut self, host: &Host, program: &Path, args: &[&str], log: &Path) -> Result<u32> {
+    pub fn spawn(&self, host: &Host, program: &Path, args: &[&str], log: &Path) -> Result<u32> {
         let log_file = std::fs::File::create(log)?;
         let child = Command::new("ip")
             .args(["netns", "exec", &host.ns])
@@ -147,13 +167,13 @@ impl Lab {
             .spawn()
             .with_context(|| format!("spawn {} in {}", program.display(), host.ns))?;
         let pid = child.id();
-        self.children.push((host.name.clone(), child));
+        self.children_mut().push((host.name.clone(), child));
         Ok(pid)
     }
 
     /// Sends `signal` to a process this lab started.
-    pub fn signal(&mut self, pid: u32, signal: &str) -> Result<()> {
-        if !self.children.iter().any(|(_, c)| c.id() == pid) {
+    pub fn signal(&self, pid: u32, signal: &str) -> Result<()> {
+        if !self.children_mut().iter().any(|(_, c)| c.id() == pid) {
             bail!("pid {pid} was not started by this lab");
         }
         run(&["kill", "-s", signal, &pid.to_string()])?;
@@ -161,10 +181,10 @@ impl Lab {
     }
 
     /// Waits (bounded) for a process this lab started to exit.
-    pub fn wait_exit(&mut self, pid: u32, limit: Duration) -> Result<()> {
+    pub fn wait_exit(&self, pid: u32, limit: Duration) -> Result<()> {
         let start = Instant::now();
         while start.elapsed() < limit {
-            if let Some((_, child)) = self.children.iter_mut().find(|(_, c)| c.id() == pid)
+            if let Some((_, child)) = self.children_mut().iter_mut().find(|(_, c)| c.id() == pid)
                 && child.try_wait()?.is_some()
             {
                 return Ok(());
@@ -222,14 +242,14 @@ impl Lab {
         Ok(())
     }
 
-    /// The IPv4 addresses on a host's eth0.
+    /// The IPv4 and IPv6 addresses on a host's eth0, with prefix lengths.
     pub fn addresses(&self, host: &Host) -> Result<Vec<String>> {
-        let out = self.exec_in(&host.ns, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"])?;
+        let out = self.exec_in(&host.ns, &["ip", "-o", "addr", "show", "dev", "eth0"])?;
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| {
                 l.split_whitespace()
-                    .skip_while(|w| *w != "inet")
+                    .skip_while(|w| *w != "inet" && *w != "inet6")
                     .nth(1)
                     .map(str::to_string)
             })
@@ -237,9 +257,17 @@ impl Lab {
     }
 }
 
+impl Lab {
+    fn children_mut(&self) -> std::sync::MutexGuard<'_, Vec<(String, Child)>> {
+        self.children
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
-        for (_, child) in &mut self.children {
+        for (_, child) in self.children_mut().iter_mut() {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -102,3 +102,69 @@ mod tests {
         assert_eq!(&f[38..42], &[192, 0, 2, 10]);
     }
 }
+
+/// An unsolicited neighbour advertisement for `target` (RFC 4861 §7.2.6): Override set,
+/// with our link-layer address, so neighbours update their caches at once. The kernel
+/// fills in the ICMPv6 checksum.
+pub fn unsolicited_na(mac: [u8; 6], target: std::net::Ipv6Addr) -> [u8; 32] {
+    let mut p = [0u8; 32];
+    p[0] = 136; // Neighbor Advertisement
+    p[4] = 0x20; // Override
+    p[8..24].copy_from_slice(&target.octets());
+    p[24] = 2; // Target Link-Layer Address option
+    p[25] = 1; // in units of 8 bytes
+    p[26..32].copy_from_slice(&mac);
+    p
+}
+
+pub struct NaSender {
+    socket: Socket,
+    mac: [u8; 6],
+}
+
+impl NaSender {
+    pub fn open(ifname: &str, ifindex: u32) -> io::Result<Self> {
+        let socket = Socket::new(Domain::IPV6, Type::RAW, Some(socket2::Protocol::ICMPV6))?;
+        socket.bind_device(Some(ifname.as_bytes()))?;
+        socket.set_multicast_hops_v6(255)?;
+        socket.set_multicast_if_v6(ifindex)?;
+        Ok(Self {
+            socket,
+            mac: mac_address(ifname)?,
+        })
+    }
+
+    pub fn send(&self, target: std::net::Ipv6Addr) -> io::Result<()> {
+        let all_nodes = std::net::SocketAddr::new(
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)),
+            0,
+        );
+        self.socket
+            .send_to(&unsolicited_na(self.mac, target), &all_nodes.into())?;
+        Ok(())
+    }
+}
+
+/// Announces VIPs of either family after a takeover.
+pub enum Announcer {
+    Arp(ArpSender),
+    Na(NaSender),
+}
+
+impl Announcer {
+    pub fn open(ifname: &str, ifindex: u32, v6: bool) -> io::Result<Self> {
+        if v6 {
+            NaSender::open(ifname, ifindex).map(Self::Na)
+        } else {
+            ArpSender::open(ifname, ifindex).map(Self::Arp)
+        }
+    }
+
+    pub fn send(&self, addr: std::net::IpAddr) -> io::Result<()> {
+        match (self, addr) {
+            (Self::Arp(a), std::net::IpAddr::V4(v4)) => a.send(v4),
+            (Self::Na(n), std::net::IpAddr::V6(v6)) => n.send(v6),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! One VRRP instance: the pure machine driven by a raw socket, timers and commands, with
 //! its actions carried out through netlink (addresses) and gratuitous ARP.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,10 +9,10 @@ use halo_crds::node_config::{VipConfig, VrrpConfig};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::announce::ArpSender;
+use super::announce::Announcer;
 use super::machine::{Action, Config, Machine, State, Version};
 use super::packet::{self, Advert, DropReason};
-use super::socket::{MULTICAST_V4, VrrpSocket};
+use super::socket::{VrrpSocket, multicast_group};
 use crate::metrics::{Metrics, with};
 use crate::netlink::Netlink;
 
@@ -58,9 +58,9 @@ struct Driver {
     status: Arc<Mutex<InstanceStatus>>,
     netlink: Netlink,
     ifindex: u32,
-    source: Ipv4Addr,
+    source: IpAddr,
     socket: VrrpSocket,
-    arp: Option<Arc<ArpSender>>,
+    arp: Option<Arc<Announcer>>,
     origin: Instant,
     logged_mismatch: bool,
     /// Priority raised by a planned takeover; tracking penalties apply below it.
@@ -178,9 +178,6 @@ impl Driver {
         metrics: Arc<Metrics>,
         status: Arc<Mutex<InstanceStatus>>,
     ) -> Result<Self, String> {
-        if vip.addresses.iter().any(|a| !a.addr.is_ipv4()) {
-            return Err("VRRP for IPv6 addresses is not supported yet".into());
-        }
         let first = *vip.addresses.first().ok_or("no addresses")?;
         let netlink = Netlink::connect().map_err(|e| e.to_string())?;
         let ifindex = netlink
@@ -206,27 +203,31 @@ impl Driver {
                     .map_err(|e| e.to_string())?;
             }
         }
+        let v6 = first.addr.is_ipv6();
         let source = match vrrp.unicast_source {
-            Some(IpAddr::V4(s)) => s,
+            Some(s) if s.is_ipv6() == v6 => s,
             _ => present
                 .iter()
                 .filter(|a| {
                     a.index == ifindex && !vip.addresses.iter().any(|v| v.addr == a.prefix.addr)
                 })
-                .find_map(|a| match a.prefix.addr {
-                    IpAddr::V4(v4) => Some(v4),
-                    IpAddr::V6(_) => None,
+                .map(|a| a.prefix.addr)
+                .find(|a| match a {
+                    IpAddr::V4(_) => !v6,
+                    // VRRP over IPv6 speaks from the link-local address.
+                    IpAddr::V6(x) => v6 && x.segments()[0] & 0xffc0 == 0xfe80,
                 })
                 .ok_or_else(|| {
-                    format!("interface {ifname} has no IPv4 address to send VRRP from")
+                    let kind = if v6 { "IPv6 link-local" } else { "IPv4" };
+                    format!("interface {ifname} has no {kind} address to send VRRP from")
                 })?,
         };
-        let socket = VrrpSocket::open_v4(&ifname, ifindex, source)
+        let socket = VrrpSocket::open(&ifname, ifindex, source)
             .map_err(|e| format!("VRRP socket on {ifname}: {e}"))?;
-        let arp = match ArpSender::open(&ifname, ifindex) {
+        let arp = match Announcer::open(&ifname, ifindex, v6) {
             Ok(a) => Some(Arc::new(a)),
             Err(e) => {
-                tracing::warn!(interface = %ifname, error = %e, "gratuitous ARP unavailable");
+                tracing::warn!(interface = %ifname, error = %e, "gratuitous ARP / NA unavailable");
                 None
             }
         };
@@ -271,7 +272,7 @@ impl Driver {
             preempt: self.vrrp.preempt,
             preempt_delay: Duration::from_millis(self.vrrp.preempt_delay_ms),
             accept_mode: true,
-            primary_address: IpAddr::V4(self.source),
+            primary_address: self.source,
         }
     }
 
@@ -306,7 +307,7 @@ impl Driver {
             self.drop_packet(r);
             return None;
         }
-        let advert = match packet::decode(&pkt.payload, IpAddr::V4(pkt.src), IpAddr::V4(pkt.dst)) {
+        let advert = match packet::decode(&pkt.payload, pkt.src, pkt.dst) {
             Ok(a) => a,
             Err(r) => {
                 self.drop_packet(r);
@@ -351,7 +352,7 @@ impl Driver {
         Some((
             advert.priority,
             Duration::from_millis(u64::from(advert.max_advert_interval_cs) * 10),
-            IpAddr::V4(pkt.src),
+            pkt.src,
         ))
     }
 
@@ -422,20 +423,18 @@ impl Driver {
             addresses: self.addresses(),
             auth: self.auth(),
         };
-        let destinations: Vec<Ipv4Addr> = if self.vrrp.unicast_peers.is_empty() {
-            vec![MULTICAST_V4]
+        let destinations: Vec<IpAddr> = if self.vrrp.unicast_peers.is_empty() {
+            vec![multicast_group(self.source.is_ipv6())]
         } else {
             self.vrrp
                 .unicast_peers
                 .iter()
-                .filter_map(|p| match p {
-                    IpAddr::V4(v4) => Some(*v4),
-                    IpAddr::V6(_) => None,
-                })
+                .filter(|p| p.is_ipv6() == self.source.is_ipv6())
+                .copied()
                 .collect()
         };
         for dst in destinations {
-            match packet::encode(&advert, IpAddr::V4(self.source), IpAddr::V4(dst)) {
+            match packet::encode(&advert, self.source, dst) {
                 Ok(bytes) => match self.socket.send(&bytes, dst).await {
                     Ok(()) => {
                         self.metrics
@@ -467,21 +466,13 @@ impl Driver {
     /// background so they never hold up the state machine.
     fn announce(&self, count: u32) {
         let Some(arp) = self.arp.clone() else { return };
-        let v4: Vec<Ipv4Addr> = self
-            .vip
-            .addresses
-            .iter()
-            .filter_map(|p| match p.addr {
-                IpAddr::V4(a) => Some(a),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
+        let addresses = self.addresses();
         let metrics = self.metrics.clone();
         let labels = self.labels();
         let name = self.vip.name.clone();
         let spacing = Duration::from_millis(self.vrrp.garp.interval_ms);
         let burst = move || {
-            for a in &v4 {
+            for a in &addresses {
                 match arp.send(*a) {
                     Ok(()) => {
                         metrics.vrrp_garp_sent.get_or_create(&labels).inc();
