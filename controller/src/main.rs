@@ -1,1 +1,188 @@
-fn main() {}
+//! halo-controller: watches VirtualIPs, LoadBalancers, Services, EndpointSlices and
+//! Nodes, renders one NodeConfig per node, streams it to that node's data plane, and
+//! writes status. Two replicas elect a leader on a Lease.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use halo_controller::lease::{self, Leader, LeaseConfig};
+use halo_controller::metrics::{self, Metrics};
+use halo_controller::reconcile::{Renderer, Shared};
+use halo_controller::status::{self, Context};
+use halo_controller::stream::{self, Auth, Hub, StreamServer};
+use halo_controller::{index::Index, tls};
+use kube::runtime::events::{Recorder, Reporter};
+
+#[derive(Parser)]
+#[command(name = "halo-controller", version, about = "Halo controller")]
+struct Args {
+    /// Kubeconfig to use instead of the in-cluster configuration / $KUBECONFIG.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of the controller (Lease, Secrets for VRRP passwords).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "halo-system")]
+    namespace: String,
+    /// Name of this replica in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Config stream listener (HTTPS).
+    #[arg(long, default_value = "0.0.0.0:9443")]
+    listen: SocketAddr,
+    #[arg(long)]
+    tls_cert: PathBuf,
+    #[arg(long)]
+    tls_key: PathBuf,
+    /// Plain-HTTP /metrics and /healthz.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    metrics: SocketAddr,
+    /// ServiceAccount (in --namespace) the data planes run as.
+    #[arg(long, default_value = "halo-dataplane")]
+    dataplane_service_account: String,
+    /// Audience data plane tokens must be issued for.
+    #[arg(long, default_value = "halo-controller")]
+    token_audience: String,
+    /// VRIDs handed out to VirtualIPs without one, e.g. 1-255.
+    #[arg(long, default_value = "1-255", value_parser = parse_range)]
+    vrid_range: (u8, u8),
+    #[arg(long, default_value = "halo-controller")]
+    lease_name: String,
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    heartbeat: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    halo_crds::duration::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_range(text: &str) -> Result<(u8, u8), String> {
+    let (a, b) = text.split_once('-').ok_or("expected FROM-TO, e.g. 1-255")?;
+    let a: u8 = a.parse().map_err(|_| "FROM must be 1-255")?;
+    let b: u8 = b.parse().map_err(|_| "TO must be 1-255")?;
+    if a == 0 || a > b {
+        return Err("expected 1 <= FROM <= TO <= 255".into());
+    }
+    Ok((a, b))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("read {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    let client = kube::Client::try_from(config)?;
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+    let acceptor = tls::acceptor(&args.tls_cert, &args.tls_key)?;
+
+    let metrics = Arc::new(Metrics::new());
+    let leader = Arc::new(Leader::default());
+    let hub = Arc::new(Hub::default());
+    let shared = Arc::new(Shared::default());
+
+    tokio::spawn(lease::run(
+        client.clone(),
+        LeaseConfig {
+            namespace: args.namespace.clone(),
+            name: args.lease_name.clone(),
+            identity: identity.clone(),
+            duration: args.lease_duration,
+        },
+        leader.clone(),
+    ));
+
+    let index = Index::start(&client, &args.namespace);
+    tokio::time::timeout(Duration::from_secs(120), index.ready())
+        .await
+        .context("the initial list of watched objects took too long")??;
+    let renderer = Renderer {
+        index: index.clone(),
+        hub: hub.clone(),
+        shared: shared.clone(),
+        metrics: metrics.clone(),
+        vrid_range: args.vrid_range,
+    };
+    renderer.render_once();
+    tokio::spawn(renderer.run());
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        shared: shared.clone(),
+        leader: leader.clone(),
+        metrics: metrics.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "halo-controller".into(),
+                instance: Some(identity.clone()),
+            },
+        ),
+    });
+    let (vip_tx, vip_rx) = futures::channel::mpsc::unbounded();
+    let (lb_tx, lb_rx) = futures::channel::mpsc::unbounded();
+    shared.add_trigger(vip_tx);
+    shared.add_trigger(lb_tx);
+    tokio::spawn(status::run_virtual_ips(ctx.clone(), vip_rx));
+    tokio::spawn(status::run_load_balancers(ctx, lb_rx));
+
+    let server = Arc::new(StreamServer {
+        hub,
+        shared,
+        auth: Auth::new(
+            client.clone(),
+            args.token_audience.clone(),
+            format!(
+                "system:serviceaccount:{}:{}",
+                args.namespace, args.dataplane_service_account
+            ),
+        ),
+        leader: leader.clone(),
+        metrics: metrics.clone(),
+        heartbeat: args.heartbeat,
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tokio::spawn(stream::serve(listener, acceptor, server));
+    let metrics_addr = args.metrics;
+    let metrics_task = tokio::spawn(metrics::serve(metrics_addr, metrics, leader));
+    tracing::info!(%identity, listen = %args.listen, metrics = %metrics_addr, "halo-controller running");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        r = metrics_task => match r {
+            Ok(Err(e)) => bail!("metrics listener on {metrics_addr}: {e}"),
+            _ => bail!("metrics listener stopped"),
+        },
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "halo-controller".into())
+}

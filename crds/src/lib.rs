@@ -7,6 +7,7 @@ pub mod manifest;
 pub mod net;
 pub mod node_config;
 pub mod pool;
+pub mod protocol;
 pub mod render;
 pub mod virtual_ip;
 

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use halo_crds::render::NodeInfo;
 use halo_dataplane::admin;
 use halo_dataplane::config::file;
+use halo_dataplane::config::stream::ControllerClient;
 use halo_dataplane::metrics::Metrics;
 use halo_dataplane::runtime::Runtime;
 use tokio::signal::unix::{SignalKind, signal};
@@ -25,11 +26,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the VirtualIP / LoadBalancer objects of a manifest file (no Kubernetes needed).
+    /// Serve the VirtualIP / LoadBalancer objects of a manifest file (no Kubernetes
+    /// needed), or follow a controller's config stream with --controller.
     Run {
         /// Multi-document YAML of VirtualIP and LoadBalancer objects.
-        #[arg(long, short)]
-        config: PathBuf,
+        #[arg(
+            long,
+            short,
+            required_unless_present = "controller",
+            conflicts_with = "controller"
+        )]
+        config: Option<PathBuf>,
+        /// Controller base URL, e.g. https://halo-controller.halo-system.svc:9443.
+        #[arg(long, env = "HALO_CONTROLLER")]
+        controller: Option<String>,
+        /// ServiceAccount token presented to the controller (re-read on every connect).
+        #[arg(long, default_value = "/var/run/secrets/halo/token")]
+        token_file: PathBuf,
+        /// CA bundle that signed the controller's serving certificate.
+        #[arg(long, default_value = "/etc/halo/ca.crt")]
+        ca_file: PathBuf,
+        /// Where the last good config is kept across restarts.
+        #[arg(long, default_value = "/var/lib/halo")]
+        state_dir: PathBuf,
         /// This node's name, as used in spec.priorities and spec.peers.
         #[arg(long, env = "NODE_NAME")]
         node: Option<String>,
@@ -80,12 +99,56 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Run {
-            config,
+            config: Some(config),
             node,
             admin,
             poll,
+            ..
         } => run(config, node_info(node), admin, poll).await,
+        Command::Run {
+            controller: Some(url),
+            node,
+            admin,
+            token_file,
+            ca_file,
+            state_dir,
+            ..
+        } => {
+            let client = ControllerClient::new(
+                &url,
+                &node_info(node).name,
+                &token_file,
+                &ca_file,
+                &state_dir,
+            )?;
+            follow(client, admin).await
+        }
+        Command::Run { .. } => anyhow::bail!("give --config FILE or --controller URL"),
     }
+}
+
+async fn follow(client: ControllerClient, admin_addr: SocketAddr) -> Result<()> {
+    let runtime = Arc::new(Runtime::new(Arc::new(Metrics::new())));
+    let admin_listener = admin::bind(admin_addr)
+        .await
+        .with_context(|| format!("cannot bind the admin listener on {admin_addr}"))?;
+    tokio::spawn(admin::serve(admin_listener, runtime.clone()));
+    runtime.start_background();
+    tokio::spawn(client.run(runtime.clone()));
+    tracing::info!(admin = %admin_addr, "halo-dataplane following the controller");
+    wait_for_stop().await?;
+    runtime.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_stop() -> Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    Ok(())
 }
 
 async fn run(path: PathBuf, node: NodeInfo, admin_addr: SocketAddr, poll: Duration) -> Result<()> {
@@ -103,12 +166,7 @@ async fn run(path: PathBuf, node: NodeInfo, admin_addr: SocketAddr, poll: Durati
     tokio::spawn(admin::serve(admin_listener, runtime.clone()));
     tokio::spawn(file::watch(path, node, runtime.clone(), poll));
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
-    }
+    wait_for_stop().await?;
     runtime.shutdown().await;
     Ok(())
 }

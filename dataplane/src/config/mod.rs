@@ -1,3 +1,4 @@
 //! Where NodeConfigs come from: a manifest file (standalone mode).
 
 pub mod file;
+pub mod stream;

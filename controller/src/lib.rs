@@ -1,0 +1,12 @@
+//! The Halo controller: from Kubernetes objects to per-node NodeConfigs pushed over an
+//! authenticated stream, and status back.
+
+pub mod assign;
+pub mod index;
+pub mod lease;
+pub mod metrics;
+pub mod reconcile;
+pub mod status;
+pub mod stream;
+pub mod tls;
+pub mod world;

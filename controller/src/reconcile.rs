@@ -1,0 +1,202 @@
+//! The render loop: on any change, assign VRIDs and priorities, render every node's
+//! NodeConfig with the shared pure render, hand changed ones to the hub, and record the
+//! problems that status reconciles turn into conditions and Events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use futures::channel::mpsc::UnboundedSender;
+use halo_crds::protocol::NodeReport;
+use halo_crds::render::{
+    Assignments, ObjectRef, RenderInput, VipAssignment, render, virtual_ip_ref,
+};
+use halo_crds::{LoadBalancer, VirtualIP};
+use kube::ResourceExt;
+
+use crate::assign::{self, Plan};
+use crate::index::Index;
+use crate::metrics::Metrics;
+use crate::stream::Hub;
+use crate::world;
+
+/// What render found, shared with the status reconcilers and the stream server.
+#[derive(Default)]
+pub struct Shared {
+    pub plan: ArcSwap<Plan>,
+    /// Problems per object, as "field: message", deduplicated across nodes.
+    pub problems: ArcSwap<BTreeMap<ObjectRef, Vec<String>>>,
+    /// Latest report of each node, with when it came.
+    pub reports: Mutex<BTreeMap<String, (NodeReport, Instant)>>,
+    triggers: Mutex<Vec<UnboundedSender<()>>>,
+}
+
+impl Shared {
+    pub fn add_trigger(&self, tx: UnboundedSender<()>) {
+        if let Ok(mut t) = self.triggers.lock() {
+            t.push(tx);
+        }
+    }
+
+    /// Asks every status reconciler to look at all its objects again.
+    pub fn trigger(&self) {
+        if let Ok(t) = self.triggers.lock() {
+            for tx in t.iter() {
+                let _ = tx.unbounded_send(());
+            }
+        }
+    }
+
+    pub fn reports(&self) -> BTreeMap<String, NodeReport> {
+        self.reports
+            .lock()
+            .map(|r| r.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn record_report(&self, node: &str, report: NodeReport) {
+        if let Ok(mut r) = self.reports.lock() {
+            r.insert(node.to_string(), (report, Instant::now()));
+        }
+        self.trigger();
+    }
+}
+
+pub struct Renderer {
+    pub index: Index,
+    pub hub: Arc<Hub>,
+    pub shared: Arc<Shared>,
+    pub metrics: Arc<Metrics>,
+    pub vrid_range: (u8, u8),
+}
+
+impl Renderer {
+    pub async fn run(self) {
+        loop {
+            self.index.changed.notified().await;
+            // Coalesce a burst of watch events into one render.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.render_once();
+        }
+    }
+
+    pub fn render_once(&self) {
+        let started = Instant::now();
+        let vips: Vec<Arc<VirtualIP>> = self.index.virtual_ips.state();
+        let lbs: Vec<Arc<LoadBalancer>> = self.index.load_balancers.state();
+        let services = self.index.services.state();
+        let slices = self.index.endpoint_slices.state();
+        let nodes = self.index.nodes.state();
+        let secrets = self.index.secrets.state();
+        let outcome = render_world(
+            &vips,
+            &lbs,
+            &services.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+            &slices.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+            &nodes.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+            &secrets.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+            self.vrid_range,
+        );
+        for (node, config) in outcome.configs {
+            self.hub.publish(&node, config);
+        }
+        self.hub
+            .retain(&nodes.iter().map(|n| n.name_any()).collect());
+        self.shared.plan.store(Arc::new(outcome.plan));
+        self.shared.problems.store(Arc::new(outcome.problems));
+        self.metrics.renders.inc();
+        self.metrics
+            .render_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.shared.trigger();
+    }
+}
+
+pub struct Outcome {
+    pub plan: Plan,
+    pub configs: BTreeMap<String, halo_crds::NodeConfig>,
+    pub problems: BTreeMap<ObjectRef, Vec<String>>,
+}
+
+/// The whole cluster's render: pure, so it is tested and benchmarked without a cluster.
+pub fn render_world(
+    vips: &[Arc<VirtualIP>],
+    lbs: &[Arc<LoadBalancer>],
+    services: &[&k8s_openapi::api::core::v1::Service],
+    slices: &[&k8s_openapi::api::discovery::v1::EndpointSlice],
+    nodes: &[&k8s_openapi::api::core::v1::Node],
+    secrets: &[&k8s_openapi::api::core::v1::Secret],
+    vrid_range: (u8, u8),
+) -> Outcome {
+    let endpoints = world::resolve_endpoints(services, slices);
+    let secret_values = world::secret_values(secrets);
+    let facts: Vec<_> = vips.iter().map(|v| world::vip_facts(v, nodes)).collect();
+    let plan = assign::plan(&facts, vrid_range);
+    let vip_objects: Vec<VirtualIP> = vips.iter().map(|v| (**v).clone()).collect();
+    let lb_objects: Vec<LoadBalancer> = lbs.iter().map(|l| (**l).clone()).collect();
+
+    let mut problems: BTreeMap<ObjectRef, BTreeSet<String>> = BTreeMap::new();
+    for v in vips {
+        if let Some(why) = plan.conflicts.get(&v.name_any()) {
+            problems
+                .entry(virtual_ip_ref(v))
+                .or_default()
+                .insert(format!("spec.vrrp.virtualRouterId: {why}"));
+        }
+    }
+    let mut configs = BTreeMap::new();
+    for node in nodes {
+        let info = world::node_info(node);
+        let mut assignments = Assignments::new();
+        for v in vips {
+            let name = v.name_any();
+            let key = (name.clone(), info.name.clone());
+            // A VirtualIP without a VRID gets 0, which render refuses: its
+            // LoadBalancers then report it as invalid rather than missing.
+            let vrid = plan.vrids.get(&name).copied().unwrap_or(0);
+            let priority = plan
+                .priorities
+                .get(&key)
+                .copied()
+                .unwrap_or(crate::assign::SPREAD_TOP);
+            let peers = plan.peers.get(&key).cloned().unwrap_or_default();
+            assignments.insert(
+                name,
+                VipAssignment {
+                    vrid,
+                    priority,
+                    peers,
+                },
+            );
+        }
+        let rendered = render(&RenderInput {
+            node: &info,
+            virtual_ips: &vip_objects,
+            load_balancers: &lb_objects,
+            endpoints: &endpoints,
+            assignments: &assignments,
+            secrets: &secret_values,
+        });
+        for p in rendered.problems {
+            let conflicting =
+                p.object.kind == "VirtualIP" && plan.conflicts.contains_key(&p.object.name);
+            if conflicting && p.field == "spec.vrrp.virtualRouterId" {
+                continue;
+            }
+            problems
+                .entry(p.object.clone())
+                .or_default()
+                .insert(format!("{}: {}", p.field, p.message));
+        }
+        configs.insert(info.name.clone(), rendered.config);
+    }
+    Outcome {
+        plan,
+        configs,
+        problems: problems
+            .into_iter()
+            .map(|(k, v)| (k, v.into_iter().collect()))
+            .collect(),
+    }
+}

@@ -1,0 +1,415 @@
+//! Status reconcilers (kube-runtime Controllers for VirtualIP and LoadBalancer): turn
+//! render problems, VRID assignments and data plane reports into `.status`, with
+//! Ready/Conflict conditions and an Event whenever readiness changes. Leader only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::channel::mpsc::UnboundedReceiver;
+use halo_crds::load_balancer::{ListenerStatus, LoadBalancerStatus};
+use halo_crds::net::IpPrefix;
+use halo_crds::protocol::NodeReport;
+use halo_crds::render::{load_balancer_ref, virtual_ip_ref};
+use halo_crds::virtual_ip::{NodeVrrpStatus, VirtualIPStatus};
+use halo_crds::{LoadBalancer, VirtualIP};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::lease::Leader;
+use crate::metrics::Metrics;
+use crate::reconcile::Shared;
+
+pub const MANAGER: &str = "halo-controller";
+
+pub struct Context {
+    pub client: Client,
+    pub shared: Arc<Shared>,
+    pub leader: Arc<Leader>,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("status patch failed: {0}")]
+    Patch(#[from] kube::Error),
+    #[error("serialising status: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    previous: &[Condition],
+    generation: Option<i64>,
+) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    // Keep the transition time while the status stays the same.
+    let since = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(
+            || Time(Timestamp::now()),
+            |c| c.last_transition_time.clone(),
+        );
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: since,
+        observed_generation: generation,
+    }
+}
+
+fn ready_of(conditions: &[Condition]) -> Option<(bool, String, String)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status == "True", c.reason.clone(), c.message.clone()))
+}
+
+/// Equal apart from timestamps that only move when something else moved.
+fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
+    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+}
+
+pub fn virtual_ip_status(
+    vip: &VirtualIP,
+    shared: &Shared,
+    reports: &BTreeMap<String, NodeReport>,
+) -> VirtualIPStatus {
+    let name = vip.name_any();
+    let previous = vip.status.clone().unwrap_or_default();
+    let plan = shared.plan.load();
+    let problems = shared
+        .problems
+        .load()
+        .get(&virtual_ip_ref(vip))
+        .cloned()
+        .unwrap_or_default();
+    let conflict = plan.conflicts.get(&name).cloned();
+    let mut nodes: Vec<NodeVrrpStatus> = reports
+        .iter()
+        .filter_map(|(node, r)| {
+            r.vrrp
+                .iter()
+                .find(|v| v.vip == name)
+                .map(|v| NodeVrrpStatus {
+                    node: node.clone(),
+                    state: v.state.clone(),
+                    priority: v.priority,
+                    since: Some(
+                        Timestamp::now()
+                            .checked_sub(SignedDuration::from_millis(
+                                i64::try_from(v.since_ms_ago).unwrap_or(0),
+                            ))
+                            .unwrap_or_else(|_| Timestamp::now())
+                            .to_string(),
+                    ),
+                })
+        })
+        .collect();
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    let masters: Vec<&NodeVrrpStatus> = nodes.iter().filter(|n| n.state == "Master").collect();
+    let master = masters.first().map(|n| n.node.clone());
+    let last_transition_time = if master == previous.master {
+        previous.last_transition_time.clone()
+    } else {
+        masters
+            .first()
+            .and_then(|n| n.since.clone())
+            .or_else(|| Some(Timestamp::now().to_string()))
+    };
+    let generation = vip.metadata.generation;
+    let (ok, reason, message) = if let Some(why) = &conflict {
+        (false, "VRIDConflict", why.clone())
+    } else if !problems.is_empty() {
+        (false, "InvalidSpec", problems.join("; "))
+    } else if masters.len() > 1 {
+        (
+            false,
+            "SplitBrain",
+            format!(
+                "several nodes report Master: {}",
+                masters
+                    .iter()
+                    .map(|n| n.node.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    } else if let Some(m) = &master {
+        (
+            true,
+            "MasterElected",
+            format!("node {m} holds the addresses"),
+        )
+    } else {
+        (false, "NoMaster", "no node reports Master yet".to_string())
+    };
+    let conditions = vec![
+        condition(
+            "Ready",
+            ok,
+            reason,
+            message,
+            &previous.conditions,
+            generation,
+        ),
+        condition(
+            "Conflict",
+            conflict.is_some(),
+            if conflict.is_some() {
+                "VRIDConflict"
+            } else {
+                "NoConflict"
+            },
+            conflict.unwrap_or_default(),
+            &previous.conditions,
+            generation,
+        ),
+    ];
+    // Only an object without problems gets a VRID in status: it is what makes it stable.
+    VirtualIPStatus {
+        vrid: plan.vrids.get(&name).copied(),
+        master,
+        nodes,
+        last_transition_time,
+        conditions,
+    }
+}
+
+pub fn load_balancer_status(
+    lb: &LoadBalancer,
+    vips: &[Arc<VirtualIP>],
+    shared: &Shared,
+    reports: &BTreeMap<String, NodeReport>,
+) -> LoadBalancerStatus {
+    let previous = lb.status.clone().unwrap_or_default();
+    let problems = shared
+        .problems
+        .load()
+        .get(&load_balancer_ref(lb))
+        .cloned()
+        .unwrap_or_default();
+    let vip = lb
+        .spec
+        .virtual_ip
+        .as_ref()
+        .and_then(|n| vips.iter().find(|v| &v.name_any() == n));
+    let addresses: Vec<String> = match (&lb.spec.virtual_ip, &lb.spec.addresses) {
+        (Some(_), _) => vip
+            .map(|v| {
+                v.spec
+                    .addresses
+                    .iter()
+                    .filter_map(|a| a.parse::<IpPrefix>().ok())
+                    .map(|p| p.addr.to_string())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        (None, Some(list)) => list.clone(),
+        _ => Vec::new(),
+    };
+    // Prefer what the VIP's master reports; it is the node taking the traffic.
+    let master = vip
+        .and_then(|v| v.status.as_ref())
+        .and_then(|s| s.master.clone());
+    let prefix = format!("{}/{}/", lb.namespace().unwrap_or_default(), lb.name_any());
+    let listeners: Vec<ListenerStatus> = lb
+        .spec
+        .listeners
+        .iter()
+        .map(|l| {
+            let full = format!("{prefix}{}", l.name);
+            let pick = |r: &NodeReport| r.listeners.iter().find(|x| x.name == full).cloned();
+            let from_master = master.as_ref().and_then(|m| reports.get(m)).and_then(pick);
+            let best = from_master.or_else(|| {
+                reports
+                    .values()
+                    .filter_map(pick)
+                    .max_by_key(|x| x.ready_backends)
+            });
+            ListenerStatus {
+                name: l.name.clone(),
+                ready_backends: best.as_ref().map_or(0, |b| b.ready_backends),
+                total_backends: best.as_ref().map_or(0, |b| b.total_backends),
+            }
+        })
+        .collect();
+    let generation = lb.metadata.generation;
+    let reported = reports
+        .values()
+        .any(|r| r.listeners.iter().any(|x| x.name.starts_with(&prefix)));
+    let (ok, reason, message) = if !problems.is_empty() {
+        (false, "InvalidSpec", problems.join("; "))
+    } else if !reported {
+        (false, "Pending", "no data plane serves it yet".to_string())
+    } else if let Some(l) = listeners.iter().find(|l| l.ready_backends == 0) {
+        (
+            false,
+            "NoReadyBackends",
+            format!("listener {} has no ready backend", l.name),
+        )
+    } else {
+        (
+            true,
+            "Serving",
+            format!("{} listener(s) serving", listeners.len()),
+        )
+    };
+    LoadBalancerStatus {
+        addresses,
+        listeners,
+        conditions: vec![condition(
+            "Ready",
+            ok,
+            reason,
+            message,
+            &previous.conditions,
+            generation,
+        )],
+    }
+}
+
+async fn publish_ready_change<K>(
+    ctx: &Context,
+    obj: &K,
+    before: Option<(bool, String, String)>,
+    after: &[Condition],
+) where
+    K: Resource<DynamicType = ()>,
+{
+    let Some((ok, reason, message)) = ready_of(after) else {
+        return;
+    };
+    if before
+        .as_ref()
+        .is_some_and(|(b, r, _)| *b == ok && *r == reason)
+    {
+        return;
+    }
+    let event = Event {
+        type_: if ok {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason,
+        note: Some(message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish Event");
+    }
+}
+
+async fn reconcile_vip(vip: Arc<VirtualIP>, ctx: Arc<Context>) -> Result<Action, StatusError> {
+    if !ctx.leader.is_leader() {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    ctx.metrics
+        .reconciles
+        .get_or_create(&vec![("kind", "VirtualIP".into())])
+        .inc();
+    let desired = virtual_ip_status(&vip, &ctx.shared, &ctx.shared.reports());
+    let current = vip.status.clone().unwrap_or_default();
+    if !same(&desired, &current) {
+        let api: Api<VirtualIP> = Api::all(ctx.client.clone());
+        let patch = serde_json::json!({"apiVersion": "halo.dev/v1alpha1", "kind": "VirtualIP", "status": desired});
+        api.patch_status(
+            &vip.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
+        publish_ready_change(
+            &ctx,
+            vip.as_ref(),
+            ready_of(&current.conditions),
+            &desired.conditions,
+        )
+        .await;
+    }
+    Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+async fn reconcile_lb(lb: Arc<LoadBalancer>, ctx: Arc<Context>) -> Result<Action, StatusError> {
+    if !ctx.leader.is_leader() {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    ctx.metrics
+        .reconciles
+        .get_or_create(&vec![("kind", "LoadBalancer".into())])
+        .inc();
+    let vips: Vec<Arc<VirtualIP>> = Api::<VirtualIP>::all(ctx.client.clone())
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let desired = load_balancer_status(&lb, &vips, &ctx.shared, &ctx.shared.reports());
+    let current = lb.status.clone().unwrap_or_default();
+    if !same(&desired, &current) {
+        let api: Api<LoadBalancer> =
+            Api::namespaced(ctx.client.clone(), &lb.namespace().unwrap_or_default());
+        let patch = serde_json::json!({"apiVersion": "halo.dev/v1alpha1", "kind": "LoadBalancer", "status": desired});
+        api.patch_status(
+            &lb.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
+        publish_ready_change(
+            &ctx,
+            lb.as_ref(),
+            ready_of(&current.conditions),
+            &desired.conditions,
+        )
+        .await;
+    }
+    Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+fn retry<K>(_obj: Arc<K>, error: &StatusError, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&vec![("kind", std::any::type_name::<K>().into())])
+        .inc();
+    tracing::warn!(error = %error, "status reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+pub async fn run_virtual_ips(ctx: Arc<Context>, trigger: UnboundedReceiver<()>) {
+    Controller::new(
+        Api::<VirtualIP>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .reconcile_all_on(trigger)
+    .run(reconcile_vip, retry, ctx)
+    .for_each(|_| futures::future::ready(()))
+    .await;
+}
+
+pub async fn run_load_balancers(ctx: Arc<Context>, trigger: UnboundedReceiver<()>) {
+    Controller::new(
+        Api::<LoadBalancer>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .reconcile_all_on(trigger)
+    .run(reconcile_lb, retry, ctx)
+    .for_each(|_| futures::future::ready(()))
+    .await;
+}

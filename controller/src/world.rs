@@ -1,0 +1,258 @@
+//! Pure conversions from Kubernetes objects to the render's inputs.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use halo_crds::VirtualIP;
+use halo_crds::net::IpPrefix;
+use halo_crds::render::{Endpoint, NodeInfo, SecretValues, ServiceEndpoints, ServiceKey};
+use halo_crds::virtual_ip::VrrpMode;
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+
+use crate::assign::{NodeFacts, VipFacts};
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Endpoints of every Service port, from the Service's EndpointSlices. An endpoint is
+/// ready when its `ready` condition is not false and it is not terminating.
+pub fn resolve_endpoints(services: &[&Service], slices: &[&EndpointSlice]) -> ServiceEndpoints {
+    let mut out = ServiceEndpoints::new();
+    for svc in services {
+        let namespace = svc.namespace().unwrap_or_default();
+        let name = svc.name_any();
+        let ports = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .unwrap_or_default();
+        for port in ports {
+            let Ok(service_port) = u16::try_from(port.port) else {
+                continue;
+            };
+            let key = ServiceKey {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                port: service_port,
+            };
+            let mut endpoints = Vec::new();
+            for slice in slices.iter().filter(|s| {
+                s.namespace().as_deref() == Some(namespace.as_str())
+                    && s.labels().get(SERVICE_NAME_LABEL) == Some(&name)
+            }) {
+                let Some(target) = slice
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.name.as_deref().unwrap_or("") == port.name.as_deref().unwrap_or(""))
+                    .and_then(|p| p.port)
+                    .and_then(|p| u16::try_from(p).ok())
+                else {
+                    continue;
+                };
+                for ep in &slice.endpoints {
+                    let conditions = ep.conditions.clone().unwrap_or_default();
+                    let ready = conditions.ready.unwrap_or(true)
+                        && !conditions.terminating.unwrap_or(false);
+                    let base = ep
+                        .target_ref
+                        .as_ref()
+                        .and_then(|r| r.name.clone())
+                        .or_else(|| ep.addresses.first().cloned())
+                        .unwrap_or_default();
+                    let several = ep.addresses.len() > 1;
+                    for text in &ep.addresses {
+                        let Ok(address) = text.parse::<IpAddr>() else {
+                            continue;
+                        };
+                        endpoints.push(Endpoint {
+                            name: if several {
+                                format!("{base}-{address}")
+                            } else {
+                                base.clone()
+                            },
+                            address,
+                            port: target,
+                            ready,
+                        });
+                    }
+                }
+            }
+            endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+            endpoints.dedup_by(|a, b| a.name == b.name);
+            out.insert(key, endpoints);
+        }
+    }
+    out
+}
+
+pub fn node_info(node: &Node) -> NodeInfo {
+    NodeInfo {
+        name: node.name_any(),
+        labels: node.labels().clone(),
+    }
+}
+
+pub fn internal_ips(node: &Node) -> Vec<IpAddr> {
+    node.status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect()
+}
+
+fn selects(vip: &VirtualIP, node: &NodeInfo) -> bool {
+    vip.spec
+        .node_selector
+        .as_ref()
+        .is_none_or(|sel| sel.iter().all(|(k, v)| node.labels.get(k) == Some(v)))
+}
+
+pub fn vip_facts(vip: &VirtualIP, nodes: &[&Node]) -> VipFacts {
+    let ipv6 = vip
+        .spec
+        .addresses
+        .first()
+        .and_then(|a| a.parse::<IpPrefix>().ok())
+        .is_some_and(|p| p.addr.is_ipv6());
+    VipFacts {
+        name: vip.name_any(),
+        created: vip
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
+        explicit_vrid: vip.spec.vrrp.virtual_router_id,
+        recorded_vrid: vip.status.as_ref().and_then(|s| s.vrid),
+        ipv6,
+        unicast: vip.spec.vrrp.mode == VrrpMode::Unicast,
+        nodes: nodes
+            .iter()
+            .filter(|n| selects(vip, &node_info(n)))
+            .map(|n| NodeFacts {
+                name: n.name_any(),
+                internal_ips: internal_ips(n),
+            })
+            .collect(),
+        priorities: vip
+            .spec
+            .priorities
+            .iter()
+            .map(|p| (p.node.clone(), p.priority))
+            .collect(),
+    }
+}
+
+pub fn secret_values(secrets: &[&Secret]) -> SecretValues {
+    let mut out = BTreeMap::new();
+    for s in secrets {
+        for (key, value) in s.data.iter().flatten() {
+            if let Ok(text) = String::from_utf8(value.0.clone()) {
+                out.insert((s.name_any(), key.clone()), text);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
+    use k8s_openapi::api::discovery::v1::{
+        Endpoint as SliceEndpoint, EndpointConditions, EndpointPort,
+    };
+    use kube::api::ObjectMeta;
+
+    fn service() -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some("db".into()),
+                namespace: Some("shop".into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                ports: Some(vec![ServicePort {
+                    name: Some("mysql".into()),
+                    port: 3306,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn slice(endpoints: Vec<(&str, Option<bool>, Option<bool>)>) -> EndpointSlice {
+        EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some("db-abc".into()),
+                namespace: Some("shop".into()),
+                labels: Some([(SERVICE_NAME_LABEL.to_string(), "db".to_string())].into()),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: endpoints
+                .into_iter()
+                .map(|(ip, ready, terminating)| SliceEndpoint {
+                    addresses: vec![ip.into()],
+                    conditions: Some(EndpointConditions {
+                        ready,
+                        terminating,
+                        serving: None,
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ports: Some(vec![EndpointPort {
+                name: Some("mysql".into()),
+                port: Some(13306),
+                ..Default::default()
+            }]),
+        }
+    }
+
+    #[test]
+    fn maps_service_port_to_target_port_and_readiness() {
+        let svc = service();
+        let s = slice(vec![
+            ("10.1.0.5", Some(true), None),
+            ("10.1.0.6", Some(false), None),
+            ("10.1.0.7", Some(true), Some(true)),
+            ("10.1.0.8", None, None),
+        ]);
+        let eps = resolve_endpoints(&[&svc], &[&s]);
+        let list = &eps[&ServiceKey {
+            namespace: "shop".into(),
+            name: "db".into(),
+            port: 3306,
+        }];
+        let ready: Vec<(String, u16, bool)> = list
+            .iter()
+            .map(|e| (e.address.to_string(), e.port, e.ready))
+            .collect();
+        assert_eq!(
+            ready,
+            vec![
+                ("10.1.0.5".into(), 13306, true),
+                ("10.1.0.6".into(), 13306, false),
+                ("10.1.0.7".into(), 13306, false),
+                ("10.1.0.8".into(), 13306, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn slices_of_other_services_are_ignored() {
+        let svc = service();
+        let mut s = slice(vec![("10.1.0.5", Some(true), None)]);
+        s.metadata.labels = Some([(SERVICE_NAME_LABEL.to_string(), "web".to_string())].into());
+        let eps = resolve_endpoints(&[&svc], &[&s]);
+        assert!(eps.values().all(Vec::is_empty));
+    }
+}
