@@ -25,3 +25,4 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust stable (htt
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   rustup component add rustfmt clippy
 fi
+scripts/build-k8s-tools.sh

@@ -42,7 +42,7 @@ pub struct LoadBalancerSpec {
     pub virtual_ip: Option<String>,
     /// Explicit listen addresses, for a box without a VirtualIP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = 1, max = 16), inner(length(max = 45)))]
     #[x_kube(validation = Rule::new("self.all(a, isIP(a))").message("every address must be an IP address"))]
     pub addresses: Option<Vec<String>>,
     #[schemars(length(min = 1, max = 64))]
@@ -109,6 +109,7 @@ pub struct Backend {
     pub name: Option<String>,
     /// A static server (outside the cluster, or in standalone mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 45))]
     #[x_kube(validation = Rule::new("isIP(self)").message("address must be an IP address"))]
     pub address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

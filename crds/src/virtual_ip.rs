@@ -35,7 +35,7 @@ use crate::duration::DURATION_PATTERN;
 #[x_kube(validation = Rule::new("!self.vrrp.enabled || !has(self.vrrp.authentication) || self.vrrp.version == 2").message("vrrp.authentication is only defined for VRRP version 2"))]
 pub struct VirtualIPSpec {
     /// IPv4/IPv6 addresses with prefix length, e.g. `192.0.2.10/24`.
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = 1, max = 16), inner(length(max = 49)))]
     #[x_kube(validation = Rule::new("self.all(a, isCIDR(a) || isIP(a))").message("every address must be an IP address with an optional /prefix"))]
     pub addresses: Vec<String>,
     /// Interface that carries the addresses; default: the one holding the node's address in that subnet.
@@ -85,6 +85,7 @@ pub struct VrrpSpec {
     pub mode: VrrpMode,
     /// Source address for unicast adverts (keepalived's `unicast_src_ip`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 45))]
     #[x_kube(validation = Rule::new("isIP(self)").message("unicastSource must be an IP address"))]
     pub unicast_source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,6 +217,7 @@ pub struct NodePriority {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 pub struct Peer {
     pub node: String,
+    #[schemars(length(max = 45))]
     #[x_kube(validation = Rule::new("isIP(self)").message("peer address must be an IP address"))]
     pub address: String,
 }

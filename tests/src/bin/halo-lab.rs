@@ -1,5 +1,6 @@
 //! The lab's command line: `demo` runs the data plane on the example manifest in front of
-//! two real web servers; `backend` runs one such server.
+//! two real web servers; `backend` runs one such server; `control-plane up|down` runs a real
+//! etcd + kube-apiserver on loopback in the background.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use halo_tests::{backends, client, process};
+use halo_tests::{backends, client, control_plane, process};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +39,26 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+    /// A real Kubernetes control plane (etcd + kube-apiserver) on loopback ports.
+    ControlPlane {
+        #[command(subcommand)]
+        action: ControlPlaneAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ControlPlaneAction {
+    /// Start it in the background with its state, kubeconfig, logs and PIDs in DIR; it keeps
+    /// running after this command exits.
+    Up {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Stop the processes recorded in DIR/pids (DIR itself is kept).
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -54,7 +75,42 @@ async fn main() -> Result<()> {
             admin,
             requests,
         } => demo(config, admin, requests).await,
+        Command::ControlPlane { action } => match action {
+            ControlPlaneAction::Up { dir } => control_plane_up(&dir),
+            ControlPlaneAction::Down { dir } => control_plane_down(&dir),
+        },
     }
+}
+
+fn control_plane_up(dir: &std::path::Path) -> Result<()> {
+    let cp = control_plane::ControlPlane::start_detached(dir)?;
+    for (name, pid) in cp.pids() {
+        println!("{name}: pid {pid}, log {}", cp.log_path(name).display());
+    }
+    println!(
+        "kube-apiserver {} (etcd {})",
+        cp.server_url(),
+        cp.etcd_url()
+    );
+    println!("kubeconfig: {}", cp.kubeconfig().display());
+    println!(
+        "stop it with: halo-lab control-plane down --dir {}\n",
+        cp.dir().display()
+    );
+    println!("export KUBECONFIG={}", cp.kubeconfig().display());
+    // Detached: dropping `cp` leaves the processes running.
+    Ok(())
+}
+
+fn control_plane_down(dir: &std::path::Path) -> Result<()> {
+    let stopped = control_plane::stop_dir(dir)?;
+    if stopped.is_empty() {
+        println!("nothing was running in {}", dir.display());
+    }
+    for (name, pid) in stopped {
+        println!("stopped {name} (pid {pid})");
+    }
+    Ok(())
 }
 
 async fn demo(config: PathBuf, admin: SocketAddr, requests: Option<u32>) -> Result<()> {
