@@ -3,6 +3,7 @@
 
 pub mod backends;
 pub mod client;
+pub mod control_plane;
 pub mod netns;
 pub mod probe;
 pub mod process;
