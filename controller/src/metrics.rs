@@ -85,7 +85,11 @@ impl Metrics {
             auth_refused.clone(),
         );
         let leader = Gauge::default();
-        registry.register("leader", "1 while this replica leads", leader.clone());
+        registry.register(
+            "leader",
+            "Whether this replica leads (1) or stands by (0)",
+            leader.clone(),
+        );
         Self {
             registry,
             renders,

@@ -279,3 +279,49 @@ impl Drop for Lab {
             .output();
     }
 }
+
+/// Binds a TCP listener inside namespace `ns` (the socket stays in that namespace while
+/// this process keeps using it): a way into the lab for a relay, without touching the
+/// host's own network configuration.
+pub fn listen_in(ns: &str, addr: std::net::SocketAddr) -> Result<std::net::TcpListener> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{ns}");
+    let handle = std::thread::spawn(move || -> Result<std::net::TcpListener> {
+        let file = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+        // SAFETY: setns on a namespace file we just opened; it only affects this
+        // short-lived thread, which ends right after binding.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns {path}: {}", std::io::Error::last_os_error());
+        }
+        Ok(std::net::TcpListener::bind(addr)?)
+    });
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
+}
+
+/// Relays connections accepted in `ns` at `inside` to `target` on this host's loopback,
+/// until the returned task is aborted.
+pub fn relay_into(
+    ns: &str,
+    inside: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = listen_in(ns, inside)?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    Ok(tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                continue;
+            };
+            while connections.try_join_next().is_some() {}
+            connections.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    }))
+}

@@ -1,0 +1,711 @@
+//! The controller against a real kube-apiserver + etcd, with a real data plane process
+//! following it over the authenticated stream.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use halo_tests::backends::{self, free_port};
+use halo_tests::client;
+use halo_tests::control_plane::ControlPlane;
+use halo_tests::netns::{self, Lab};
+use halo_tests::process::{binary, http_get_blocking};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Cluster {
+    cp: ControlPlane,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    fn start(label: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(backends::unique(&format!("halo-e2e-{label}-")));
+        std::fs::create_dir_all(&dir)?;
+        let cp = ControlPlane::start(&dir.join("cp"))?;
+        let c = Self { cp, dir };
+        c.kubectl_ok(&[
+            "apply",
+            "-f",
+            &format!("{}/../deploy/crds", env!("CARGO_MANIFEST_DIR")),
+        ])?;
+        c.kubectl_ok(&[
+            "wait",
+            "--for",
+            "condition=established",
+            "--timeout=60s",
+            "crd/virtualips.halo.dev",
+            "crd/loadbalancers.halo.dev",
+        ])?;
+        c.apply(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: halo-system}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: halo-dataplane, namespace: halo-system}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: intruder, namespace: halo-system}\n",
+        )?;
+        for (node, ip) in [("node-a", "192.0.2.1"), ("node-b", "192.0.2.2")] {
+            c.apply(&format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {node}, labels: {{kubernetes.io/hostname: {node}}}}}\n"))?;
+            c.kubectl_ok(&[
+                "patch", "node", node, "--subresource=status", "--type=merge", "-p",
+                &format!("{{\"status\":{{\"addresses\":[{{\"type\":\"InternalIP\",\"address\":\"{ip}\"}}]}}}}"),
+            ])?;
+            // A pod on that node, so tokens can be bound to it (and so to the node).
+            c.apply(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: dp-{node}, namespace: halo-system}}\nspec:\n  nodeName: {node}\n  serviceAccountName: halo-dataplane\n  containers: [{{name: dp, image: halo}}]\n"
+            ))?;
+        }
+        // A CA and a serving certificate it signs (rustls refuses a CA as end entity).
+        let d = &c.dir;
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )?;
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            d,
+            &[
+                &["req", "-x509"][..],
+                &ec[..],
+                &[
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=halo-test-ca",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                ][..],
+            ]
+            .concat(),
+        )?;
+        openssl(
+            d,
+            &[
+                &["req"][..],
+                &ec[..],
+                &[
+                    "-subj",
+                    "/CN=halo-controller",
+                    "-keyout",
+                    "tls.key",
+                    "-out",
+                    "tls.csr",
+                ][..],
+            ]
+            .concat(),
+        )?;
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "tls.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                "ext.cnf",
+                "-out",
+                "tls.crt",
+            ],
+        )?;
+        Ok(c)
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.cp.kubectl(args)?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn apply(&self, yaml: &str) -> Result<()> {
+        let out = self.cp.kubectl_with_stdin(["apply", "-f", "-"], yaml)?;
+        if !out.status.success() {
+            bail!(
+                "kubectl apply: {}\n{yaml}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    fn token(&self, account: &str, pod: Option<&str>) -> Result<PathBuf> {
+        let mut args = vec![
+            "create",
+            "token",
+            account,
+            "-n",
+            "halo-system",
+            "--audience",
+            "halo-controller",
+            "--duration",
+            "1h",
+        ];
+        if let Some(p) = pod {
+            args.extend(["--bound-object-kind", "Pod", "--bound-object-name", p]);
+        }
+        let token = self.kubectl_ok(&args)?;
+        let path = self
+            .dir
+            .join(format!("token-{account}-{}", pod.unwrap_or("none")));
+        std::fs::write(&path, token.trim())?;
+        Ok(path)
+    }
+
+    fn controller(&self, name: &str, port: u16, metrics: u16) -> Result<Proc> {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
+        let child = Command::new(binary("halo-controller")?)
+            .arg("--kubeconfig")
+            .arg(self.cp.kubeconfig())
+            .args(["--namespace", "halo-system", "--identity", name])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--metrics",
+                &format!("127.0.0.1:{metrics}"),
+            ])
+            .arg("--tls-cert")
+            .arg(self.dir.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(self.dir.join("tls.key"))
+            .args(["--lease-duration", "3s", "--heartbeat", "1s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Proc(child))
+    }
+
+    fn dataplane(
+        &self,
+        node: &str,
+        controller_port: u16,
+        admin: SocketAddr,
+        token: &Path,
+    ) -> Result<Proc> {
+        let log = std::fs::File::create(self.dir.join(format!("dp-{node}.log")))?;
+        let child = Command::new(binary("halo-dataplane")?)
+            .args([
+                "run",
+                "--controller",
+                &format!("https://127.0.0.1:{controller_port}"),
+                "--node",
+                node,
+            ])
+            .arg("--token-file")
+            .arg(token)
+            .arg("--ca-file")
+            .arg(self.dir.join("ca.crt"))
+            .arg("--state-dir")
+            .arg(self.dir.join(format!("state-{node}")))
+            .args(["--admin", &admin.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Proc(child))
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// HTTPS request to the controller's stream port with a token; returns the status code.
+    fn stream_status(&self, port: u16, node: &str, token: Option<&Path>) -> Result<u16> {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "3",
+            "--cacert",
+        ])
+        .arg(self.dir.join("ca.crt"));
+        if let Some(t) = token {
+            cmd.args([
+                "-H",
+                &format!(
+                    "Authorization: Bearer {}",
+                    std::fs::read_to_string(t)?.trim()
+                ),
+            ]);
+        }
+        cmd.arg(format!("https://127.0.0.1:{port}/v1/nodes/{node}/status"))
+            .args(["-X", "POST", "-d", "{}"]);
+        let out = cmd.output()?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0))
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn dp_status(admin: SocketAddr) -> serde_json::Value {
+    http_get_blocking(admin, "/status")
+        .ok()
+        .and_then(|(_, body)| serde_json::from_str(&body).ok())
+        .unwrap_or_default()
+}
+
+fn backend_names(status: &serde_json::Value, listener: &str) -> Vec<String> {
+    status["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["name"] == listener)
+        .flat_map(|l| l["backends"].as_array().cloned().unwrap_or_default())
+        .filter_map(|b| b["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn slice_yaml(port: u16, endpoints: &[(&str, &str, bool)]) -> String {
+    let mut eps = String::new();
+    for (name, ip, ready) in endpoints {
+        eps.push_str(&format!(
+            "  - addresses: [\"{ip}\"]\n    conditions: {{ready: {ready}}}\n    targetRef: {{kind: Pod, name: {name}, namespace: default}}\n"
+        ));
+    }
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{{name: http, port: {port}, protocol: TCP}}]\nendpoints:\n{eps}"
+    )
+}
+
+/// Runs a command in the lab namespace and returns its standard output.
+fn in_ns(lab: &Lab, ns: &str, args: &[&str]) -> String {
+    lab.exec_in(ns, args)
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_render_push_serve_and_report() {
+    // EndpointSlices refuse loopback addresses, so the node (data plane and pods) lives
+    // in a lab namespace; the data plane reaches the controller through a relay.
+    if !netns::available() {
+        eprintln!("skipped: needs root and iproute2");
+        return;
+    }
+    let cluster = Cluster::start("flow").expect("cluster");
+    let mut lab = Lab::new("ctl").expect("lab");
+    let node = lab.add_host("node-a", 1).expect("host");
+    for ip in ["192.0.2.21/24", "192.0.2.22/24"] {
+        lab.exec_in(&node.ns, &["ip", "addr", "add", ip, "dev", "eth0"])
+            .expect("pod address");
+    }
+    let backend_port = 8080;
+    for (name, ip) in [("pod-1", "192.0.2.21"), ("pod-2", "192.0.2.22")] {
+        lab.spawn(
+            &node,
+            &binary("halo-lab").expect("bin"),
+            &[
+                "backend",
+                "--listen",
+                &format!("{ip}:{backend_port}"),
+                "--name",
+                name,
+            ],
+            &cluster.dir.join(format!("{name}.log")),
+        )
+        .expect("pod");
+    }
+    let front_port = 80;
+    let (stream_port, metrics_port) = (free_port().expect("port"), free_port().expect("port"));
+
+    cluster
+        .apply(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: {backend_port}}}]\n---\n{}",
+            slice_yaml(backend_port, &[("pod-1", "192.0.2.21", true), ("pod-2", "192.0.2.22", true)])
+        ))
+        .expect("service");
+    // One VIP held without election on node-a, one with VRRP for node-b only (nobody
+    // runs there: it only gets a VRID).
+    cluster
+        .apply(&format!(
+            "apiVersion: halo.dev/v1alpha1\nkind: VirtualIP\nmetadata: {{name: local}}\nspec:\n  addresses: [\"192.0.2.60/24\"]\n  interface: eth0\n  nodeSelector: {{kubernetes.io/hostname: node-a}}\n  vrrp: {{enabled: false}}\n---\napiVersion: halo.dev/v1alpha1\nkind: VirtualIP\nmetadata: {{name: elected}}\nspec:\n  addresses: [\"192.0.2.100/24\"]\n  nodeSelector: {{kubernetes.io/hostname: node-b}}\n---\napiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata: {{name: web, namespace: default}}\nspec:\n  virtualIP: local\n  listeners:\n    - name: http\n      port: {front_port}\n      protocol: HTTP\n      backends: [{{service: {{name: web, port: 80}}}}]\n---\napiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata: {{name: broken, namespace: default}}\nspec:\n  virtualIP: nowhere\n  listeners: [{{name: http, port: 81, protocol: HTTP, backends: []}}]\n"
+        ))
+        .expect("halo objects");
+
+    let _controller = cluster
+        .controller("ctl-1", stream_port, metrics_port)
+        .expect("controller");
+    let relay_port = 9443;
+    let _relay = netns::relay_into(
+        &node.ns,
+        SocketAddr::from(([127, 0, 0, 1], relay_port)),
+        SocketAddr::from(([127, 0, 0, 1], stream_port)),
+    )
+    .expect("relay");
+    let token_a = cluster
+        .token("halo-dataplane", Some("dp-node-a"))
+        .expect("token");
+    let args: Vec<String> = vec![
+        "run".into(),
+        "--controller".into(),
+        format!("https://127.0.0.1:{relay_port}"),
+        "--node".into(),
+        "node-a".into(),
+        "--token-file".into(),
+        token_a.to_string_lossy().into(),
+        "--ca-file".into(),
+        cluster.dir.join("ca.crt").to_string_lossy().into(),
+        "--state-dir".into(),
+        cluster.dir.join("state-a").to_string_lossy().into(),
+        "--admin".into(),
+        "127.0.0.1:9100".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.spawn(
+        &node,
+        &binary("halo-dataplane").expect("bin"),
+        &args,
+        &cluster.dir.join("dp-node-a.log"),
+    )
+    .expect("data plane");
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&in_ns(
+            &lab,
+            &node.ns,
+            &[
+                "curl",
+                "-s",
+                "--max-time",
+                "2",
+                "http://127.0.0.1:9100/status",
+            ],
+        ))
+        .unwrap_or_default()
+    };
+    let get = || {
+        in_ns(
+            &lab,
+            &node.ns,
+            &[
+                "curl",
+                "-s",
+                "--max-time",
+                "2",
+                &format!("http://192.0.2.60:{front_port}/"),
+            ],
+        )
+        .trim()
+        .to_string()
+    };
+
+    // The data plane gets node-a's config: the Service resolved through its EndpointSlice.
+    assert!(
+        wait_for(Duration::from_secs(30), || backend_names(
+            &status(),
+            "default/web/http"
+        )
+        .len()
+            == 2),
+        "no config arrived:\n{}\n{}",
+        cluster.log("ctl-1"),
+        cluster.log("dp-node-a")
+    );
+    let mut seen: Vec<String> = (0..4).map(|_| get()).collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["pod-1", "pod-1", "pod-2", "pod-2"],
+        "{}",
+        cluster.log("dp-node-a")
+    );
+    let version_before = status()["version"].as_u64().unwrap_or(0);
+
+    // An endpoint that stops being ready leaves; a new snapshot version arrives.
+    cluster
+        .apply(&slice_yaml(
+            backend_port,
+            &[
+                ("pod-1", "192.0.2.21", true),
+                ("pod-2", "192.0.2.22", false),
+            ],
+        ))
+        .expect("slice");
+    assert!(
+        wait_for(Duration::from_secs(10), || backend_names(
+            &status(),
+            "default/web/http"
+        ) == ["web/pod-1"]),
+        "{:?}",
+        status()
+    );
+    assert!(status()["version"].as_u64().unwrap_or(0) > version_before);
+    for _ in 0..4 {
+        assert_eq!(get(), "pod-1");
+    }
+
+    // Status comes back from the data plane's reports and the assignment.
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            cluster
+                .kubectl_ok(&[
+                    "get",
+                    "vip",
+                    "local",
+                    "-o",
+                    "jsonpath={.status.master} {.status.conditions[?(@.type==\"Ready\")].status}",
+                ])
+                .is_ok_and(|s| s == "node-a True")
+        }),
+        "VirtualIP status:\n{}\n{}",
+        cluster
+            .kubectl_ok(&["get", "vip", "local", "-o", "yaml"])
+            .unwrap_or_default(),
+        cluster.log("ctl-1")
+    );
+    let vrid = cluster
+        .kubectl_ok(&["get", "vip", "elected", "-o", "jsonpath={.status.vrid}"])
+        .expect("vrid");
+    assert!(
+        vrid.parse::<u8>().is_ok_and(|v| v >= 1),
+        "elected has no VRID: {vrid:?}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            cluster
+                .kubectl_ok(&["get", "hlb", "web", "-o", "jsonpath={.status.listeners[0].readyBackends}/{.status.listeners[0].totalBackends} {.status.addresses[0]}"])
+                .is_ok_and(|s| s == "1/1 192.0.2.60")
+        }),
+        "{}",
+        cluster
+            .kubectl_ok(&["get", "hlb", "web", "-o", "yaml"])
+            .unwrap_or_default()
+    );
+    // What the schema cannot catch: Ready=False with a reason, and an Event.
+    assert!(wait_for(Duration::from_secs(20), || {
+        cluster
+            .kubectl_ok(&[
+                "get",
+                "hlb",
+                "broken",
+                "-o",
+                "jsonpath={.status.conditions[0].reason}: {.status.conditions[0].message}",
+            ])
+            .is_ok_and(|s| s == "InvalidSpec: spec.virtualIP: VirtualIP nowhere not found")
+    }));
+    assert!(wait_for(Duration::from_secs(20), || {
+        cluster
+            .kubectl_ok(&[
+                "get",
+                "events",
+                "-n",
+                "default",
+                "--field-selector",
+                "involvedObject.name=broken",
+                "-o",
+                "jsonpath={.items[*].reason}",
+            ])
+            .is_ok_and(|s| s.contains("InvalidSpec"))
+    }));
+
+    // Refused: no token, another account's token, a token bound to another node or to none.
+    let intruder = cluster.token("intruder", None).expect("token");
+    let token_b = cluster
+        .token("halo-dataplane", Some("dp-node-b"))
+        .expect("token");
+    let unbound = cluster.token("halo-dataplane", None).expect("token");
+    assert_eq!(
+        cluster
+            .stream_status(stream_port, "node-a", None)
+            .expect("curl"),
+        401
+    );
+    assert_eq!(
+        cluster
+            .stream_status(stream_port, "node-a", Some(&intruder))
+            .expect("curl"),
+        403
+    );
+    assert_eq!(
+        cluster
+            .stream_status(stream_port, "node-a", Some(&token_b))
+            .expect("curl"),
+        403
+    );
+    assert_eq!(
+        cluster
+            .stream_status(stream_port, "node-a", Some(&unbound))
+            .expect("curl"),
+        403
+    );
+    assert_eq!(
+        cluster
+            .stream_status(stream_port, "node-b", Some(&token_b))
+            .expect("curl"),
+        204
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_serving_without_churn_and_leadership_moves() {
+    let cluster = Cluster::start("ha").expect("cluster");
+    let backend = backends::http("pod-1", "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("backend");
+    let front_port = free_port().expect("port");
+    cluster
+        .apply(&format!(
+            "apiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata: {{name: web, namespace: default}}\nspec:\n  addresses: [127.0.0.1]\n  listeners:\n    - name: http\n      port: {front_port}\n      protocol: HTTP\n      backends: [{{address: 127.0.0.1, port: {}}}]\n",
+            backend.port()
+        ))
+        .expect("lb");
+    let (p1, m1, p2, m2) = (
+        free_port().expect("p"),
+        free_port().expect("p"),
+        free_port().expect("p"),
+        free_port().expect("p"),
+    );
+    let ctl1 = cluster.controller("ctl-1", p1, m1).expect("controller 1");
+    let leader_of = |metrics: u16| -> bool {
+        http_get_blocking(SocketAddr::from(([127, 0, 0, 1], metrics)), "/metrics")
+            .is_ok_and(|(_, body)| body.lines().any(|l| l == "halo_controller_leader 1"))
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || leader_of(m1)),
+        "{}",
+        cluster.log("ctl-1")
+    );
+    let ctl2 = cluster.controller("ctl-2", p2, m2).expect("controller 2");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !leader_of(m2),
+        "two leaders:\n{}\n{}\n{}",
+        cluster.log("ctl-1"),
+        cluster.log("ctl-2"),
+        cluster
+            .kubectl_ok(&["get", "lease", "-n", "halo-system", "-o", "yaml"])
+            .unwrap_or_default()
+    );
+
+    let token = cluster
+        .token("halo-dataplane", Some("dp-node-a"))
+        .expect("token");
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port().expect("port")));
+    let _dp = cluster
+        .dataplane("node-a", p1, admin, &token)
+        .expect("data plane");
+    assert!(
+        wait_for(Duration::from_secs(30), || dp_status(admin)["version"]
+            .as_u64()
+            .is_some()),
+        "{}",
+        cluster.log("dp-node-a")
+    );
+    let version = dp_status(admin)["version"].as_u64();
+    let front = SocketAddr::from(([127, 0, 0, 1], front_port));
+    assert_eq!(client::get(front, "/").await.expect("served").status, 200);
+
+    // The leader dies: the data plane keeps serving its config; the standby leads
+    // within the lease duration and answers streams.
+    drop(ctl1);
+    let killed = Instant::now();
+    for _ in 0..10 {
+        assert_eq!(
+            client::get(front, "/").await.expect("still served").status,
+            200
+        );
+    }
+    assert!(
+        wait_for(Duration::from_secs(15), || leader_of(m2)),
+        "{}",
+        cluster.log("ctl-2")
+    );
+    eprintln!("leadership moved after {:?}", killed.elapsed());
+    assert_eq!(
+        cluster
+            .stream_status(p2, "node-a", Some(&token))
+            .expect("curl"),
+        204
+    );
+
+    // A controller restart on the same port: the data plane reconnects and gets the
+    // same version back (same content, no churn).
+    let ctl1b = cluster
+        .controller("ctl-1b", p1, m1)
+        .expect("controller 1 again");
+    drop(ctl2);
+    assert!(
+        wait_for(Duration::from_secs(20), || leader_of(m1)),
+        "{}",
+        cluster.log("ctl-1b")
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || cluster
+            .log("dp-node-a")
+            .matches("following the controller")
+            .count()
+            >= 2),
+        "{}",
+        cluster.log("dp-node-a")
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        dp_status(admin)["version"].as_u64(),
+        version,
+        "version churned:\n{}",
+        cluster.log("dp-node-a")
+    );
+    assert_eq!(client::get(front, "/").await.expect("served").status, 200);
+    drop(ctl1b);
+}
