@@ -6,7 +6,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use halo_crds::{LoadBalancer, VirtualIP};
+use halo_crds::{LoadBalancer, VirtualIP, VirtualIPPool};
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 pub struct Index {
     pub virtual_ips: Store<VirtualIP>,
     pub load_balancers: Store<LoadBalancer>,
+    pub pools: Store<VirtualIPPool>,
     pub services: Store<Service>,
     pub endpoint_slices: Store<EndpointSlice>,
     pub nodes: Store<Node>,
@@ -54,6 +55,7 @@ impl Index {
         Self {
             virtual_ips: watch(Api::all(client.clone()), changed.clone()),
             load_balancers: watch(Api::all(client.clone()), changed.clone()),
+            pools: watch(Api::all(client.clone()), changed.clone()),
             services: watch(Api::all(client.clone()), changed.clone()),
             endpoint_slices: watch(Api::all(client.clone()), changed.clone()),
             nodes: watch(Api::all(client.clone()), changed.clone()),
@@ -66,6 +68,7 @@ impl Index {
     pub async fn ready(&self) -> anyhow::Result<()> {
         self.virtual_ips.wait_until_ready().await?;
         self.load_balancers.wait_until_ready().await?;
+        self.pools.wait_until_ready().await?;
         self.services.wait_until_ready().await?;
         self.endpoint_slices.wait_until_ready().await?;
         self.nodes.wait_until_ready().await?;

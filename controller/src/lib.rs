@@ -6,6 +6,7 @@ pub mod index;
 pub mod lease;
 pub mod metrics;
 pub mod reconcile;
+pub mod services;
 pub mod status;
 pub mod stream;
 pub mod tls;

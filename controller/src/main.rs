@@ -122,6 +122,7 @@ async fn main() -> Result<()> {
         shared: shared.clone(),
         metrics: metrics.clone(),
         vrid_range: args.vrid_range,
+        service_status: Some((client.clone(), leader.clone())),
     };
     renderer.render_once();
     tokio::spawn(renderer.run());

@@ -69,6 +69,8 @@ pub struct Renderer {
     pub shared: Arc<Shared>,
     pub metrics: Arc<Metrics>,
     pub vrid_range: (u8, u8),
+    /// Writes Services' `status.loadBalancer` while this replica leads.
+    pub service_status: Option<(kube::Client, Arc<crate::lease::Leader>)>,
 }
 
 impl Renderer {
@@ -89,6 +91,23 @@ impl Renderer {
         let slices = self.index.endpoint_slices.state();
         let nodes = self.index.nodes.state();
         let secrets = self.index.secrets.state();
+        let pools = self.index.pools.state();
+        let service_refs: Vec<&k8s_openapi::api::core::v1::Service> =
+            services.iter().map(AsRef::as_ref).collect();
+        let allocations = crate::services::allocate(
+            &service_refs,
+            &pools.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+        );
+        let (service_vips, service_lbs) = crate::services::synthesize(&service_refs, &allocations);
+        let mut vips = vips;
+        vips.extend(service_vips.into_iter().map(Arc::new));
+        let mut lbs = lbs;
+        lbs.extend(service_lbs.into_iter().map(Arc::new));
+        if let Some((client, leader)) = &self.service_status
+            && leader.is_leader()
+        {
+            crate::services::publish_status(client.clone(), &service_refs, &allocations);
+        }
         let outcome = render_world(
             &vips,
             &lbs,

@@ -559,6 +559,41 @@ async fn apply_render_push_serve_and_report() {
             .is_ok_and(|s| s.contains("InvalidSpec"))
     }));
 
+    // A Service of type LoadBalancer: an address from the pool, VRRP on the node,
+    // traffic through a TCP listener to the Service's endpoints, status written back.
+    cluster
+        .apply(&format!(
+            "apiVersion: halo.dev/v1alpha1\nkind: VirtualIPPool\nmetadata: {{name: lab}}\nspec:\n  cidrs: [\"192.0.2.64/28\"]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: db, namespace: default}}\nspec:\n  type: LoadBalancer\n  loadBalancerClass: halo.dev/vrrp\n  ports: [{{name: mysql, port: 3306, targetPort: {backend_port}}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: db-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: db}}\naddressType: IPv4\nports: [{{name: mysql, port: {backend_port}, protocol: TCP}}]\nendpoints:\n  - addresses: [\"192.0.2.21\"]\n    conditions: {{ready: true}}\n"
+        ))
+        .expect("service type LoadBalancer");
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            cluster
+                .kubectl_ok(&[
+                    "get",
+                    "service",
+                    "db",
+                    "-o",
+                    "jsonpath={.status.loadBalancer.ingress[0].ip}",
+                ])
+                .is_ok_and(|s| s == "192.0.2.65")
+        }),
+        "{}",
+        cluster.log("ctl-1")
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || in_ns(
+            &lab,
+            &node.ns,
+            &["curl", "-s", "--max-time", "2", "http://192.0.2.65:3306/"]
+        )
+        .trim()
+            == "pod-1"),
+        "{:?}\n{}",
+        status(),
+        cluster.log("dp-node-a")
+    );
+
     // Refused: no token, another account's token, a token bound to another node or to none.
     let intruder = cluster.token("intruder", None).expect("token");
     let token_b = cluster

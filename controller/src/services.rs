@@ -1,0 +1,405 @@
+//! `Service type: LoadBalancer` with `loadBalancerClass: halo.dev/vrrp` (or no class,
+//! when a VirtualIPPool is marked `defaultClass`): an address from a pool, then a
+//! VirtualIP and a TCP LoadBalancer made for it, rendered like any other.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use halo_crds::load_balancer::{Algorithm, Backend, Listener, Protocol, ServiceBackend};
+use halo_crds::net::IpPrefix;
+use halo_crds::{LoadBalancer, LoadBalancerSpec, VirtualIP, VirtualIPPool, VirtualIPSpec};
+use k8s_openapi::api::core::v1::Service;
+use kube::ResourceExt;
+use kube::api::ObjectMeta;
+
+pub const LOAD_BALANCER_CLASS: &str = "halo.dev/vrrp";
+/// Addresses looked at per pool before giving up (pools can be huge IPv6 ranges).
+const SCAN_LIMIT: u32 = 1 << 16;
+
+pub type ServiceId = (String, String);
+
+fn is_ours(svc: &Service, default_class: bool) -> bool {
+    let Some(spec) = &svc.spec else { return false };
+    spec.type_.as_deref() == Some("LoadBalancer")
+        && match spec.load_balancer_class.as_deref() {
+            Some(class) => class == LOAD_BALANCER_CLASS,
+            None => default_class,
+        }
+}
+
+fn current_ingress(svc: &Service) -> Option<IpAddr> {
+    svc.status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .first()?
+        .ip
+        .as_ref()?
+        .parse()
+        .ok()
+}
+
+/// Usable host addresses of a pool CIDR, lowest first, bounded.
+fn hosts(net: IpPrefix) -> impl Iterator<Item = IpAddr> {
+    let (start, count): (u128, u128) = match net.addr {
+        IpAddr::V4(a) => {
+            let len = u32::from(net.prefix_len);
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            let base = u32::from(a) & mask;
+            let size = 1u128 << (32 - len);
+            // Skip network and broadcast addresses where the subnet has them.
+            if len <= 30 {
+                (u128::from(base) + 1, size - 2)
+            } else {
+                (u128::from(base), size)
+            }
+        }
+        IpAddr::V6(a) => {
+            let len = u32::from(net.prefix_len);
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            let base = u128::from(a) & mask;
+            let size = 1u128.checked_shl(128 - len).unwrap_or(u128::MAX);
+            (base + 1, size.saturating_sub(1))
+        }
+    };
+    let v4 = net.addr.is_ipv4();
+    (0..count.min(u128::from(SCAN_LIMIT))).map(move |i| {
+        let n = start + i;
+        if v4 {
+            IpAddr::from(u32::try_from(n).unwrap_or(0).to_be_bytes())
+        } else {
+            IpAddr::from(n.to_be_bytes())
+        }
+    })
+}
+
+/// Picks an address for every Service this controller serves. Addresses already in a
+/// Service's status are kept (stable across restarts); oldest Services go first.
+pub fn allocate(
+    services: &[&Service],
+    pools: &[&VirtualIPPool],
+) -> BTreeMap<ServiceId, Result<IpPrefix, String>> {
+    let default_class = pools.iter().any(|p| p.spec.default_class);
+    let nets: Vec<IpPrefix> = pools
+        .iter()
+        .flat_map(|p| {
+            p.spec
+                .cidrs
+                .iter()
+                .filter_map(|c| c.parse::<IpPrefix>().ok())
+        })
+        .collect();
+    let pool_of = |ip: IpAddr| nets.iter().find(|n| crate_same_subnet(**n, ip)).copied();
+    let mut ours: Vec<&Service> = services
+        .iter()
+        .copied()
+        .filter(|s| is_ours(s, default_class))
+        .collect();
+    ours.sort_by_key(|s| {
+        (
+            s.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string()),
+            s.namespace(),
+            s.name_any(),
+        )
+    });
+
+    let mut taken: BTreeSet<IpAddr> = BTreeSet::new();
+    let mut out = BTreeMap::new();
+    for svc in &ours {
+        let id = (svc.namespace().unwrap_or_default(), svc.name_any());
+        if let Some(ip) = current_ingress(svc)
+            && let Some(net) = pool_of(ip)
+            && taken.insert(ip)
+        {
+            out.insert(
+                id,
+                Ok(IpPrefix {
+                    addr: ip,
+                    prefix_len: net.prefix_len,
+                }),
+            );
+        }
+    }
+    for svc in &ours {
+        let id = (svc.namespace().unwrap_or_default(), svc.name_any());
+        if out.contains_key(&id) {
+            continue;
+        }
+        let found = nets.iter().find_map(|net| {
+            hosts(*net)
+                .find(|ip| !taken.contains(ip))
+                .map(|ip| IpPrefix {
+                    addr: ip,
+                    prefix_len: net.prefix_len,
+                })
+        });
+        match found {
+            Some(p) => {
+                taken.insert(p.addr);
+                out.insert(id, Ok(p));
+            }
+            None if nets.is_empty() => {
+                out.insert(id, Err("no VirtualIPPool to allocate from".into()));
+            }
+            None => {
+                out.insert(id, Err("every VirtualIPPool address is in use".into()));
+            }
+        }
+    }
+    out
+}
+
+fn crate_same_subnet(net: IpPrefix, ip: IpAddr) -> bool {
+    match (net.addr, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(net.prefix_len))
+                .unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(net.prefix_len))
+                .unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+pub fn virtual_ip_name(id: &ServiceId) -> String {
+    format!("service-{}-{}", id.0, id.1)
+}
+
+/// The VirtualIP and LoadBalancer that serve each allocated Service (TCP ports only).
+pub fn synthesize(
+    services: &[&Service],
+    allocations: &BTreeMap<ServiceId, Result<IpPrefix, String>>,
+) -> (Vec<VirtualIP>, Vec<LoadBalancer>) {
+    let mut vips = Vec::new();
+    let mut lbs = Vec::new();
+    for svc in services {
+        let id = (svc.namespace().unwrap_or_default(), svc.name_any());
+        let Some(Ok(address)) = allocations.get(&id) else {
+            continue;
+        };
+        let vip_name = virtual_ip_name(&id);
+        vips.push(VirtualIP {
+            metadata: ObjectMeta {
+                name: Some(vip_name.clone()),
+                creation_timestamp: svc.metadata.creation_timestamp.clone(),
+                ..Default::default()
+            },
+            spec: VirtualIPSpec {
+                addresses: vec![address.to_string()],
+                interface: None,
+                node_selector: None,
+                vrrp: Default::default(),
+                priorities: Vec::new(),
+                peers: Vec::new(),
+            },
+            status: None,
+        });
+        let listeners: Vec<Listener> = svc
+            .spec
+            .iter()
+            .flat_map(|s| s.ports.iter().flatten())
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .filter_map(|p| {
+                let port = u16::try_from(p.port).ok()?;
+                Some(Listener {
+                    name: p
+                        .name
+                        .clone()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or_else(|| format!("port-{port}")),
+                    port,
+                    protocol: Protocol::Tcp,
+                    algorithm: Algorithm::RoundRobin,
+                    backends: vec![Backend {
+                        name: None,
+                        address: None,
+                        port: None,
+                        service: Some(ServiceBackend {
+                            name: id.1.clone(),
+                            port,
+                        }),
+                        weight: None,
+                        backup: false,
+                        max_connections: None,
+                    }],
+                    health_check: None,
+                    timeouts: None,
+                    retries: None,
+                    max_connections: None,
+                    forwarded_headers: None,
+                })
+            })
+            .collect();
+        if listeners.is_empty() {
+            continue;
+        }
+        lbs.push(LoadBalancer {
+            metadata: ObjectMeta {
+                name: Some(format!("service-{}", id.1)),
+                namespace: Some(id.0.clone()),
+                ..Default::default()
+            },
+            spec: LoadBalancerSpec {
+                virtual_ip: Some(vip_name),
+                addresses: None,
+                listeners,
+            },
+            status: None,
+        });
+    }
+    (vips, lbs)
+}
+
+/// Writes each served Service's `status.loadBalancer.ingress` where it differs from its
+/// allocation (in the background; the next render retries a failure).
+pub fn publish_status(
+    client: kube::Client,
+    services: &[&Service],
+    allocations: &BTreeMap<ServiceId, Result<IpPrefix, String>>,
+) {
+    for svc in services {
+        let id = (svc.namespace().unwrap_or_default(), svc.name_any());
+        let Some(allocation) = allocations.get(&id) else {
+            continue;
+        };
+        let address = match allocation {
+            Ok(p) => p.addr,
+            Err(why) => {
+                tracing::warn!(namespace = %id.0, service = %id.1, reason = %why, "no address for Service");
+                continue;
+            }
+        };
+        if current_ingress(svc) == Some(address) {
+            continue;
+        }
+        let client = client.clone();
+        tokio::spawn(async move {
+            let api: kube::Api<Service> = kube::Api::namespaced(client, &id.0);
+            let patch = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": id.1, "namespace": id.0},
+                "status": {"loadBalancer": {"ingress": [{"ip": address.to_string(), "ipMode": "VIP"}]}}
+            });
+            let params = kube::api::PatchParams::apply(crate::status::MANAGER).force();
+            match api
+                .patch_status(&id.1, &params, &kube::api::Patch::Apply(patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(namespace = %id.0, service = %id.1, %address, "Service address assigned")
+                }
+                Err(e) => {
+                    tracing::warn!(namespace = %id.0, service = %id.1, error = %e, "cannot write Service status")
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use halo_crds::VirtualIPPoolSpec;
+    use k8s_openapi::api::core::v1::{
+        LoadBalancerIngress, LoadBalancerStatus, ServicePort, ServiceSpec, ServiceStatus,
+    };
+
+    fn svc(name: &str, class: Option<&str>, ingress: Option<&str>) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                type_: Some("LoadBalancer".into()),
+                load_balancer_class: class.map(str::to_string),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            status: ingress.map(|ip| ServiceStatus {
+                load_balancer: Some(LoadBalancerStatus {
+                    ingress: Some(vec![LoadBalancerIngress {
+                        ip: Some(ip.into()),
+                        ..Default::default()
+                    }]),
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn pool(cidr: &str, default_class: bool) -> VirtualIPPool {
+        VirtualIPPool::new(
+            "pool",
+            VirtualIPPoolSpec {
+                cidrs: vec![cidr.into()],
+                default_class,
+            },
+        )
+    }
+
+    #[test]
+    fn allocates_lowest_free_keeps_existing_and_reports_exhaustion() {
+        let p = pool("192.0.2.0/30", false);
+        let a = svc("a", Some(LOAD_BALANCER_CLASS), None);
+        let b = svc("b", Some(LOAD_BALANCER_CLASS), Some("192.0.2.1"));
+        let c = svc("c", Some(LOAD_BALANCER_CLASS), None);
+        let other = svc("d", Some("example.com/other"), None);
+        let got = allocate(&[&a, &b, &c, &other], &[&p]);
+        assert_eq!(
+            got[&("default".into(), "b".into())],
+            Ok("192.0.2.1/30"
+                .parse()
+                .unwrap_or(IpPrefix::host(IpAddr::from([0, 0, 0, 0]))))
+        );
+        assert_eq!(
+            got[&("default".into(), "a".into())]
+                .as_ref()
+                .map(|p| p.addr),
+            Ok(IpAddr::from([192, 0, 2, 2]))
+        );
+        assert_eq!(
+            got[&("default".into(), "c".into())],
+            Err("every VirtualIPPool address is in use".into())
+        );
+        assert!(!got.contains_key(&("default".into(), "d".into())));
+    }
+
+    #[test]
+    fn default_class_serves_services_without_a_class() {
+        let s = svc("a", None, None);
+        assert!(allocate(&[&s], &[&pool("192.0.2.0/24", false)]).is_empty());
+        assert_eq!(allocate(&[&s], &[&pool("192.0.2.0/24", true)]).len(), 1);
+    }
+
+    #[test]
+    fn synthesized_objects_serve_tcp_ports_through_the_service() {
+        let s = svc("web", Some(LOAD_BALANCER_CLASS), None);
+        let alloc = allocate(&[&s], &[&pool("192.0.2.0/24", false)]);
+        let (vips, lbs) = synthesize(&[&s], &alloc);
+        assert_eq!(vips[0].spec.addresses, ["192.0.2.1/24"]);
+        assert_eq!(
+            lbs[0].spec.virtual_ip.as_deref(),
+            Some("service-default-web")
+        );
+        assert_eq!(lbs[0].spec.listeners[0].port, 80);
+        assert_eq!(lbs[0].spec.listeners[0].protocol, Protocol::Tcp);
+    }
+}
