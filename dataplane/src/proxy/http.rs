@@ -23,7 +23,6 @@ use tokio::net::TcpStream;
 use super::Service;
 use super::backend::{ActiveGuard, Backend};
 use super::io::IdleTimeout;
-use crate::metrics::with;
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -72,11 +71,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, slot: Arc<ArcSwap<Servic
         .await;
     if let Err(e) = result {
         if e.is_parse() || e.is_parse_too_large() {
-            service
-                .metrics
-                .http_responses
-                .get_or_create(&with(service.labels.clone(), "code", "4xx"))
-                .inc();
+            service.count_response(400);
             tracing::info!(%peer, listener = %service.config.name, error = %e, "malformed request rejected with 400");
         } else {
             tracing::debug!(%peer, error = %e, "client connection ended");
@@ -97,18 +92,7 @@ async fn handle(
             plain(e.status, e.message)
         }
     };
-    let class = match response.status().as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    service
-        .metrics
-        .http_responses
-        .get_or_create(&with(service.labels.clone(), "code", class))
-        .inc();
+    service.count_response(response.status().as_u16());
     response
 }
 

@@ -34,6 +34,8 @@ pub struct Service {
     pub metrics: Arc<Metrics>,
     connections: Counter,
     active: Gauge,
+    /// HTTP responses by status class 1xx..5xx, looked up once instead of per request.
+    responses: [Counter; 5],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,12 @@ impl Service {
         let labels = listener_labels(&config.name);
         let connections = metrics.listener_connections.get_or_create(&labels).clone();
         let active = metrics.listener_active.get_or_create(&labels).clone();
+        let responses = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
+            metrics
+                .http_responses
+                .get_or_create(&with(labels.clone(), "code", class))
+                .clone()
+        });
         Arc::new(Self {
             config,
             backends,
@@ -91,7 +99,14 @@ impl Service {
             metrics,
             connections,
             active,
+            responses,
         })
+    }
+
+    /// Counts one HTTP response sent to a client.
+    pub fn count_response(&self, status: u16) {
+        let class = usize::from((status / 100).clamp(1, 5)) - 1;
+        self.responses[class].inc();
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -126,12 +141,12 @@ impl Service {
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let n = SEQUENCE.fetch_add(2, Ordering::Relaxed);
         let candidates: Vec<_> = self.backends.iter().map(|b| b.candidate()).collect();
-        let client_bytes = match client {
-            IpAddr::V4(v4) => v4.octets().to_vec(),
-            IpAddr::V6(v6) => v6.octets().to_vec(),
+        let source_hash = match client {
+            IpAddr::V4(v4) => hash_bytes(&v4.octets()),
+            IpAddr::V6(v6) => hash_bytes(&v6.octets()),
         };
         let input = PickInput {
-            source_hash: hash_bytes(&client_bytes),
+            source_hash,
             random: (mix64(n ^ random_seed()), mix64((n + 1) ^ random_seed())),
         };
         let mut state = self.balance.lock().ok()?;
