@@ -85,7 +85,15 @@ impl Renderer {
 
     pub fn render_once(&self) {
         let started = Instant::now();
-        let vips: Vec<Arc<VirtualIP>> = self.index.virtual_ips.state();
+        // A VirtualIP being deleted is rendered nowhere: data planes release it, then
+        // the finalizer lets it go.
+        let vips: Vec<Arc<VirtualIP>> = self
+            .index
+            .virtual_ips
+            .state()
+            .into_iter()
+            .filter(|v| v.metadata.deletion_timestamp.is_none())
+            .collect();
         let lbs: Vec<Arc<LoadBalancer>> = self.index.load_balancers.state();
         let services = self.index.services.state();
         let slices = self.index.endpoint_slices.state();

@@ -27,6 +27,8 @@ use crate::metrics::Metrics;
 use crate::reconcile::Shared;
 
 pub const MANAGER: &str = "halo-controller";
+pub const FINALIZER: &str = "halo.dev/release";
+const RELEASE_GRACE: Duration = Duration::from_secs(30);
 
 pub struct Context {
     pub client: Client,
@@ -323,6 +325,9 @@ async fn reconcile_vip(vip: Arc<VirtualIP>, ctx: Arc<Context>) -> Result<Action,
         .reconciles
         .get_or_create(&vec![("kind", "VirtualIP".into())])
         .inc();
+    if let Some(action) = release_finalizer(&vip, &ctx).await? {
+        return Ok(action);
+    }
     let desired = virtual_ip_status(&vip, &ctx.shared, &ctx.shared.reports());
     let current = vip.status.clone().unwrap_or_default();
     if !same(&desired, &current) {
@@ -381,6 +386,50 @@ async fn reconcile_lb(lb: Arc<LoadBalancer>, ctx: Arc<Context>) -> Result<Action
         .await;
     }
     Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+/// Deleting a VirtualIP waits until no data plane reports it any more (they released the
+/// addresses), or at most `RELEASE_GRACE`, so an address never outlives its object
+/// unnoticed. Returns an action when the object is being deleted.
+async fn release_finalizer(vip: &VirtualIP, ctx: &Context) -> Result<Option<Action>, StatusError> {
+    let api: Api<VirtualIP> = Api::all(ctx.client.clone());
+    let finalizers = vip.metadata.finalizers.clone().unwrap_or_default();
+    let has = finalizers.iter().any(|f| f == FINALIZER);
+    let Some(deleted) = &vip.metadata.deletion_timestamp else {
+        if !has {
+            let mut list = finalizers;
+            list.push(FINALIZER.to_string());
+            let patch = serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": vip.metadata.resource_version}});
+            api.patch(
+                &vip.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await?;
+        }
+        return Ok(None);
+    };
+    if !has {
+        return Ok(Some(Action::await_change()));
+    }
+    let name = vip.name_any();
+    let still_held: Vec<String> = ctx
+        .shared
+        .reports()
+        .iter()
+        .filter(|(_, r)| r.vrrp.iter().any(|v| v.vip == name))
+        .map(|(node, _)| node.clone())
+        .collect();
+    let waited = Timestamp::now().duration_since(deleted.0);
+    if !still_held.is_empty() && waited.as_secs_f64() < RELEASE_GRACE.as_secs_f64() {
+        tracing::info!(vip = %name, nodes = ?still_held, "waiting for data planes to release the addresses");
+        return Ok(Some(Action::requeue(Duration::from_secs(1))));
+    }
+    let rest: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
+    let patch = serde_json::json!({"metadata": {"finalizers": rest, "resourceVersion": vip.metadata.resource_version}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(Some(Action::await_change()))
 }
 
 fn retry<K>(_obj: Arc<K>, error: &StatusError, ctx: Arc<Context>) -> Action {

@@ -594,6 +594,41 @@ async fn apply_render_push_serve_and_report() {
         cluster.log("dp-node-a")
     );
 
+    // Deleting a VirtualIP: data planes release it first, then the finalizer lets go.
+    assert_eq!(
+        cluster
+            .kubectl_ok(&[
+                "get",
+                "vip",
+                "local",
+                "-o",
+                "jsonpath={.metadata.finalizers}"
+            ])
+            .expect("get"),
+        "[\"halo.dev/release\"]"
+    );
+    assert!(
+        lab.addresses(&node)
+            .expect("addresses")
+            .contains(&"192.0.2.60/24".to_string())
+    );
+    cluster
+        .kubectl_ok(&["delete", "vip", "local", "--wait=false"])
+        .expect("delete");
+    assert!(
+        wait_for(Duration::from_secs(20), || cluster
+            .kubectl_ok(&["get", "vip", "local", "--ignore-not-found", "-o", "name"])
+            .is_ok_and(|s| s.trim().is_empty())),
+        "{}",
+        cluster.log("ctl-1")
+    );
+    assert!(
+        !lab.addresses(&node)
+            .expect("addresses")
+            .contains(&"192.0.2.60/24".to_string()),
+        "address left behind"
+    );
+
     // Refused: no token, another account's token, a token bound to another node or to none.
     let intruder = cluster.token("intruder", None).expect("token");
     let token_b = cluster
