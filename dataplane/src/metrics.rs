@@ -29,6 +29,7 @@ pub struct Metrics {
     pub vrrp_dropped: Family<Labels, Counter>,
     pub vrrp_garp_sent: Family<Labels, Counter>,
     pub vrrp_split_brain: Family<Labels, Counter>,
+    pub vrrp_master_seconds: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -154,8 +155,16 @@ impl Metrics {
             "Adverts from another master, by outcome (kept, yielded)",
             vrrp_split_brain.clone(),
         );
+        let vrrp_master_seconds =
+            Family::<Labels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "vrrp_master_seconds",
+            "Time spent as VRRP master",
+            vrrp_master_seconds.clone(),
+        );
         Self {
             registry,
+            vrrp_master_seconds,
             vrrp_state,
             vrrp_priority,
             vrrp_transitions,

@@ -66,6 +66,8 @@ struct Driver {
     /// Priority raised by a planned takeover; tracking penalties apply below it.
     boost: Option<u8>,
     fault: bool,
+    /// While master: when time as master was last added to the metric.
+    master_accounted: Option<Instant>,
 }
 
 pub async fn run(
@@ -249,6 +251,7 @@ impl Driver {
             logged_mismatch: false,
             boost: None,
             fault: false,
+            master_accounted: None,
         })
     }
 
@@ -360,6 +363,20 @@ impl Driver {
         u16::try_from(self.vrrp.advert_interval_ms / 10).unwrap_or(u16::MAX)
     }
 
+    /// Adds the time as master since the last call; `still_master` says whether to go on.
+    fn account_master_time(&mut self, still_master: bool) {
+        let now = Instant::now();
+        if let Some(since) = self.master_accounted.take() {
+            self.metrics
+                .vrrp_master_seconds
+                .get_or_create(&self.labels())
+                .inc_by((now - since).as_secs_f64());
+        }
+        if still_master {
+            self.master_accounted = Some(now);
+        }
+    }
+
     async fn execute(&mut self, machine: &Machine, actions: Vec<Action>) {
         for action in actions {
             match action {
@@ -400,6 +417,7 @@ impl Driver {
                 }
             }
         }
+        self.account_master_time(machine.state() == State::Master);
         let priority = machine.effective_priority();
         self.metrics
             .vrrp_priority
