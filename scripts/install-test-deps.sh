@@ -26,3 +26,4 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 scripts/build-k8s-tools.sh
+scripts/build-helm.sh
