@@ -433,6 +433,12 @@ async fn release_finalizer(vip: &VirtualIP, ctx: &Context) -> Result<Option<Acti
 }
 
 fn retry<K>(_obj: Arc<K>, error: &StatusError, ctx: Arc<Context>) -> Action {
+    // Deleted while we were reconciling it: nothing left to do.
+    if let StatusError::Patch(kube::Error::Api(e)) = error
+        && e.code == 404
+    {
+        return Action::await_change();
+    }
     ctx.metrics
         .reconcile_errors
         .get_or_create(&vec![("kind", std::any::type_name::<K>().into())])

@@ -315,7 +315,22 @@ impl ControllerClient {
         }
     }
 
+    /// Posts a report, retrying on the standby's 503 (each try is a new connection).
     async fn post(&self, report: &NodeReport) -> Result<(), ClientError> {
+        let mut result = self.post_once(report).await;
+        for _ in 0..8 {
+            match &result {
+                Err(ClientError::Status(StatusCode::SERVICE_UNAVAILABLE, _)) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    result = self.post_once(report).await;
+                }
+                _ => break,
+            }
+        }
+        result
+    }
+
+    async fn post_once(&self, report: &NodeReport) -> Result<(), ClientError> {
         let body = serde_json::to_vec(report).unwrap_or_default();
         let mut sender = self.connect().await?;
         let request = Request::post(format!("/v1/nodes/{}/status", self.node))
