@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -28,22 +29,66 @@ pub struct Index {
     pub changed: Arc<Notify>,
 }
 
-fn watch<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
+/// What about an object matters to the render; events that leave it unchanged (status
+/// writes, kubelet heartbeats) do not wake the render loop.
+type Fingerprint<K> = fn(&K) -> u64;
+
+fn hash_of(value: &impl std::hash::Hash) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
+    let mut h = DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// Spec changes bump the generation; labels and deletion do not, so they count too.
+fn spec_fingerprint<K: Resource>(obj: &K) -> u64 {
+    let m = obj.meta();
+    hash_of(&(
+        m.generation,
+        &m.labels,
+        m.deletion_timestamp.as_ref().map(|t| t.0.to_string()),
+    ))
+}
+
+fn any_change<K: Resource>(obj: &K) -> u64 {
+    hash_of(&obj.meta().resource_version)
+}
+
+fn node_fingerprint(node: &Node) -> u64 {
+    hash_of(&(&node.metadata.labels, crate::world::internal_ips(node)))
+}
+
+fn watch<K>(api: Api<K>, changed: Arc<Notify>, fingerprint: Fingerprint<K>) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
+        let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
         while let Some(item) = stream.next().await {
-            if let Err(e) = item {
-                tracing::warn!(kind = %K::kind(&K::DynamicType::default()), error = %e, "watch error; retrying");
+            let relevant = match item {
+                Err(e) => {
+                    tracing::warn!(kind = %K::kind(&K::DynamicType::default()), error = %e, "watch error; retrying");
+                    false
+                }
+                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                    let key = obj.meta().uid.clone().unwrap_or_default();
+                    seen.insert(key, fingerprint(&obj)) != Some(fingerprint(&obj))
+                }
+                Ok(watcher::Event::Delete(obj)) => {
+                    seen.remove(&obj.meta().uid.clone().unwrap_or_default());
+                    true
+                }
+                Ok(watcher::Event::Init) => false,
+                Ok(watcher::Event::InitDone) => true,
+            };
+            if relevant {
+                changed.notify_one();
             }
-            changed.notify_one();
         }
     });
     reader
@@ -53,13 +98,17 @@ impl Index {
     pub fn start(client: &Client, namespace: &str) -> Self {
         let changed = Arc::new(Notify::new());
         Self {
-            virtual_ips: watch(Api::all(client.clone()), changed.clone()),
-            load_balancers: watch(Api::all(client.clone()), changed.clone()),
-            pools: watch(Api::all(client.clone()), changed.clone()),
-            services: watch(Api::all(client.clone()), changed.clone()),
-            endpoint_slices: watch(Api::all(client.clone()), changed.clone()),
-            nodes: watch(Api::all(client.clone()), changed.clone()),
-            secrets: watch(Api::namespaced(client.clone(), namespace), changed.clone()),
+            virtual_ips: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),
+            load_balancers: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),
+            pools: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),
+            services: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),
+            endpoint_slices: watch(Api::all(client.clone()), changed.clone(), any_change),
+            nodes: watch(Api::all(client.clone()), changed.clone(), node_fingerprint),
+            secrets: watch(
+                Api::namespaced(client.clone(), namespace),
+                changed.clone(),
+                any_change,
+            ),
             changed,
         }
     }

@@ -129,6 +129,7 @@ async fn main() -> Result<()> {
 
     let ctx = Arc::new(Context {
         client: client.clone(),
+        virtual_ips: index.virtual_ips.clone(),
         shared: shared.clone(),
         leader: leader.clone(),
         metrics: metrics.clone(),

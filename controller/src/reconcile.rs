@@ -79,7 +79,9 @@ impl Renderer {
             self.index.changed.notified().await;
             // Coalesce a burst of watch events into one render.
             tokio::time::sleep(Duration::from_millis(5)).await;
-            self.render_once();
+            // A large render takes a while: let the runtime move other tasks off this
+            // worker meanwhile.
+            tokio::task::block_in_place(|| self.render_once());
         }
     }
 

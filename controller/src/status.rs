@@ -32,6 +32,8 @@ const RELEASE_GRACE: Duration = Duration::from_secs(30);
 
 pub struct Context {
     pub client: Client,
+    /// The index's VirtualIPs, read by LoadBalancer reconciles.
+    pub virtual_ips: kube::runtime::reflector::Store<VirtualIP>,
     pub shared: Arc<Shared>,
     pub leader: Arc<Leader>,
     pub metrics: Arc<Metrics>,
@@ -103,22 +105,29 @@ pub fn virtual_ip_status(
     let mut nodes: Vec<NodeVrrpStatus> = reports
         .iter()
         .filter_map(|(node, r)| {
-            r.vrrp
-                .iter()
-                .find(|v| v.vip == name)
-                .map(|v| NodeVrrpStatus {
+            r.vrrp.iter().find(|v| v.vip == name).map(|v| {
+                // Keep the recorded time while the state holds: recomputing it from a
+                // relative age would change the status on every reconcile.
+                let kept = previous
+                    .nodes
+                    .iter()
+                    .find(|p| &p.node == node && p.state == v.state)
+                    .and_then(|p| p.since.clone());
+                let since = kept.unwrap_or_else(|| {
+                    Timestamp::now()
+                        .checked_sub(SignedDuration::from_millis(
+                            i64::try_from(v.since_ms_ago).unwrap_or(0),
+                        ))
+                        .unwrap_or_else(|_| Timestamp::now())
+                        .to_string()
+                });
+                NodeVrrpStatus {
                     node: node.clone(),
                     state: v.state.clone(),
                     priority: v.priority,
-                    since: Some(
-                        Timestamp::now()
-                            .checked_sub(SignedDuration::from_millis(
-                                i64::try_from(v.since_ms_ago).unwrap_or(0),
-                            ))
-                            .unwrap_or_else(|_| Timestamp::now())
-                            .to_string(),
-                    ),
-                })
+                    since: Some(since),
+                }
+            })
         })
         .collect();
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
@@ -358,13 +367,7 @@ async fn reconcile_lb(lb: Arc<LoadBalancer>, ctx: Arc<Context>) -> Result<Action
         .reconciles
         .get_or_create(&vec![("kind", "LoadBalancer".into())])
         .inc();
-    let vips: Vec<Arc<VirtualIP>> = Api::<VirtualIP>::all(ctx.client.clone())
-        .list(&Default::default())
-        .await?
-        .items
-        .into_iter()
-        .map(Arc::new)
-        .collect();
+    let vips: Vec<Arc<VirtualIP>> = ctx.virtual_ips.state();
     let desired = load_balancer_status(&lb, &vips, &ctx.shared, &ctx.shared.reports());
     let current = lb.status.clone().unwrap_or_default();
     if !same(&desired, &current) {

@@ -19,6 +19,16 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// ready when its `ready` condition is not false and it is not terminating.
 pub fn resolve_endpoints(services: &[&Service], slices: &[&EndpointSlice]) -> ServiceEndpoints {
     let mut out = ServiceEndpoints::new();
+    // Slices by (namespace, service), so this stays linear in the number of objects.
+    let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in slices {
+        if let Some(svc) = slice.labels().get(SERVICE_NAME_LABEL) {
+            by_service
+                .entry((slice.namespace().unwrap_or_default(), svc.clone()))
+                .or_default()
+                .push(slice);
+        }
+    }
     for svc in services {
         let namespace = svc.namespace().unwrap_or_default();
         let name = svc.name_any();
@@ -37,10 +47,8 @@ pub fn resolve_endpoints(services: &[&Service], slices: &[&EndpointSlice]) -> Se
                 port: service_port,
             };
             let mut endpoints = Vec::new();
-            for slice in slices.iter().filter(|s| {
-                s.namespace().as_deref() == Some(namespace.as_str())
-                    && s.labels().get(SERVICE_NAME_LABEL) == Some(&name)
-            }) {
+            let own = by_service.get(&(namespace.clone(), name.clone()));
+            for slice in own.into_iter().flatten() {
                 let Some(target) = slice
                     .ports
                     .iter()

@@ -436,11 +436,11 @@ fn render_vrrp(
                 t.backends_down.as_ref(),
             ),
             bind_failure: track_effect(c, "spec.vrrp.track.bindFailure", t.bind_failure.as_ref()),
-            interface_down: track_effect(
-                c,
-                "spec.vrrp.track.interfaceDown",
-                t.interface_down.as_ref(),
-            ),
+            // Unspecified keeps the default (fault), as the API documents.
+            interface_down: match &t.interface_down {
+                Some(a) => track_effect(c, "spec.vrrp.track.interfaceDown", Some(a)),
+                None => TrackConfig::default().interface_down,
+            },
         },
     };
     let garp = match &vrrp.garp {

@@ -192,6 +192,7 @@ impl Runtime {
                 );
             }
         }
+        state.unbound = failed;
         state.services = services;
         self.metrics
             .config_version
@@ -286,11 +287,12 @@ impl Runtime {
 
     /// Stops listening and lets go of every VIP (graceful stop).
     pub async fn shutdown(&self) {
+        // Hand the VIPs over first (priority 0), while this node still serves them.
+        self.vrrp.stop_all().await;
         {
             let mut state = self.lock();
             state.sockets.clear();
         }
-        self.vrrp.stop_all().await;
         self.vips.release_all().await;
     }
 

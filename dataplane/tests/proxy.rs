@@ -561,3 +561,36 @@ async fn sighup_reloads_and_vip_without_election_serves_on_its_address() {
         "web-2"
     );
 }
+
+#[tokio::test]
+async fn a_port_held_by_another_process_is_reported_and_retried() {
+    let (a, _b) = two_http().await;
+    let lab = Lab::new("bind");
+    let port = free_port().expect("port");
+    // Someone else holds the port (no SO_REUSEADDR sharing of a listening socket).
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).expect("squat");
+    let dp = lab.start(&lb(port, "HTTP", "", &[("web-1", a.port())]));
+    let status = dp.status_json().expect("status");
+    assert!(
+        status.contains(&format!("\"address\": \"127.0.0.1:{port}\""))
+            && status.contains("bindErrors"),
+        "{status}"
+    );
+    drop(squatter);
+    assert!(
+        wait_until(Duration::from_secs(5), || dp
+            .status_json()
+            .is_ok_and(|s| s.contains("\"bindErrors\": []")))
+        .await,
+        "never bound: {}",
+        dp.status_json().unwrap_or_default()
+    );
+    assert_eq!(
+        client::get(front(port), "/")
+            .await
+            .expect("served after retry")
+            .body
+            .trim(),
+        "web-1"
+    );
+}

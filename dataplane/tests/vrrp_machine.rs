@@ -298,8 +298,8 @@ fn vectors() -> Vec<Vector> {
             name: "master tie-break: equal priority, lower peer loses",
             cfg: std_cfg(),
             steps: with(become_master(), vec![
-                step(3500, adv(192, 1000, LO), M, vec![split(true, LO, 192)], Some(4250)),
-                step(4250, Timer, M, vec![send(192)], Some(5250)),
+                step(3500, adv(192, 1000, LO), M, vec![split(true, LO, 192), send(192), Action::Announce], Some(4500)),
+                step(4500, Timer, M, vec![send(192)], Some(5500)),
             ]),
         },
         Vector {
@@ -314,9 +314,9 @@ fn vectors() -> Vec<Vector> {
             name: "master keeps against lower priority and reports split brain",
             cfg: std_cfg(),
             steps: with(become_master(), vec![
-                step(3500, adv(128, 1000, LO), M, vec![split(true, LO, 128)], Some(4250)),
+                step(3500, adv(128, 1000, LO), M, vec![split(true, LO, 128), send(192), Action::Announce], Some(4500)),
                 // Priority beats address.
-                step(3600, adv(128, 1000, HI), M, vec![split(true, HI, 128)], Some(4250)),
+                step(3600, adv(128, 1000, HI), M, vec![split(true, HI, 128), send(192), Action::Announce], Some(4600)),
             ]),
         },
         Vector {
@@ -642,6 +642,7 @@ mod invariants {
                             prop_assert!(held);
                             held = false;
                         }
+                        Action::Announce => prop_assert!(held),
                         Action::StateChanged { from, to } => {
                             prop_assert_eq!(from, state);
                             prop_assert_ne!(from, to);

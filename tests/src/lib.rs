@@ -4,6 +4,8 @@
 pub mod backends;
 pub mod client;
 pub mod control_plane;
+pub mod keepalived;
 pub mod netns;
 pub mod probe;
 pub mod process;
+pub mod site;

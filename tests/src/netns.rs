@@ -220,7 +220,7 @@ impl Lab {
                 "chain",
                 "bridge",
                 "lab",
-                "fwd",
+                "vrrp_forward",
                 "{ type filter hook forward priority 0; policy accept; }",
             ],
         )?;
@@ -232,7 +232,7 @@ impl Lab {
                 "rule",
                 "bridge",
                 "lab",
-                "fwd",
+                "vrrp_forward",
                 "ip",
                 "daddr",
                 "224.0.0.18",

@@ -88,21 +88,6 @@ impl ArpSender {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frame_layout() {
-        let f = gratuitous_arp_frame([2, 0, 0, 0, 0, 1], Ipv4Addr::new(192, 0, 2, 10));
-        assert_eq!(&f[0..6], &[0xff; 6]);
-        assert_eq!(&f[12..14], &[0x08, 0x06]);
-        assert_eq!(&f[20..22], &[0, 1]);
-        assert_eq!(&f[28..32], &[192, 0, 2, 10]);
-        assert_eq!(&f[38..42], &[192, 0, 2, 10]);
-    }
-}
-
 /// An unsolicited neighbour advertisement for `target` (RFC 4861 §7.2.6): Override set,
 /// with our link-layer address, so neighbours update their caches at once. The kernel
 /// fills in the ICMPv6 checksum.
@@ -166,5 +151,30 @@ impl Announcer {
             (Self::Na(n), std::net::IpAddr::V6(v6)) => n.send(v6),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsolicited_na_layout() {
+        let target = std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x64);
+        let p = unsolicited_na([2, 0, 0, 0, 0, 1], target);
+        assert_eq!((p[0], p[4]), (136, 0x20));
+        assert_eq!(&p[8..24], &target.octets());
+        assert_eq!((p[24], p[25]), (2, 1));
+        assert_eq!(&p[26..32], &[2, 0, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn frame_layout() {
+        let f = gratuitous_arp_frame([2, 0, 0, 0, 0, 1], Ipv4Addr::new(192, 0, 2, 10));
+        assert_eq!(&f[0..6], &[0xff; 6]);
+        assert_eq!(&f[12..14], &[0x08, 0x06]);
+        assert_eq!(&f[20..22], &[0, 1]);
+        assert_eq!(&f[28..32], &[192, 0, 2, 10]);
+        assert_eq!(&f[38..42], &[192, 0, 2, 10]);
     }
 }

@@ -68,6 +68,8 @@ struct Driver {
     fault: bool,
     /// While master: when time as master was last added to the metric.
     master_accounted: Option<Instant>,
+    /// Repeats of the last announcement still to go out; cancelled on release.
+    announce_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub async fn run(
@@ -100,9 +102,16 @@ pub async fn run(
     driver.execute(&machine, actions).await;
     let refresh = Duration::from_millis(driver.vrrp.garp.refresh_ms);
     let mut next_refresh = Instant::now() + refresh;
+    let mut was_master = machine.state() == State::Master;
     loop {
         let mut deadline = machine.next_deadline().map(|d| driver.origin + d);
-        let refreshing = !refresh.is_zero() && machine.state() == State::Master;
+        let is_master = machine.state() == State::Master;
+        if is_master && !was_master {
+            // The refresh period counts from the takeover's own announcements.
+            next_refresh = Instant::now() + refresh;
+        }
+        was_master = is_master;
+        let refreshing = !refresh.is_zero() && is_master;
         if refreshing {
             deadline = Some(deadline.map_or(next_refresh, |d| d.min(next_refresh)));
         }
@@ -112,7 +121,10 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        // Commands first, then a waiting advert before our own timer: an advert that
+        // already arrived must count before the master-down timer fires.
         tokio::select! {
+            biased;
             cmd = commands.recv() => match cmd {
                 Some(Command::Track { penalty, fault }) => {
                     let base = driver.boost.unwrap_or(driver.vrrp.priority);
@@ -252,6 +264,7 @@ impl Driver {
             boost: None,
             fault: false,
             master_accounted: None,
+            announce_task: None,
         })
     }
 
@@ -382,6 +395,7 @@ impl Driver {
             match action {
                 Action::SendAdvert { priority } => self.send_advert(priority).await,
                 Action::TakeAddresses => self.take().await,
+                Action::Announce => self.announce(self.vrrp.garp.count),
                 Action::ReleaseAddresses => self.release().await,
                 Action::StateChanged { from, to } => {
                     tracing::info!(vip = %self.vip.name, vrid = self.vrrp.vrid, from = state_name(from), to = state_name(to), "VRRP state change");
@@ -471,7 +485,7 @@ impl Driver {
         }
     }
 
-    async fn take(&self) {
+    async fn take(&mut self) {
         for prefix in &self.vip.addresses {
             if let Err(e) = self.netlink.add(self.ifindex, *prefix).await {
                 tracing::error!(vip = %self.vip.name, address = %prefix, error = %e, "cannot add VIP");
@@ -482,7 +496,7 @@ impl Driver {
 
     /// Sends `count` rounds of gratuitous ARP: the first now, the rest spaced out in the
     /// background so they never hold up the state machine.
-    fn announce(&self, count: u32) {
+    fn announce(&mut self, count: u32) {
         let Some(arp) = self.arp.clone() else { return };
         let addresses = self.addresses();
         let metrics = self.metrics.clone();
@@ -500,17 +514,24 @@ impl Driver {
             }
         };
         burst();
+        if let Some(old) = self.announce_task.take() {
+            old.abort();
+        }
         if count > 1 {
-            tokio::spawn(async move {
+            self.announce_task = Some(tokio::spawn(async move {
                 for _ in 1..count {
                     tokio::time::sleep(spacing).await;
                     burst();
                 }
-            });
+            }));
         }
     }
 
-    async fn release(&self) {
+    async fn release(&mut self) {
+        // A node that lets go must stop telling the network the addresses are here.
+        if let Some(task) = self.announce_task.take() {
+            task.abort();
+        }
         for prefix in &self.vip.addresses {
             if let Err(e) = self.netlink.delete(self.ifindex, *prefix).await {
                 tracing::warn!(vip = %self.vip.name, address = %prefix, error = %e, "cannot remove VIP");

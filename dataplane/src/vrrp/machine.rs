@@ -50,6 +50,8 @@ pub enum Action {
     },
     /// Add the virtual addresses and send gratuitous ARP / unsolicited NA.
     TakeAddresses,
+    /// Announce the addresses again (gratuitous ARP / NA) while keeping them.
+    Announce,
     ReleaseAddresses,
     StateChanged {
         from: State,
@@ -300,7 +302,14 @@ impl Machine {
             self.priority = self.priority.max(above_master).min(OWNER_PRIORITY - 1);
         }
         self.preempt = None;
-        self.become_master(now)
+        let mut actions = self.become_master(now);
+        // Hold the addresses (and announce them) before the advert that makes the old
+        // master let go, so no request falls into a gap.
+        if let Some(take) = actions.iter().position(|a| *a == Action::TakeAddresses) {
+            let a = actions.remove(take);
+            actions.insert(1, a);
+        }
+        actions
     }
 
     /// Handles a received, already validated advertisement.
@@ -394,7 +403,17 @@ impl Machine {
             peer_priority: priority,
         };
         if !peer_wins {
-            return vec![split];
+            // The other side may have taken the clients' ARP caches while it believed
+            // itself master: advertise now and announce the addresses again (as
+            // keepalived does), so they come back here at once.
+            self.adver_timer = Some(after(now, self.config.advert_interval));
+            return vec![
+                split,
+                Action::SendAdvert {
+                    priority: self.priority,
+                },
+                Action::Announce,
+            ];
         }
         self.learn_interval(interval);
         let from = self.enter_backup();
@@ -505,8 +524,8 @@ mod tests {
                     from: State::Backup,
                     to: State::Master
                 },
-                Action::SendAdvert { priority: 151 },
                 Action::TakeAddresses,
+                Action::SendAdvert { priority: 151 },
             ]
         );
         // Not a Backup any more: nothing to do.
