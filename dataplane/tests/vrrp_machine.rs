@@ -282,7 +282,7 @@ fn vectors() -> Vec<Vector> {
             steps: with(become_master(), vec![
                 // 3 * 2000 + 500 = 6500 after 3500.
                 step(3500, adv(224, 2000, HI), B,
-                     vec![split(false, HI, 224), sc(M, B), RELEASE], Some(10000)),
+                     vec![split(false, HI, 224), sc(M, B), send(192), RELEASE], Some(10000)),
                 step(10000, Timer, M, to_master(B, 192), Some(11000)),
             ]),
         },
@@ -291,7 +291,7 @@ fn vectors() -> Vec<Vector> {
             cfg: std_cfg(),
             steps: with(become_master(), vec![
                 step(3500, adv(192, 1000, HI), B,
-                     vec![split(false, HI, 192), sc(M, B), RELEASE], Some(6750)),
+                     vec![split(false, HI, 192), sc(M, B), send(192), RELEASE], Some(6750)),
             ]),
         },
         Vector {
@@ -400,7 +400,7 @@ fn vectors() -> Vec<Vector> {
                 step(4500, Timer, M, vec![send(128)], Some(5500)),
                 // Now a 192 peer outranks us.
                 step(4600, adv(192, 1000, LO), B,
-                     vec![split(false, LO, 192), sc(M, B), RELEASE], Some(8100)),
+                     vec![split(false, LO, 192), sc(M, B), send(128), RELEASE], Some(8100)),
             ]),
         },
         Vector {

@@ -418,11 +418,17 @@ impl Machine {
         self.learn_interval(interval);
         let from = self.enter_backup();
         self.master_down_timer = Some(after(now, self.master_down_interval()));
+        // One last advert at our own, lower priority (beyond the RFC): the winner may
+        // never have heard us, and it is the cue for it to announce the addresses
+        // again to clients that followed us during the split.
         vec![
             split,
             Action::StateChanged {
                 from,
                 to: State::Backup,
+            },
+            Action::SendAdvert {
+                priority: self.priority,
             },
             Action::ReleaseAddresses,
         ]
