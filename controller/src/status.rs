@@ -326,68 +326,83 @@ async fn publish_ready_change<K>(
     }
 }
 
-async fn reconcile_vip(vip: Arc<VirtualIP>, ctx: Arc<Context>) -> Result<Action, StatusError> {
+/// Counts the reconcile; returns an action when this replica is not the one to write.
+fn standby(ctx: &Context, kind: &str) -> Option<Action> {
     if !ctx.leader.is_leader() {
-        return Ok(Action::requeue(Duration::from_secs(5)));
+        return Some(Action::requeue(Duration::from_secs(5)));
     }
     ctx.metrics
         .reconciles
-        .get_or_create(&vec![("kind", "VirtualIP".into())])
+        .get_or_create(&vec![("kind", kind.to_string())])
         .inc();
+    None
+}
+
+/// Writes `desired` as the object's status (server-side apply) when it differs from
+/// `current`, and publishes an Event when readiness changed.
+async fn write_status<K, S>(
+    ctx: &Context,
+    api: Api<K>,
+    obj: &K,
+    (current, current_conditions): (&S, &[Condition]),
+    (desired, desired_conditions): (&S, &[Condition]),
+) -> Result<(), StatusError>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    if same(desired, current) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": desired});
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    publish_ready_change(ctx, obj, ready_of(current_conditions), desired_conditions).await;
+    Ok(())
+}
+
+async fn reconcile_vip(vip: Arc<VirtualIP>, ctx: Arc<Context>) -> Result<Action, StatusError> {
+    if let Some(action) = standby(&ctx, "VirtualIP") {
+        return Ok(action);
+    }
     if let Some(action) = release_finalizer(&vip, &ctx).await? {
         return Ok(action);
     }
     let desired = virtual_ip_status(&vip, &ctx.shared, &ctx.shared.reports());
     let current = vip.status.clone().unwrap_or_default();
-    if !same(&desired, &current) {
-        let api: Api<VirtualIP> = Api::all(ctx.client.clone());
-        let patch = serde_json::json!({"apiVersion": "halo.dev/v1alpha1", "kind": "VirtualIP", "status": desired});
-        api.patch_status(
-            &vip.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await?;
-        publish_ready_change(
-            &ctx,
-            vip.as_ref(),
-            ready_of(&current.conditions),
-            &desired.conditions,
-        )
-        .await;
-    }
+    let api: Api<VirtualIP> = Api::all(ctx.client.clone());
+    write_status(
+        &ctx,
+        api,
+        vip.as_ref(),
+        (&current, &current.conditions),
+        (&desired, &desired.conditions),
+    )
+    .await?;
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 
 async fn reconcile_lb(lb: Arc<LoadBalancer>, ctx: Arc<Context>) -> Result<Action, StatusError> {
-    if !ctx.leader.is_leader() {
-        return Ok(Action::requeue(Duration::from_secs(5)));
+    if let Some(action) = standby(&ctx, "LoadBalancer") {
+        return Ok(action);
     }
-    ctx.metrics
-        .reconciles
-        .get_or_create(&vec![("kind", "LoadBalancer".into())])
-        .inc();
     let vips: Vec<Arc<VirtualIP>> = ctx.virtual_ips.state();
     let desired = load_balancer_status(&lb, &vips, &ctx.shared, &ctx.shared.reports());
     let current = lb.status.clone().unwrap_or_default();
-    if !same(&desired, &current) {
-        let api: Api<LoadBalancer> =
-            Api::namespaced(ctx.client.clone(), &lb.namespace().unwrap_or_default());
-        let patch = serde_json::json!({"apiVersion": "halo.dev/v1alpha1", "kind": "LoadBalancer", "status": desired});
-        api.patch_status(
-            &lb.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await?;
-        publish_ready_change(
-            &ctx,
-            lb.as_ref(),
-            ready_of(&current.conditions),
-            &desired.conditions,
-        )
-        .await;
-    }
+    let api: Api<LoadBalancer> =
+        Api::namespaced(ctx.client.clone(), &lb.namespace().unwrap_or_default());
+    write_status(
+        &ctx,
+        api,
+        lb.as_ref(),
+        (&current, &current.conditions),
+        (&desired, &desired.conditions),
+    )
+    .await?;
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 
