@@ -322,7 +322,10 @@ impl StreamServer {
                     if changed {
                         version += 1;
                     }
-                    let config = (*published.config).clone().sealed(version);
+                    // The hash ignores the version, so render's hash stands; no re-hashing
+                    // of a large config on every push.
+                    let mut config = (*published.config).clone();
+                    config.version = version;
                     sent_hash = config.hash.clone();
                     if send(&mut tx, &StreamMessage::Config { config })
                         .await
