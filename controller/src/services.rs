@@ -91,7 +91,7 @@ pub fn allocate(
                 .filter_map(|c| c.parse::<IpPrefix>().ok())
         })
         .collect();
-    let pool_of = |ip: IpAddr| nets.iter().find(|n| crate_same_subnet(**n, ip)).copied();
+    let pool_of = |ip: IpAddr| nets.iter().find(|n| n.contains(ip)).copied();
     let mut ours: Vec<&Service> = services
         .iter()
         .copied()
@@ -152,24 +152,6 @@ pub fn allocate(
         }
     }
     out
-}
-
-fn crate_same_subnet(net: IpPrefix, ip: IpAddr) -> bool {
-    match (net.addr, ip) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(net.prefix_len))
-                .unwrap_or(0);
-            u32::from(n) & mask == u32::from(a) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(net.prefix_len))
-                .unwrap_or(0);
-            u128::from(n) & mask == u128::from(a) & mask
-        }
-        _ => false,
-    }
 }
 
 pub fn virtual_ip_name(id: &ServiceId) -> String {

@@ -26,6 +26,27 @@ impl IpPrefix {
     }
 }
 
+impl IpPrefix {
+    /// Whether `addr` lies in this prefix's subnet (false across address families).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        match (self.addr, addr) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
 impl FromStr for IpPrefix {
     type Err = ParsePrefixError;
 
@@ -85,6 +106,20 @@ mod tests {
             Ok(64)
         );
         assert_eq!("fd00::1".parse::<IpPrefix>().map(|p| p.prefix_len), Ok(128));
+    }
+
+    #[test]
+    fn subnet_membership() {
+        let p = |t: &str| {
+            t.parse::<IpPrefix>()
+                .unwrap_or(IpPrefix::host([0, 0, 0, 0].into()))
+        };
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert!(p("192.0.2.1/24").contains(ip("192.0.2.200")));
+        assert!(!p("192.0.2.1/24").contains(ip("192.0.3.1")));
+        assert!(p("fd00::1/64").contains(ip("fd00::abcd")));
+        assert!(!p("fd00::1/64").contains(ip("192.0.2.1")));
+        assert!(p("0.0.0.0/0").contains(ip("8.8.8.8")));
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl Netlink {
         self.addresses()
             .await?
             .into_iter()
-            .find(|a| a.prefix.addr != vip.addr && same_subnet(a.prefix, vip.addr))
+            .find(|a| a.prefix.addr != vip.addr && a.prefix.contains(vip.addr))
             .map(|a| a.index)
             .ok_or(NetlinkError::NoInterfaceForSubnet(vip))
     }
@@ -149,41 +149,4 @@ fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
             _ => None,
         })
     })
-}
-
-pub fn same_subnet(net: IpPrefix, addr: IpAddr) -> bool {
-    match (net.addr, addr) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(net.prefix_len))
-                .unwrap_or(0);
-            u32::from(n) & mask == u32::from(a) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(net.prefix_len))
-                .unwrap_or(0);
-            u128::from(n) & mask == u128::from(a) & mask
-        }
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subnet_membership() {
-        let net: IpPrefix = "192.0.2.1/24"
-            .parse()
-            .unwrap_or(IpPrefix::host([0, 0, 0, 0].into()));
-        assert!(same_subnet(net, "192.0.2.200".parse().unwrap_or(net.addr)));
-        assert!(!same_subnet(net, IpAddr::from([192, 0, 3, 1])));
-        let v6: IpPrefix = "fd00::1/64".parse().unwrap_or(net);
-        assert!(same_subnet(v6, "fd00::abcd".parse().unwrap_or(net.addr)));
-        assert!(!same_subnet(v6, IpAddr::from([192, 0, 2, 1])));
-        let all: IpPrefix = "0.0.0.0/0".parse().unwrap_or(net);
-        assert!(same_subnet(all, IpAddr::from([8, 8, 8, 8])));
-    }
 }
