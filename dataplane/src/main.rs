@@ -58,6 +58,9 @@ enum Command {
         /// How often to look at the file for changes.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         poll: Duration,
+        /// Proxy event loops (one per core). Default: the CPUs this process may use.
+        #[arg(long, env = "HALO_WORKERS")]
+        workers: Option<usize>,
     },
     /// Validate a manifest file and print the NodeConfig it renders to.
     Check {
@@ -103,8 +106,9 @@ async fn main() -> Result<()> {
             node,
             admin,
             poll,
+            workers,
             ..
-        } => run(config, node_info(node), admin, poll).await,
+        } => run(config, node_info(node), admin, poll, worker_count(workers)).await,
         Command::Run {
             controller: Some(url),
             node,
@@ -112,6 +116,7 @@ async fn main() -> Result<()> {
             token_file,
             ca_file,
             state_dir,
+            workers,
             ..
         } => {
             let client = ControllerClient::new(
@@ -121,14 +126,22 @@ async fn main() -> Result<()> {
                 &ca_file,
                 &state_dir,
             )?;
-            follow(client, admin).await
+            follow(client, admin, worker_count(workers)).await
         }
         Command::Run { .. } => anyhow::bail!("give --config FILE or --controller URL"),
     }
 }
 
-async fn follow(client: ControllerClient, admin_addr: SocketAddr) -> Result<()> {
-    let runtime = Arc::new(Runtime::new(Arc::new(Metrics::new())));
+fn worker_count(flag: Option<usize>) -> usize {
+    flag.filter(|n| *n > 0)
+        .unwrap_or_else(halo_dataplane::proxy::workers::default_count)
+}
+
+async fn follow(client: ControllerClient, admin_addr: SocketAddr, workers: usize) -> Result<()> {
+    let runtime = Arc::new(
+        Runtime::new(Arc::new(Metrics::new()), workers)
+            .context("cannot start the proxy workers")?,
+    );
     let admin_listener = admin::bind(admin_addr)
         .await
         .with_context(|| format!("cannot bind the admin listener on {admin_addr}"))?;
@@ -151,8 +164,17 @@ async fn wait_for_stop() -> Result<()> {
     Ok(())
 }
 
-async fn run(path: PathBuf, node: NodeInfo, admin_addr: SocketAddr, poll: Duration) -> Result<()> {
-    let runtime = Arc::new(Runtime::new(Arc::new(Metrics::new())));
+async fn run(
+    path: PathBuf,
+    node: NodeInfo,
+    admin_addr: SocketAddr,
+    poll: Duration,
+    workers: usize,
+) -> Result<()> {
+    let runtime = Arc::new(
+        Runtime::new(Arc::new(Metrics::new()), workers)
+            .context("cannot start the proxy workers")?,
+    );
     let first = file::load(&path, &node)?;
     runtime
         .apply(first.sealed(1))

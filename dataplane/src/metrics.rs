@@ -18,6 +18,8 @@ pub struct Metrics {
     pub http_responses: Family<Labels, Counter>,
     pub backend_requests: Family<Labels, Counter>,
     pub backend_errors: Family<Labels, Counter>,
+    pub backend_connections_opened: Family<Labels, Counter>,
+    pub http_client_errors: Family<Labels, Counter>,
     pub backend_active: Family<Labels, Gauge>,
     pub backend_up: Family<Labels, Gauge>,
     pub health_checks: Family<Labels, Counter>,
@@ -88,6 +90,18 @@ impl Metrics {
             "backend_errors",
             "Backend failures by kind (connect, timeout, response)",
             backend_errors.clone(),
+        );
+        let backend_connections_opened = Family::<Labels, Counter>::default();
+        registry.register(
+            "backend_connections_opened",
+            "Connections opened to a backend (pooled HTTP connections are reused)",
+            backend_connections_opened.clone(),
+        );
+        let http_client_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "http_client_errors",
+            "Requests refused as malformed or over a limit, by reason",
+            http_client_errors.clone(),
         );
         let backend_active = Family::<Labels, Gauge>::default();
         registry.register(
@@ -181,6 +195,8 @@ impl Metrics {
             http_responses,
             backend_requests,
             backend_errors,
+            backend_connections_opened,
+            http_client_errors,
             backend_active,
             backend_up,
             health_checks,

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use crate::metrics::{Metrics, with};
+use crate::proxy::workers::Workers;
 use crate::proxy::{Service, listener};
 use crate::vip::VipHolder;
 use crate::vrrp::{TakeoverError, TrackInputs, VrrpManager};
@@ -29,15 +30,18 @@ pub enum ApplyError {
     Vip { vip: String, message: String },
 }
 
+/// One listening address: a socket per worker, all serving the same swappable service.
 struct Socket {
     listener: String,
     slot: Arc<ArcSwap<Service>>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Socket {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -62,19 +66,38 @@ const TRACK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct Runtime {
     metrics: Arc<Metrics>,
+    workers: Workers,
     vips: VipHolder,
     vrrp: VrrpManager,
     state: Mutex<State>,
 }
 
 impl Runtime {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self {
+    /// A runtime whose proxy runs on `workers` event loops.
+    pub fn new(metrics: Arc<Metrics>, workers: usize) -> std::io::Result<Self> {
+        Ok(Self {
             metrics,
+            workers: Workers::start(workers)?,
             vips: VipHolder::default(),
             vrrp: VrrpManager::default(),
             state: Mutex::new(State::default()),
-        }
+        })
+    }
+
+    /// Starts the accept loops of one address, one per worker.
+    fn listen(
+        &self,
+        sockets: Vec<std::net::TcpListener>,
+        slot: &Arc<ArcSwap<Service>>,
+    ) -> Vec<JoinHandle<()>> {
+        sockets
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, socket)| {
+                let handle = self.workers.handle(i)?;
+                Some(handle.spawn(listener::accept_loop(socket, slot.clone())))
+            })
+            .collect()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -131,7 +154,7 @@ impl Runtime {
                 if state.sockets.contains_key(addr) {
                     continue;
                 }
-                match listener::bind(*addr) {
+                match listener::bind(*addr, self.workers.len()) {
                     Ok(bound) => {
                         fresh.insert(*addr, bound);
                     }
@@ -180,14 +203,14 @@ impl Runtime {
                 socket.listener = name.clone();
             } else if let Some(bound) = fresh.remove(addr) {
                 let slot = Arc::new(ArcSwap::new(service));
-                let task = tokio::spawn(listener::accept_loop(bound, slot.clone()));
-                tracing::info!(%addr, listener = %name, "listening");
+                let tasks = self.listen(bound, &slot);
+                tracing::info!(%addr, listener = %name, workers = tasks.len(), "listening");
                 state.sockets.insert(
                     *addr,
                     Socket {
                         listener: name.clone(),
                         slot,
-                        task,
+                        tasks,
                     },
                 );
             }
@@ -233,18 +256,18 @@ impl Runtime {
                 state.unbound.remove(&addr);
                 continue;
             };
-            match listener::bind(addr) {
+            match listener::bind(addr, self.workers.len()) {
                 Ok(bound) => {
                     state.unbound.remove(&addr);
                     let slot = Arc::new(ArcSwap::new(service));
-                    let task = tokio::spawn(listener::accept_loop(bound, slot.clone()));
+                    let tasks = self.listen(bound, &slot);
                     tracing::info!(%addr, listener = %name, "listening (after retry)");
                     state.sockets.insert(
                         addr,
                         Socket {
                             listener: name,
                             slot,
-                            task,
+                            tasks,
                         },
                     );
                 }

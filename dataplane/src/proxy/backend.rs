@@ -6,17 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use halo_crds::node_config::{BackendConfig, HealthCheckConfig};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
 use super::balance::{Candidate, hash_bytes};
+use super::workers;
 use crate::metrics::{Labels, Metrics, backend_labels, with};
 
-/// Idle keep-alive connections kept per backend.
+/// Idle keep-alive connections kept per backend and worker.
 const MAX_IDLE: usize = 64;
 
 pub struct Backend {
@@ -26,7 +25,10 @@ pub struct Backend {
     pub id: u64,
     up: AtomicBool,
     active: AtomicU32,
-    idle: Mutex<Vec<SendRequest<Incoming>>>,
+    /// Idle keep-alive HTTP connections, one list per worker: a socket belongs to the
+    /// event loop that opened it, and no other core ever takes this lock.
+    idle: Box<[Mutex<Vec<TcpStream>>]>,
+    opened: Counter,
     health_task: Mutex<Option<AbortHandle>>,
     labels: Labels,
     requests: Counter,
@@ -57,6 +59,10 @@ impl Backend {
         let requests = metrics.backend_requests.get_or_create(&labels).clone();
         let active_gauge = metrics.backend_active.get_or_create(&labels).clone();
         let up_gauge = metrics.backend_up.get_or_create(&labels).clone();
+        let opened = metrics
+            .backend_connections_opened
+            .get_or_create(&labels)
+            .clone();
         up_gauge.set(1);
         Arc::new(Self {
             id: hash_bytes(config.name.as_bytes()),
@@ -65,7 +71,10 @@ impl Backend {
             health_check,
             up: AtomicBool::new(true),
             active: AtomicU32::new(0),
-            idle: Mutex::new(Vec::new()),
+            idle: (0..workers::count())
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
+            opened,
             health_task: Mutex::new(None),
             labels,
             requests,
@@ -153,35 +162,46 @@ impl Backend {
             Ok(Err(source)) => Err(ConnectError::Io { addr, source }),
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
+                self.opened.inc();
                 Ok(stream)
             }
         }
     }
 
-    pub fn take_idle(&self) -> Option<SendRequest<Incoming>> {
-        let mut idle = self.idle.lock().ok()?;
-        while let Some(sender) = idle.pop() {
-            if sender.is_ready() && !sender.is_closed() {
-                return Some(sender);
+    /// A pooled connection of this worker that the backend has not closed meanwhile.
+    pub fn take_idle(&self) -> Option<TcpStream> {
+        let mut idle = self.idle.get(workers::current()?)?.lock().ok()?;
+        while let Some(stream) = idle.pop() {
+            // Readiness is cached by the event loop: this makes no system call unless
+            // the backend sent something (a close, or stray bytes) while idle.
+            let mut probe = [0u8; 1];
+            match stream.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(stream),
+                _ => continue,
             }
         }
         None
     }
 
-    pub fn put_idle(&self, sender: SendRequest<Incoming>) {
+    pub fn put_idle(&self, stream: TcpStream) {
         if !self.is_up() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock()
+        let Some(list) = workers::current().and_then(|i| self.idle.get(i)) else {
+            return;
+        };
+        if let Ok(mut idle) = list.lock()
             && idle.len() < MAX_IDLE
         {
-            idle.push(sender);
+            idle.push(stream);
         }
     }
 
     fn drop_idle(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
+        for list in &self.idle {
+            if let Ok(mut idle) = list.lock() {
+                idle.clear();
+            }
         }
     }
 

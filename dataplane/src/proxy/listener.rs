@@ -1,5 +1,6 @@
 //! Listening sockets. Bound with IP_FREEBIND so every node can listen on a VIP it does
-//! not hold (no `net.ipv4.ip_nonlocal_bind` needed).
+//! not hold (no `net.ipv4.ip_nonlocal_bind` needed); one socket per worker with
+//! SO_REUSEPORT, so the kernel spreads connections over the event loops.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,9 +10,9 @@ use halo_crds::load_balancer::Protocol;
 use socket2::{Domain, Socket, Type};
 use tokio::net::TcpListener;
 
-use super::{Service, http, tcp};
+use super::{Service, h1, tcp};
 
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
@@ -19,6 +20,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     };
     let socket = Socket::new(domain, Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv4() {
         socket.set_freebind_v4(true)?;
     } else {
@@ -28,12 +32,28 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// `count` sockets on `addr`, one per worker. With one worker no SO_REUSEPORT is set,
+/// so nothing else can share the port.
+pub fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let reuse_port = count > 1;
+    (0..count.max(1))
+        .map(|_| bind_one(addr, reuse_port))
+        .collect()
 }
 
 /// Accepts until the task is aborted; each connection uses the service current at accept
-/// time and keeps it to the end (HTTP re-reads it per request).
-pub async fn accept_loop(listener: TcpListener, slot: Arc<ArcSwap<Service>>) {
+/// time and keeps it to the end (HTTP re-reads it per request). Runs on a worker.
+pub async fn accept_loop(socket: std::net::TcpListener, slot: Arc<ArcSwap<Service>>) {
+    let listener = match TcpListener::from_std(socket) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register a listening socket");
+            return;
+        }
+    };
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(pair) => pair,
@@ -55,7 +75,7 @@ pub async fn accept_loop(listener: TcpListener, slot: Arc<ArcSwap<Service>>) {
                 tokio::spawn(tcp::serve(stream, peer, service, admitted));
             }
             Protocol::Http => {
-                tokio::spawn(http::serve(stream, peer, slot.clone()));
+                tokio::spawn(h1::serve(stream, peer, slot.clone()));
             }
         }
     }

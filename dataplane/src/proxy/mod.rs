@@ -2,11 +2,13 @@
 
 pub mod backend;
 pub mod balance;
+pub mod bufpool;
+pub mod h1;
 pub mod health;
-pub mod http;
-pub mod io;
 pub mod listener;
+pub mod pump;
 pub mod tcp;
+pub mod workers;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,6 +109,14 @@ impl Service {
     pub fn count_response(&self, status: u16) {
         let class = usize::from((status / 100).clamp(1, 5)) - 1;
         self.responses[class].inc();
+    }
+
+    /// Counts a request refused as malformed or over a limit.
+    pub fn count_client_error(&self, reason: &'static str) {
+        self.metrics
+            .http_client_errors
+            .get_or_create(&with(self.labels.clone(), "reason", reason))
+            .inc();
     }
 
     pub fn connect_timeout(&self) -> Duration {

@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use super::io::IdleTimeout;
-use super::{Admitted, Service};
+use super::{Admitted, Service, pump};
 
 pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>, admitted: Admitted) {
     let _admitted = admitted;
-    let (guard, mut upstream) = match service.connect(peer.ip()).await {
+    let (guard, upstream) = match service.connect(peer.ip()).await {
         Ok(pair) => pair,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "closing client connection");
@@ -22,10 +21,9 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>, a
     // One idle clock over both directions: a quiet database session is cut only after
     // neither side has sent a byte for the longer of the client and server timeouts.
     let idle = Duration::from_millis(t.client_ms.max(t.server_ms));
-    let mut client = IdleTimeout::new(client, idle);
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((up, down)) => {
-            tracing::debug!(%peer, backend = guard.backend().name(), up, down, "tcp session closed");
+    match pump::relay(&client, &upstream, idle).await {
+        Ok(totals) => {
+            tracing::debug!(%peer, backend = guard.backend().name(), up = totals.a_to_b, down = totals.b_to_a, "tcp session closed");
         }
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
             tracing::info!(%peer, backend = guard.backend().name(), "tcp session idle timeout");

@@ -1,0 +1,639 @@
+//! One HTTP/1.1 client connection: waits for a request without holding a buffer, then
+//! forwards it to a pooled backend connection and relays the response, with strict
+//! framing, inactivity timeouts on both sides and bounded buffering (backpressure).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout, timeout_at};
+
+use super::body::Cursor;
+use super::head::{
+    self, BadResponse, Limits, Method, Reject, RequestHead, ResponseBody, ResponseHead,
+};
+use super::rewrite::{self, ClientConnection, Origin};
+use super::throttle;
+use crate::proxy::backend::Backend;
+use crate::proxy::{Service, bufpool, pump};
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// How long a refused client gets to finish sending before the socket closes, so the
+/// error response is not lost to a reset.
+const LINGER: Duration = Duration::from_secs(1);
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+struct Client {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Bytes of the next request that arrived with the previous one (pipelining).
+    carry: Option<Vec<u8>>,
+}
+
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// What ends an exchange early, answered by the proxy itself.
+enum Failure {
+    /// Close without a word: the client went away or never started a request.
+    Silent,
+    Client(Reject),
+    Timeout,
+    /// A problem on the backend side: 502, 503 or 504 with a message.
+    Gateway(u16, String),
+}
+
+pub async fn serve(stream: TcpStream, peer: SocketAddr, slot: Arc<ArcSwap<Service>>) {
+    let service = slot.load_full();
+    let Some(admitted) = service.admit() else {
+        refuse(stream, peer, &service).await;
+        return;
+    };
+    let mut client = Client {
+        stream,
+        peer,
+        carry: None,
+    };
+    let mut first = true;
+    loop {
+        let service = slot.load_full();
+        if client.carry.is_none() {
+            let t = service.config.timeouts;
+            let wait = ms(if first { t.http_request_ms } else { t.idle_ms });
+            // No buffer is held while waiting: an idle keep-alive connection is small.
+            match timeout(wait, client.stream.readable()).await {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+        }
+        first = false;
+        match Box::pin(exchange(&mut client, &service)).await {
+            Next::KeepAlive => {}
+            Next::Close => break,
+        }
+    }
+    drop(admitted);
+}
+
+async fn exchange(client: &mut Client, service: &Arc<Service>) -> Next {
+    let mut cbuf = client
+        .carry
+        .take()
+        .unwrap_or_else(|| bufpool::take(bufpool::SMALL));
+    let limits = Limits::default();
+    let next = match read_head(client, service, &mut cbuf, &limits).await {
+        Ok(head) => forward(client, service, &mut cbuf, head).await,
+        Err(failure) => fail(client, service, failure).await,
+    };
+    match next {
+        Next::KeepAlive if !cbuf.is_empty() => client.carry = Some(cbuf),
+        _ => bufpool::give(cbuf),
+    }
+    next
+}
+
+/// Reads until a whole request head is in `cbuf`, within `timeouts.httpRequest`.
+async fn read_head(
+    client: &mut Client,
+    service: &Service,
+    cbuf: &mut Vec<u8>,
+    limits: &Limits,
+) -> Result<RequestHead, Failure> {
+    let deadline = Instant::now() + ms(service.config.timeouts.http_request_ms);
+    loop {
+        if !cbuf.is_empty()
+            && let Some(head) = head::parse_request(cbuf, limits).map_err(Failure::Client)?
+        {
+            return Ok(head);
+        }
+        if cbuf.len() >= cbuf.capacity() {
+            return Err(Failure::Client(Reject::HeadTooLarge));
+        }
+        match timeout_at(deadline, client.stream.read_buf(cbuf)).await {
+            Err(_) if cbuf.is_empty() => return Err(Failure::Silent),
+            Err(_) => return Err(Failure::Timeout),
+            Ok(Ok(0) | Err(_)) => return Err(Failure::Silent),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Everything about one request that the attempts on backends share.
+struct Exchange<'a> {
+    head: &'a RequestHead,
+    /// The request head for the backend, followed by the body bytes read so far.
+    out: Vec<u8>,
+    body: Cursor,
+    /// `out` holds the whole request, so it can be sent again.
+    replayable: bool,
+    sent_continue: bool,
+}
+
+async fn forward(
+    client: &mut Client,
+    service: &Arc<Service>,
+    cbuf: &mut Vec<u8>,
+    head: RequestHead,
+) -> Next {
+    let origin = Origin {
+        peer: client.peer,
+        local: local_addr(client, &head),
+        forwarded_headers: service.config.forwarded_headers,
+    };
+    let mut out = bufpool::take(bufpool::SMALL);
+    rewrite::request(cbuf, &head, &origin, &mut out);
+    cbuf.drain(..head.len);
+    let mut body = Cursor::request(head.body);
+    let used = match body.advance(cbuf, &mut out) {
+        Ok(n) => n,
+        Err(e) => {
+            bufpool::give(out);
+            let failure = Failure::Client(Reject::Malformed(e.0));
+            return fail(client, service, failure).await;
+        }
+    };
+    cbuf.drain(..used);
+    let mut ex = Exchange {
+        replayable: body.is_done(),
+        head: &head,
+        out,
+        body,
+        sent_continue: false,
+    };
+    let next = attempts(client, service, cbuf, &mut ex).await;
+    bufpool::give(ex.out);
+    next
+}
+
+fn local_addr(client: &Client, head: &RequestHead) -> SocketAddr {
+    if head.host.is_none() {
+        client.stream.local_addr().unwrap_or(client.peer)
+    } else {
+        client.peer
+    }
+}
+
+/// What one attempt on one backend came to.
+enum Attempt {
+    Done(Next),
+    /// Nothing came back and the request can be sent again (see `may_retry`).
+    NothingBack {
+        reused: bool,
+    },
+}
+
+/// Tries backends in balancing order. A connect failure moves on to another backend
+/// (up to `retries`); a request that was sent is sent again only when it is
+/// idempotent, whole in memory and nothing at all came back.
+async fn attempts(
+    client: &mut Client,
+    service: &Arc<Service>,
+    cbuf: &mut Vec<u8>,
+    ex: &mut Exchange<'_>,
+) -> Next {
+    let mut excluded = vec![false; service.backends.len()];
+    let mut left = service.config.retries + 1;
+    while left > 0 {
+        let Some(i) = service.pick(client.peer.ip(), &excluded) else {
+            break;
+        };
+        excluded[i] = true;
+        left -= 1;
+        let backend = service.backends[i].clone();
+        let _guard = backend.track();
+        // A pooled connection the backend closed meanwhile is not the backend's fault:
+        // one fresh connection to the same server follows.
+        let mut pooled = backend.take_idle();
+        loop {
+            let reused = pooled.is_some();
+            let stream = match pooled.take() {
+                Some(s) => s,
+                None => match backend.connect(service.connect_timeout()).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        backend.count_error("connect");
+                        tracing::warn!(listener = %service.config.name, backend = backend.name(), error = %e, "backend connect failed, trying another");
+                        break;
+                    }
+                },
+            };
+            match attempt(client, service, &backend, (stream, reused), cbuf, ex).await {
+                Attempt::Done(next) => return next,
+                Attempt::NothingBack { reused: true } if may_retry(ex) => continue,
+                Attempt::NothingBack { .. } if may_retry(ex) => {
+                    backend.count_error("response");
+                    break;
+                }
+                Attempt::NothingBack { .. } => {
+                    backend.count_error("response");
+                    let message = format!("backend {} closed without a response", backend.name());
+                    return fail(client, service, Failure::Gateway(502, message)).await;
+                }
+            }
+        }
+    }
+    let message = service.no_backend().to_string();
+    fail(client, service, Failure::Gateway(503, message)).await
+}
+
+fn may_retry(ex: &Exchange<'_>) -> bool {
+    ex.replayable && ex.head.method.idempotent()
+}
+
+/// One backend connection: send the request, stream the rest of its body, relay the
+/// response.
+async fn attempt(
+    client: &mut Client,
+    service: &Arc<Service>,
+    backend: &Arc<Backend>,
+    (mut upstream, reused): (TcpStream, bool),
+    cbuf: &mut Vec<u8>,
+    ex: &mut Exchange<'_>,
+) -> Attempt {
+    let t = service.config.timeouts;
+    let server = ms(t.server_ms);
+    if !ex.body.is_done() && ex.head.expect_continue && !ex.sent_continue {
+        ex.sent_continue = true;
+        if !matches!(
+            timeout(ms(t.client_ms), client.stream.write_all(CONTINUE)).await,
+            Ok(Ok(()))
+        ) {
+            return Attempt::Done(Next::Close);
+        }
+    }
+    if !matches!(
+        timeout(server, upstream.write_all(&ex.out)).await,
+        Ok(Ok(()))
+    ) {
+        return Attempt::NothingBack { reused };
+    }
+    if !ex.body.is_done() {
+        ex.replayable = false;
+        if let Err(failure) = upload(client, service, &mut upstream, cbuf, ex).await {
+            return Attempt::Done(fail(client, service, failure).await);
+        }
+    }
+    let mut bbuf = bufpool::take(bufpool::SMALL);
+    let outcome = respond(
+        client,
+        service,
+        backend,
+        (upstream, reused),
+        &mut bbuf,
+        cbuf,
+        ex,
+    )
+    .await;
+    bufpool::give(bbuf);
+    outcome
+}
+
+/// Streams the rest of a request body from the client to the backend.
+async fn upload(
+    client: &mut Client,
+    service: &Service,
+    upstream: &mut TcpStream,
+    cbuf: &mut Vec<u8>,
+    ex: &mut Exchange<'_>,
+) -> Result<(), Failure> {
+    let t = service.config.timeouts;
+    while !ex.body.is_done() {
+        if cbuf.is_empty() {
+            match timeout(ms(t.client_ms), client.stream.read_buf(cbuf)).await {
+                Err(_) => return Err(Failure::Timeout),
+                Ok(Ok(0) | Err(_)) => return Err(Failure::Silent),
+                Ok(Ok(_)) => {}
+            }
+        }
+        ex.out.clear();
+        let used = ex
+            .body
+            .advance(cbuf, &mut ex.out)
+            .map_err(|e| Failure::Client(Reject::Malformed(e.0)))?;
+        cbuf.drain(..used);
+        match timeout(ms(t.server_ms), upstream.write_all(&ex.out)).await {
+            Err(_) => {
+                return Err(Failure::Gateway(
+                    504,
+                    "backend stopped reading the request".into(),
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err(Failure::Gateway(
+                    502,
+                    format!("sending the request body: {e}"),
+                ));
+            }
+            Ok(Ok(())) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reads the backend's response head (forwarding interim 1xx ones) and relays it.
+async fn respond(
+    client: &mut Client,
+    service: &Arc<Service>,
+    backend: &Arc<Backend>,
+    (mut upstream, reused): (TcpStream, bool),
+    bbuf: &mut Vec<u8>,
+    cbuf: &mut Vec<u8>,
+    ex: &mut Exchange<'_>,
+) -> Attempt {
+    let limits = Limits::default();
+    let server = ms(service.config.timeouts.server_ms);
+    loop {
+        let head = match read_response_head(&mut upstream, bbuf, ex.head.method, &limits, server)
+            .await
+        {
+            Ok(h) => h,
+            Err(ResponseFailure::NothingBack) => return Attempt::NothingBack { reused },
+            Err(ResponseFailure::Timeout) => {
+                backend.count_error("timeout");
+                let message = format!(
+                    "backend {} sent no response within {server:?}",
+                    backend.name()
+                );
+                return Attempt::Done(fail(client, service, Failure::Gateway(504, message)).await);
+            }
+            Err(ResponseFailure::Bad(e)) => {
+                backend.count_error("response");
+                throttle::warn_backend(backend, &e);
+                let message = format!("backend {}: {e}", backend.name());
+                return Attempt::Done(fail(client, service, Failure::Gateway(502, message)).await);
+            }
+        };
+        match head.status {
+            101 if ex.head.upgrade => {
+                return Attempt::Done(tunnel(client, service, upstream, bbuf, cbuf, &head).await);
+            }
+            101 => {
+                backend.count_error("response");
+                let message = format!("backend {} switched protocols unasked", backend.name());
+                return Attempt::Done(fail(client, service, Failure::Gateway(502, message)).await);
+            }
+            100..=199 => {
+                let interim = head.status == 100 && ex.sent_continue;
+                if !interim && ex.head.minor >= 1 {
+                    let mut out = Vec::new();
+                    rewrite::response(bbuf, &head, ClientConnection::KeepAlive, false, &mut out);
+                    if !matches!(
+                        timeout(
+                            ms(service.config.timeouts.client_ms),
+                            client.stream.write_all(&out)
+                        )
+                        .await,
+                        Ok(Ok(()))
+                    ) {
+                        return Attempt::Done(Next::Close);
+                    }
+                }
+                bbuf.drain(..head.len);
+            }
+            _ => {
+                return Attempt::Done(
+                    relay_response(client, service, backend, upstream, bbuf, ex, head).await,
+                );
+            }
+        }
+    }
+}
+
+enum ResponseFailure {
+    NothingBack,
+    Timeout,
+    Bad(BadResponse),
+}
+
+async fn read_response_head(
+    upstream: &mut TcpStream,
+    bbuf: &mut Vec<u8>,
+    method: Method,
+    limits: &Limits,
+    server: Duration,
+) -> Result<ResponseHead, ResponseFailure> {
+    loop {
+        if !bbuf.is_empty()
+            && let Some(head) =
+                head::parse_response(bbuf, method, limits).map_err(ResponseFailure::Bad)?
+        {
+            return Ok(head);
+        }
+        if bbuf.len() >= bbuf.capacity() {
+            return Err(ResponseFailure::Bad(BadResponse::TooLarge));
+        }
+        match timeout(server, upstream.read_buf(bbuf)).await {
+            Err(_) => return Err(ResponseFailure::Timeout),
+            Ok(Ok(0) | Err(_)) if bbuf.is_empty() => return Err(ResponseFailure::NothingBack),
+            Ok(Ok(0) | Err(_)) => {
+                return Err(ResponseFailure::Bad(BadResponse::Malformed(
+                    "truncated_head",
+                )));
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Sends the final response to the client, then its body; pools the backend
+/// connection when the response ended cleanly and the backend keeps it open.
+async fn relay_response(
+    client: &mut Client,
+    service: &Arc<Service>,
+    backend: &Arc<Backend>,
+    mut upstream: TcpStream,
+    bbuf: &mut Vec<u8>,
+    ex: &mut Exchange<'_>,
+    head: ResponseHead,
+) -> Next {
+    let t = service.config.timeouts;
+    let dechunk = ex.head.minor == 0 && head.body == ResponseBody::Chunked;
+    let keep = ex.head.keep_alive
+        && ex.body.is_done()
+        && head.body != ResponseBody::UntilClose
+        && !dechunk;
+    let connection = match (keep, ex.head.minor) {
+        (false, _) => ClientConnection::Close,
+        (true, 0) => ClientConnection::KeepAlive10,
+        (true, _) => ClientConnection::KeepAlive,
+    };
+    service.count_response(head.status);
+    let out = &mut ex.out;
+    rewrite::response(bbuf, &head, connection, dechunk, out);
+    bbuf.drain(..head.len);
+    let mut body = Cursor::response(head.body, dechunk);
+    let relayed = relay_body(
+        &mut upstream,
+        &mut client.stream,
+        bbuf,
+        out,
+        &mut body,
+        t.server_ms,
+        t.client_ms,
+    )
+    .await;
+    match relayed {
+        Ok(()) => {
+            if head.keep_alive && bbuf.is_empty() {
+                backend.put_idle(upstream);
+            }
+            if keep { Next::KeepAlive } else { Next::Close }
+        }
+        Err(BodyEnd::SourceTimeout) => {
+            backend.count_error("timeout");
+            tracing::warn!(listener = %service.config.name, backend = backend.name(), "backend stalled mid-response; cut");
+            Next::Close
+        }
+        Err(BodyEnd::Malformed(e)) => {
+            backend.count_error("response");
+            throttle::warn_backend(backend, &e);
+            Next::Close
+        }
+        Err(BodyEnd::SourceClosed) => {
+            backend.count_error("response");
+            Next::Close
+        }
+        Err(BodyEnd::Destination) => Next::Close,
+    }
+}
+
+enum BodyEnd {
+    SourceTimeout,
+    SourceClosed,
+    Malformed(super::chunked::ChunkError),
+    Destination,
+}
+
+/// Copies a body from `src` to `dst` through `rbuf` (which may already hold its first
+/// bytes), writing `out` first. One bounded buffer each way: a slow reader slows the
+/// writer instead of growing memory.
+async fn relay_body(
+    src: &mut TcpStream,
+    dst: &mut TcpStream,
+    rbuf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    body: &mut Cursor,
+    src_ms: u64,
+    dst_ms: u64,
+) -> Result<(), BodyEnd> {
+    loop {
+        let used = body.advance(rbuf, out).map_err(BodyEnd::Malformed)?;
+        rbuf.drain(..used);
+        if !out.is_empty() {
+            match timeout(ms(dst_ms), dst.write_all(out)).await {
+                Ok(Ok(())) => out.clear(),
+                _ => return Err(BodyEnd::Destination),
+            }
+        }
+        if body.is_done() {
+            return Ok(());
+        }
+        match timeout(ms(src_ms), src.read_buf(rbuf)).await {
+            Err(_) => return Err(BodyEnd::SourceTimeout),
+            Ok(Ok(0) | Err(_)) if body.ends_at_close() => {
+                body.finish_at_close();
+                return Ok(());
+            }
+            Ok(Ok(0) | Err(_)) => return Err(BodyEnd::SourceClosed),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// After `101 Switching Protocols`: bytes both ways until either side is done.
+async fn tunnel(
+    client: &mut Client,
+    service: &Service,
+    upstream: TcpStream,
+    bbuf: &mut Vec<u8>,
+    cbuf: &mut Vec<u8>,
+    head: &ResponseHead,
+) -> Next {
+    service.count_response(101);
+    let mut out = Vec::new();
+    rewrite::response(bbuf, head, ClientConnection::Upgrade, false, &mut out);
+    out.extend_from_slice(&bbuf[head.len..]);
+    bbuf.clear();
+    if pump::write_all(&client.stream, &out).await.is_err() {
+        return Next::Close;
+    }
+    // Bytes the client sent after its upgrade request belong to the new protocol.
+    if !cbuf.is_empty() && pump::write_all(&upstream, cbuf).await.is_err() {
+        return Next::Close;
+    }
+    cbuf.clear();
+    let t = service.config.timeouts;
+    let idle = ms(t.client_ms.max(t.server_ms));
+    let _ = pump::relay(&client.stream, &upstream, idle).await;
+    Next::Close
+}
+
+/// Answers a failed exchange, counts it and closes.
+async fn fail(client: &mut Client, service: &Service, failure: Failure) -> Next {
+    let (status, message, reason) = match failure {
+        Failure::Silent => return Next::Close,
+        Failure::Client(reject) => (reject.status(), reject.to_string(), reject.reason()),
+        Failure::Timeout => (
+            408,
+            "request not received in time".to_string(),
+            "request_timeout",
+        ),
+        Failure::Gateway(status, message) => (status, message, ""),
+    };
+    service.count_response(status);
+    if reason.is_empty() {
+        tracing::warn!(peer = %client.peer, listener = %service.config.name, %message, "request failed");
+    } else {
+        service.count_client_error(reason);
+        throttle::info_client(client.peer, &service.config.name, status, &message);
+    }
+    let reply = rewrite::local_response(status, &message, true);
+    let _ = timeout(LINGER, client.stream.write_all(&reply)).await;
+    linger(&mut client.stream).await;
+    Next::Close
+}
+
+/// Half-closes, then reads what the client still sends for a moment, so the response
+/// is not destroyed by a reset for unread data.
+async fn linger(stream: &mut TcpStream) {
+    let _ = stream.shutdown().await;
+    let deadline = Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    for _ in 0..64 {
+        match timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
+/// The listener is at maxConnections: read the request, answer 503, close.
+async fn refuse(stream: TcpStream, peer: SocketAddr, service: &Service) {
+    let mut client = Client {
+        stream,
+        peer,
+        carry: None,
+    };
+    let mut cbuf = bufpool::take(bufpool::SMALL);
+    let wait = ms(service.config.timeouts.http_request_ms.min(5_000));
+    let read = timeout(
+        wait,
+        read_head(&mut client, service, &mut cbuf, &Limits::default()),
+    )
+    .await;
+    bufpool::give(cbuf);
+    if let Ok(Ok(_)) = read {
+        service.count_response(503);
+        let reply = rewrite::local_response(503, "listener at capacity", true);
+        let _ = timeout(LINGER, client.stream.write_all(&reply)).await;
+        linger(&mut client.stream).await;
+    }
+}
