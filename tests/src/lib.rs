@@ -9,3 +9,4 @@ pub mod netns;
 pub mod probe;
 pub mod process;
 pub mod site;
+pub mod standalone;
