@@ -1,7 +1,7 @@
 //! The data plane as a real process on loopback, balancing real HTTP and TCP backends.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -9,64 +9,13 @@ use std::time::{Duration, Instant};
 use halo_tests::backends::{self, Backend, free_port};
 use halo_tests::client::{self, Connection};
 use halo_tests::process::DataPlane;
+use halo_tests::standalone::{self, front, lb, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_halo-dataplane");
 
-struct Lab {
-    dir: PathBuf,
-    config: PathBuf,
-    admin: SocketAddr,
-}
-
-impl Lab {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(backends::unique(&format!("halo-{name}-")));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port().expect("port")));
-        Self {
-            config: dir.join("halo.yaml"),
-            dir,
-            admin,
-        }
-    }
-
-    fn write(&self, yaml: &str) {
-        // Write then rename so the watcher never sees half a file.
-        let tmp = self.dir.join("halo.yaml.tmp");
-        std::fs::write(&tmp, yaml).expect("write config");
-        std::fs::rename(&tmp, &self.config).expect("rename config");
-    }
-
-    fn start(&self, yaml: &str) -> DataPlane {
-        self.write(yaml);
-        DataPlane::start(
-            Path::new(BIN),
-            &self.config,
-            "node-a",
-            self.admin,
-            &self.dir.join("dataplane.log"),
-        )
-        .expect("data plane starts")
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn lb(port: u16, protocol: &str, extra: &str, backends: &[(&str, u16)]) -> String {
-    let mut list = String::new();
-    for (name, p) in backends {
-        list.push_str(&format!(
-            "        - {{name: {name}, address: 127.0.0.1, port: {p}}}\n"
-        ));
-    }
-    format!(
-        "apiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata: {{name: site, namespace: test}}\nspec:\n  addresses: [127.0.0.1]\n  listeners:\n    - name: main\n      port: {port}\n      protocol: {protocol}\n{extra}      backends:\n{list}"
-    )
+fn lab(name: &str) -> standalone::Lab {
+    standalone::Lab::new(BIN, name)
 }
 
 async fn two_http() -> (Backend, Backend) {
@@ -77,21 +26,6 @@ async fn two_http() -> (Backend, Backend) {
         .await
         .expect("backend");
     (a, b)
-}
-
-fn front(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 fn backend_up(dp: &DataPlane, name: &str) -> Option<bool> {
@@ -107,7 +41,7 @@ fn backend_up(dp: &DataPlane, name: &str) -> Option<bool> {
 #[tokio::test]
 async fn http_round_robin_alternates_over_keep_alive_and_adds_forwarded_headers() {
     let (a, b) = two_http().await;
-    let lab = Lab::new("rr");
+    let lab = lab("rr");
     let port = free_port().expect("port");
     let _dp = lab.start(&lb(
         port,
@@ -163,7 +97,7 @@ async fn weights_and_backup_servers() {
     let backup = backends::http("sorry", "127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("backend");
-    let lab = Lab::new("weights");
+    let lab = lab("weights");
     let port = free_port().expect("port");
     let yaml = format!(
         "apiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata: {{name: w}}\nspec:\n  addresses: [127.0.0.1]\n  listeners:\n    - name: main\n      port: {port}\n      protocol: HTTP\n      backends:\n        - {{name: web-1, address: 127.0.0.1, port: {}, weight: 3}}\n        - {{name: web-2, address: 127.0.0.1, port: {}, weight: 1}}\n        - {{name: sorry, address: 127.0.0.1, port: {}, backup: true}}\n",
@@ -194,7 +128,7 @@ async fn tcp_listener_balances_connections() {
     let b = backends::tcp_echo("db-2", "127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("backend");
-    let lab = Lab::new("tcp");
+    let lab = lab("tcp");
     let port = free_port().expect("port");
     let _dp = lab.start(&lb(
         port,
@@ -226,7 +160,7 @@ async fn tcp_listener_balances_connections() {
 async fn health_check_takes_a_dead_backend_out_and_brings_it_back() {
     let (a, b) = two_http().await;
     let b_addr = b.addr;
-    let lab = Lab::new("health");
+    let lab = lab("health");
     let port = free_port().expect("port");
     let check = "      healthCheck: {type: HTTP, path: /health, interval: 200ms, downInterval: 200ms, timeout: 300ms, rise: 2, fall: 2}\n      retries: 0\n";
     let dp = lab.start(&lb(
@@ -287,7 +221,7 @@ async fn health_check_takes_a_dead_backend_out_and_brings_it_back() {
 async fn retries_hide_a_dead_backend_from_clients() {
     let (a, b) = two_http().await;
     let dead_port = free_port().expect("port");
-    let lab = Lab::new("retries");
+    let lab = lab("retries");
     let port = free_port().expect("port");
     let dp = lab.start(&lb(
         port,
@@ -311,7 +245,7 @@ async fn retries_hide_a_dead_backend_from_clients() {
 #[tokio::test]
 async fn no_healthy_backend_answers_503() {
     let dead_port = free_port().expect("port");
-    let lab = Lab::new("503");
+    let lab = lab("503");
     let port = free_port().expect("port");
     let _dp = lab.start(&lb(port, "HTTP", "", &[("dead", dead_port)]));
     let r = client::get(front(port), "/").await.expect("request");
@@ -331,7 +265,7 @@ async fn eventually(mut f: impl AsyncFnMut() -> bool) -> bool {
 #[tokio::test]
 async fn max_connections_refuses_the_excess_and_counts_it() {
     let (a, _b) = two_http().await;
-    let lab = Lab::new("maxconn");
+    let lab = lab("maxconn");
     let port = free_port().expect("port");
     let dp = lab.start(&lb(
         port,
@@ -363,7 +297,7 @@ async fn max_connections_refuses_the_excess_and_counts_it() {
 #[tokio::test]
 async fn malformed_requests_get_400_and_are_counted() {
     let (a, _b) = two_http().await;
-    let lab = Lab::new("bad");
+    let lab = lab("bad");
     let port = free_port().expect("port");
     let dp = lab.start(&lb(port, "HTTP", "", &[("web-1", a.port())]));
     let mut s = tokio::net::TcpStream::connect(front(port))
@@ -389,7 +323,7 @@ async fn malformed_requests_get_400_and_are_counted() {
 #[tokio::test]
 async fn a_bad_reload_is_rejected_and_the_old_config_keeps_serving() {
     let (a, b) = two_http().await;
-    let lab = Lab::new("badreload");
+    let lab = lab("badreload");
     let port = free_port().expect("port");
     let good = lb(
         port,
@@ -441,7 +375,7 @@ async fn a_good_reload_under_load_fails_no_request() {
     let c = backends::http("web-3", "127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("backend");
-    let lab = Lab::new("reload");
+    let lab = lab("reload");
     let port = free_port().expect("port");
     let before = lb(
         port,
@@ -523,7 +457,7 @@ async fn a_good_reload_under_load_fails_no_request() {
 #[tokio::test]
 async fn sighup_reloads_and_vip_without_election_serves_on_its_address() {
     let (a, b) = two_http().await;
-    let lab = Lab::new("sighup");
+    let lab = lab("sighup");
     let port = free_port().expect("port");
     let vip = format!(
         "apiVersion: halo.dev/v1alpha1\nkind: VirtualIP\nmetadata: {{name: local}}\nspec:\n  addresses: [127.0.0.77/8]\n  vrrp: {{enabled: false}}\n---\napiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata: {{name: site, namespace: test}}\nspec:\n  virtualIP: local\n  listeners:\n    - name: main\n      port: {port}\n      protocol: HTTP\n      backends:\n        - {{name: web-1, address: 127.0.0.1, port: {}}}\n",
@@ -565,7 +499,7 @@ async fn sighup_reloads_and_vip_without_election_serves_on_its_address() {
 #[tokio::test]
 async fn a_port_held_by_another_process_is_reported_and_retried() {
     let (a, _b) = two_http().await;
-    let lab = Lab::new("bind");
+    let lab = lab("bind");
     let port = free_port().expect("port");
     // Someone else holds the port (no SO_REUSEADDR sharing of a listening socket).
     let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).expect("squat");

@@ -171,3 +171,41 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// WebSocket server (tungstenite, an implementation independent of the proxy) that
+/// echoes every text and binary message; counts upgraded connections.
+pub async fn ws_echo(name: &str, addr: SocketAddr) -> std::io::Result<Backend> {
+    use futures::{SinkExt, StreamExt};
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let requests = Arc::new(AtomicU64::new(0));
+    let counter = requests.clone();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            while connections.try_join_next().is_some() {}
+            let counter = counter.clone();
+            connections.spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                // Bounded by the client: the loop ends when it closes.
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(Backend {
+        name: name.to_string(),
+        addr,
+        requests,
+        task,
+    })
+}

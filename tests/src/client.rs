@@ -67,3 +67,41 @@ impl Connection {
 pub async fn get(addr: SocketAddr, path: &str) -> Result<Reply> {
     Connection::open(addr).await?.get(path).await
 }
+
+/// Opens a WebSocket to `ws://{host}{path}` over a TCP connection to `addr` (tungstenite
+/// client), sends each message as text and returns the echoes, then closes cleanly.
+pub async fn ws_exchange(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    messages: &[&str],
+) -> Result<Vec<String>> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let limit = Duration::from_secs(5);
+    let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
+        .await
+        .context("connect timed out")??;
+    let (mut ws, response) = tokio::time::timeout(
+        limit,
+        tokio_tungstenite::client_async(format!("ws://{host}{path}"), stream),
+    )
+    .await
+    .context("WebSocket handshake timed out")??;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        anyhow::bail!("handshake answered {}", response.status());
+    }
+    let mut echoes = Vec::new();
+    for m in messages {
+        tokio::time::timeout(limit, ws.send(Message::text(*m)))
+            .await
+            .context("send timed out")??;
+        let reply = tokio::time::timeout(limit, ws.next())
+            .await
+            .context("no echo within 5s")?
+            .context("stream ended")??;
+        echoes.push(reply.into_text()?.to_string());
+    }
+    let _ = tokio::time::timeout(limit, ws.close(None)).await;
+    Ok(echoes)
+}

@@ -8,4 +8,7 @@ pub mod keepalived;
 pub mod netns;
 pub mod probe;
 pub mod process;
+pub mod raw;
+pub mod reference;
 pub mod site;
+pub mod standalone;
