@@ -175,6 +175,7 @@ METRICS = [
     ("p99", "p99 ms", lambda v: f"{v:.2f}"),
     ("cpu", "proxy CPU µs/req", lambda v: f"{v:.1f}"),
 ]
+GROWTH_GOAL = "≈ 0 (≤ max(10% of peak, 1 MB))"
 NAMES = {"haproxy": "HAProxy", "nginx": "nginx", "halo": "Halo", "halo-b": "Halo-B"}
 
 
@@ -205,6 +206,7 @@ def saturation(runs, sat):
 
 def report(args):
     meta = json.load(open(args.meta))
+    NAMES.update(meta.get("labels", {}))
     sat = meta["sat_pct"] / 100
     proxies = meta["proxies"]
     halos = [p for p in proxies if p.startswith("halo")]
@@ -314,6 +316,19 @@ def report(args):
         line("", "proxy CPU s/GiB", cells, [f"{r:.2f}" if r else "–" for r in ratios], "–", "", "")
 
     # Memory: RSS deltas over N idle connections.
+    peaks = {}
+
+    def growth_verdicts(grown, peak):
+        """No growth: what stays after the close is within max(10% of the peak, 1 MB)."""
+        v = []
+        for h in halos:
+            if grown.get(h) is None or peak.get(h) is None:
+                s = "n/a"
+            else:
+                s = "met" if grown[h] <= max(0.1 * peak[h], 1.0) else "**missed**"
+            v.append(s if len(halos) == 1 else f"{NAMES.get(h, h)} {s}")
+        return ", ".join(v)
+
     mem = {}
     if args.mem:
         with open(args.mem) as f:
@@ -333,20 +348,17 @@ def report(args):
         line(f"{label} ({n:,})", "KB each (RSS Δ / N)", [f"{per[p]:.2f}" if per[p] is not None else "–" for p in proxies],
              [f"{r:.2f}" if r is not None else "–" for r in ratios], "≤ 1.0×", verdicts(ratios, "<=", 1.0, False), note)
         # After closing: what is still held, against the peak (goal: no growth).
-        grows = []
-        for h in halos:
-            if after.get(h) is None:
-                grows.append("n/a")
-            else:
-                ok = after[h] <= max(0.1 * peak[h], 1.0)
-                grows.append(("met" if ok else "**missed**") if len(halos) == 1 else f"{NAMES.get(h, h)} {'met' if ok else '**missed**'}")
+        for p in proxies:
+            if peak[p] is not None:
+                peaks[p] = max(peaks.get(p, 0), peak[p])
         line("", "RSS after close − before, MB", [f"{after[p]:+.1f}" if after[p] is not None else "–" for p in proxies],
-             ["" for _ in halos], "≈ 0 (≤ max(10% of peak, 1 MB))", ", ".join(grows), "")
+             ["" for _ in halos], GROWTH_GOAL, growth_verdicts(after, peak), "")
     if any(("mem-all", p) in mem for p in proxies):
         ms = {p: mem.get(("mem-all", p)) for p in proxies}
+        grown = {p: (m["after_kb"] - m["before_kb"]) / 1024 if m else None for p, m in ms.items()}
         line("RSS after all connections closed", "MB start → end",
              [f"{m['before_kb'] / 1024:.1f} → {m['after_kb'] / 1024:.1f}" if m else "–" for m in ms.values()],
-             ["" for _ in halos], "no growth", "", "")
+             ["" for _ in halos], GROWTH_GOAL, growth_verdicts(grown, peaks), "")
     w("")
     w("Saturation: proxy-bound = the proxy process used ≥ "
       f"{meta['sat_pct']}% of its CPU (the meaningful case); LOAD-BOUND = CPU {meta['load_cpu']} "
