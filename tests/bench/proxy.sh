@@ -8,6 +8,7 @@
 #   tests/bench/proxy.sh                 # full run: 3 reps of 10 s per row and proxy
 #   QUICK=1 tests/bench/proxy.sh         # smoke test: 1 rep of 3 s, 1,000 connections
 #   SKIP_BUILD=1 ROWS="l7-c64 bulk" tests/bench/proxy.sh
+#   ROWS=bulk HALO_B_ENV="SOME_SETTING=1" tests/bench/proxy.sh   # Halo twice, two settings
 #
 # Rows (ROWS, space-separated; default all):
 #   l7-c64 l7-c256   HTTP keep-alive through the HTTP listener, 64 / 256 connections
@@ -517,7 +518,7 @@ run_wrk() { # ROW PROXY REP
   measure "${PID_OF[$p]}" "$out" timeout -k 5 $((DURATION + 30)) taskset -c "$LOAD_CPU" \
     wrk -t"$WRK_THREADS" -c"$conns" -d"${DURATION}s" --timeout 5s --latency "${args[@]+"${args[@]}"}" "$url"
   read -r req rps p50 p99 errs < <(python3 "$TOOL" wrk "$out") || die "cannot parse $out"
-  record "$row" "$p" "$rep" $M "$req" "$rps" "$p50" "$p99" "$errs" 0 0
+  record "$row" "$p" "$rep" "$M" "$req" "$rps" "$p50" "$p99" "$errs" 0 0
   awk -v r="$row" -v p="$p" -v rep="$rep" -v rps="$rps" -v p99="$p99" -v req="$req" -v m="$M" 'BEGIN {
     split(m, x, " ")
     printf "   %-8s %-7s rep %d: %8.0f req/s  p99 %6.2f ms  %5.1f us/req  proxy CPU %3.0f%%  CPU%s busy %3.0f%%\n",
@@ -531,7 +532,7 @@ run_bulk() { # PROXY REP
   measure "${PID_OF[$p]}" "$out" timeout -k 5 180 taskset -c "$LOAD_CPU" \
     python3 "$TOOL" bulk --port "${TCP_PORT[$p]}" --limit 170
   read -r bytes secs <"$out"
-  record bulk "$p" "$rep" $M 0 0 0 0 0 "$bytes" "$secs"
+  record bulk "$p" "$rep" "$M" 0 0 0 0 0 "$bytes" "$secs"
   awk -v p="$p" -v rep="$rep" -v b="$bytes" -v s="$secs" -v m="$M" 'BEGIN {
     split(m, x, " ")
     printf "   bulk     %-7s rep %d: %.2f GB/s  proxy CPU %3.0f%%  CPU%s busy %3.0f%%\n",
@@ -539,7 +540,8 @@ run_bulk() { # PROXY REP
 }
 
 proxies_in_order() { # REP: the proxies, reversed on every other rep
-  local rep=$1 list=($PROXIES) i
+  local rep=$1 list i
+  read -r -a list <<<"$PROXIES"
   if ((rep % 2 == 1)); then
     echo "${list[@]}"
   else
@@ -570,7 +572,7 @@ throughput_rows() {
 
 # --- 5. memory -----------------------------------------------------------------------------
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-fd_count() { local fds=("/proc/$1/fd/"*); echo "${#fds[@]}"; }
+fd_count() { local entries=("/proc/$1/fd/"*); echo "${#entries[@]}"; }
 
 # hold PORT COUNT: a client on the load CPU opens COUNT connections, does one request on
 # each and keeps them idle; sets HOLD_OK to the number held.
@@ -605,7 +607,7 @@ release() {
 }
 
 memory_rows() {
-  local p pid fds start before with after l7_ok
+  local p pid fds start before with after
   local mem=$WORK/mem.tsv
   printf 'row\tproxy\tcount\tok\tbefore_kb\twith_kb\tafter_kb\n' >"$mem"
   for p in $PROXIES; do
