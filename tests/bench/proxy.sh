@@ -665,7 +665,7 @@ profile_rows() {
 write_meta() {
   local versions labels p
   versions="HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }'), $(nginx -v 2>&1 | sed 's|.*/||;s|^|nginx |'), "
-  versions+="wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'), Halo $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  versions+="wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'), Halo $(git -C "$ROOT" log -1 --format=%h -- dataplane 2>/dev/null || echo '?')"
   [ -z "$(git -C "$ROOT" status --porcelain -- dataplane 2>/dev/null)" ] || versions+="+changes"
   [[ " $PROXIES " != *" halo-b "* ]] || versions+="; $HALO_B_LABEL: ${HALO_B_BIN##*/} ${HALO_B_ENV} ${HALO_B_HTTP_YAML//$'\n'/, } ${HALO_B_TCP_YAML//$'\n'/, }"
   versions+="; $(nproc) CPUs, $(uname -r)."
