@@ -188,7 +188,7 @@ cleanup() {
   # Keep the results, logs and configs; drop what is large.
   if [ -n "${WORK:-}" ]; then
     rm -rf "$WORK/www" "$WORK"/perf-*.data
-    echo "results directory: $WORK" >&2
+    echo "results directory: $WORK" >&9
   fi
 }
 
@@ -703,6 +703,9 @@ main() {
   check_ports_free
 
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/proxy-bench.XXXXXX")
+  # fd 9: the original stderr, for the exit message even when a signal arrives while
+  # stderr is redirected (measure sends it to a file around the load command).
+  exec 9>&2
   trap cleanup EXIT
   trap 'exit 130' INT TERM
   RUNS_TSV=$WORK/runs.tsv
