@@ -81,6 +81,7 @@ PERF=${PERF:-0}
 
 BODY_BYTES=100
 BACKEND_PORTS=(19001 19002)
+STATUS_PORTS=(19101 19102)    # the backends' stub_status, for connections accepted
 declare -A HTTP_PORT=([halo]=18080 [haproxy]=18180 [nginx]=18280 [halo-b]=18380)
 declare -A TCP_PORT=([halo]=18081 [haproxy]=18181 [nginx]=18281 [halo-b]=18381)
 declare -A ADMIN_PORT=([halo]=18090 [halo-b]=18390)
@@ -207,7 +208,7 @@ port_in_use() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
 check_ports_free() {
   local p port
-  for port in "${BACKEND_PORTS[@]}"; do ! port_in_use "$port" || die "127.0.0.1:$port is already in use"; done
+  for port in "${BACKEND_PORTS[@]}" "${STATUS_PORTS[@]}"; do ! port_in_use "$port" || die "127.0.0.1:$port is already in use"; done
   for p in $PROXIES; do
     for port in "${HTTP_PORT[$p]}" "${TCP_PORT[$p]}" ${ADMIN_PORT[$p]:-}; do
       ! port_in_use "$port" || die "127.0.0.1:$port is already in use"
@@ -269,6 +270,10 @@ start_backends() {
     listen 127.0.0.1:${BACKEND_PORTS[i]} backlog=4096;
     location = /bulk { root $WORK/www; default_type application/octet-stream; }
     location / { default_type text/plain; return 200 "$(body_of "b$((i + 1))")"; }
+  }
+  server {
+    listen 127.0.0.1:${STATUS_PORTS[i]};
+    location / { stub_status; }
   }
 }
 EOF
@@ -465,13 +470,26 @@ cpu_ticks() { # CPU: "busy total" ticks of one CPU from /proc/stat (idle and iow
   awk -v c="cpu$1" '$1 == c { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6 }' /proc/stat
 }
 
+# Connections the backends have accepted so far (nginx stub_status). Each read is itself
+# one accepted connection per backend, counted in the figure it returns.
+backend_accepts() {
+  local port sum=0 n
+  for port in "${STATUS_PORTS[@]}"; do
+    n=$(curl -fsS --max-time 2 "http://127.0.0.1:$port/" | awk 'NR == 3 { print $1 }') || n=0
+    sum=$((sum + ${n:-0}))
+  done
+  echo "$sum"
+}
+
 # measure PROXY OUT CMD...: runs the load command CMD (stdout to OUT) and sets M to
-# "wall_s proxy_cpu_s load_cpu_s load_busy proxy_busy": the proxy's CPU seconds, the
-# CPU seconds of the load command plus the backends, and how busy each CPU was.
+# "wall_s proxy_cpu_s load_cpu_s load_busy proxy_busy backend_conns": the proxy's CPU
+# seconds, the CPU seconds of the load command plus the backends, how busy each CPU
+# was, and how many connections the proxy opened to the backends meanwhile.
 measure() {
   local pid=$1 out=$2
   shift 2
-  local p0 p1 b0 b1 t0 t1 l0 lt0 l1 lt1 x0 xt0 x1 xt1 rc=0 TIMEFORMAT='%3U %3S'
+  local p0 p1 b0 b1 t0 t1 l0 lt0 l1 lt1 x0 xt0 x1 xt1 a0 a1 rc=0 TIMEFORMAT='%3U %3S'
+  a0=$(backend_accepts)
   p0=$(proc_ticks "$pid"); b0=$(proc_ticks "${BACKEND_PIDS[@]}")
   read -r l0 lt0 < <(cpu_ticks "$LOAD_CPU"); read -r x0 xt0 < <(cpu_ticks "$PROXY_CPU")
   t0=$(date +%s%N)
@@ -480,18 +498,19 @@ measure() {
   t1=$(date +%s%N)
   p1=$(proc_ticks "$pid"); b1=$(proc_ticks "${BACKEND_PIDS[@]}")
   read -r l1 lt1 < <(cpu_ticks "$LOAD_CPU"); read -r x1 xt1 < <(cpu_ticks "$PROXY_CPU")
+  a1=$(backend_accepts)
   alive "$pid" || die "the proxy (PID $pid) exited during a run; logs in $WORK"
   [ "$rc" = 0 ] || { tail -n 5 "$WORK/load.err" >&2; die "load command failed ($rc): $*"; }
   M=$(awk -v t0="$t0" -v t1="$t1" -v pd=$((p1 - p0)) -v bd=$((b1 - b0)) -v hz="$CLK_TCK" \
     -v ld=$((l1 - l0)) -v lt=$((lt1 - lt0)) -v xd=$((x1 - x0)) -v xt=$((xt1 - xt0)) \
-    -v tm="$(cat "$WORK/time.txt")" 'BEGIN {
+    -v tm="$(cat "$WORK/time.txt")" -v ad=$((a1 - a0 - ${#STATUS_PORTS[@]})) 'BEGIN {
       split(tm, u, " ")
-      printf "%.4f %.4f %.4f %.4f %.4f", (t1 - t0) / 1e9, pd / hz, bd / hz + u[1] + u[2],
-        lt ? ld / lt : 0, xt ? xd / xt : 0 }')
+      printf "%.4f %.4f %.4f %.4f %.4f %d", (t1 - t0) / 1e9, pd / hz, bd / hz + u[1] + u[2],
+        lt ? ld / lt : 0, xt ? xd / xt : 0, ad }')
 }
 
 RUNS_TSV=""   # set in main
-record() { # ROW PROXY REP MEASURE requests rps p50 p99 errors bytes seconds
+record() { # ROW PROXY REP MEASURE(6 fields) requests rps p50 p99 errors bytes seconds
   local IFS=$'\t'
   echo "$*" | tr ' ' '\t' >>"$RUNS_TSV"
 }
@@ -709,7 +728,7 @@ main() {
   trap cleanup EXIT
   trap 'exit 130' INT TERM
   RUNS_TSV=$WORK/runs.tsv
-  printf 'row\tproxy\trep\twall_s\tproxy_cpu_s\tload_cpu_s\tload_busy\tproxy_busy\trequests\trps\tp50\tp99\terrors\tbytes\tseconds\n' >"$RUNS_TSV"
+  printf 'row\tproxy\trep\twall_s\tproxy_cpu_s\tload_cpu_s\tload_busy\tproxy_busy\tbackend_conns\trequests\trps\tp50\tp99\terrors\tbytes\tseconds\n' >"$RUNS_TSV"
   log "proxies: $PROXIES; rows: $ROWS; $REPS reps of ${DURATION}s; proxy on CPU $PROXY_CPU, load on CPU $LOAD_CPU; open files $NOFILE"
 
   start_backends

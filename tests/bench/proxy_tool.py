@@ -174,6 +174,7 @@ METRICS = [
     ("p50", "p50 ms", lambda v: f"{v:.2f}"),
     ("p99", "p99 ms", lambda v: f"{v:.2f}"),
     ("cpu", "proxy CPU µs/req", lambda v: f"{v:.1f}"),
+    ("conns", "backend conns opened / 1k req", lambda v: f"{v:.2f}"),
 ]
 GROWTH_GOAL = "≈ 0 (≤ max(10% of peak, 1 MB))"
 NAMES = {"haproxy": "HAProxy", "nginx": "nginx", "halo": "Halo", "halo-b": "Halo-B"}
@@ -288,6 +289,7 @@ def report(args):
             continue
         for r in [r for p in proxies for r in runs.get((row, p), [])]:
             r["cpu"] = r["proxy_cpu_s"] * 1e6 / r["requests"] if r["requests"] else None
+            r["conns"] = r["backend_conns"] * 1000 / r["requests"] if r["requests"] else None
         note, load_bound = sat_note(row)
         goal_of = {m: (op, g) for m, op, g in goals}
         first = True
@@ -369,16 +371,16 @@ def report(args):
 
     if args.details:
         d = ["", "### Every run", "",
-             "| row | proxy | rep | req/s | p50 ms | p99 ms | µs/req | proxy CPU % | load procs % | CPU load % | CPU proxy % | errors | verdict |",
-             "|" + "---|" * 13]
+             "| row | proxy | rep | req/s | p50 ms | p99 ms | µs/req | backend conns | proxy CPU % | load procs % | CPU load % | CPU proxy % | errors | verdict |",
+             "|" + "---|" * 14]
         for (row, p), rs in runs.items():
             for r in rs:
                 label, pp, lb = saturation(r, sat)
                 if row == "bulk":
-                    perf = [f"{r['gbps']:.2f} GB/s", "", "", ""]
+                    perf = [f"{r['gbps']:.2f} GB/s", "", "", "", str(int(r["backend_conns"]))]
                 else:
                     perf = [f"{r['rps']:.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}",
-                            f"{r['cpu']:.1f}" if r.get("cpu") else "–"]
+                            f"{r['cpu']:.1f}" if r.get("cpu") else "–", str(int(r["backend_conns"]))]
                 d.append("| " + " | ".join([row, p, str(int(r["rep"]))] + perf + [
                     f"{pp * 100:.0f}", f"{r['load_cpu_s'] / r['wall_s'] * 100:.0f}",
                     f"{r['load_busy'] * 100:.0f}", f"{r['proxy_busy'] * 100:.0f}",
