@@ -18,10 +18,13 @@
 #   mem              RSS per idle keep-alive client connection (MEM_CONNS), per
 #                    established L4 session (L4_SESSIONS), and RSS after they close
 #
-# Per run it reads, from /proc, the proxy's utime+stime (every thread of the process),
-# the CPU of wrk and of the backends, and both CPUs' busy time from /proc/stat, so the
-# table can say which side ran out of CPU: a row where the load side was saturated
-# while the proxy was not is marked LOAD-BOUND and its ratio means little.
+# Per run it reads the proxy's utime+stime from /proc/PID/stat (every thread of the
+# process) for CPU µs per request, the CPU of the backends (/proc) and of wrk (its
+# rusage), both CPUs' busy time from /proc/stat, and the connections the backends
+# accepted (nginx stub_status), so the table can say which side ran out of CPU: a row
+# where the load side was saturated while the proxy was not is marked LOAD-BOUND and
+# its ratio means little. The memory rows run first, on proxies that have served only
+# the start-up checks. A full run takes about 12 minutes.
 #
 # Environment:
 #   REPS (3), DURATION (seconds per run, 10), WARMUP (seconds before each run, 2),
