@@ -200,9 +200,16 @@ def saturation(runs, sat):
         label = "proxy-bound"
     elif load_busy >= sat:
         label = "LOAD-BOUND"
+    elif runs["proxy_busy"] >= sat:
+        # The proxy's CPU was full, but not with the proxy: something else ran there.
+        label = "CPU-SHARED"
     else:
         label = "neither"
     return label, proxy, load_busy
+
+
+# Verdicts under which a ratio says little about the proxies.
+UNRELIABLE = ("LOAD-BOUND", "CPU-SHARED")
 
 
 def report(args):
@@ -240,7 +247,7 @@ def report(args):
 
     def sat_note(row):
         """Per proxy: median CPU figures and how many reps were proxy- or load-bound."""
-        parts, load_bound = [], False
+        parts, load_bound = [], None
         for p in proxies:
             rs = runs.get((row, p), [])
             if not rs:
@@ -248,8 +255,12 @@ def report(args):
             verdicts = [saturation(r, sat) for r in rs]
             labels = [v[0] for v in verdicts]
             top = max(set(labels), key=labels.count)
-            if p in ("haproxy", "halo") and labels.count("LOAD-BOUND") * 2 >= len(labels) and labels.count("LOAD-BOUND"):
-                load_bound = True
+            # The ratios compare each Halo with HAProxy: if any of them was mostly held
+            # back by something other than its own CPU, the ratio is not meaningful.
+            for bad in UNRELIABLE:
+                if (p == "haproxy" or p in halos) and load_bound is None \
+                        and labels.count(bad) and labels.count(bad) * 2 >= len(labels):
+                    load_bound = bad
             pp = med([v[1] for v in verdicts]) * 100
             lb = med([v[2] for v in verdicts]) * 100
             noisy = sum(1 for r in rs if r["load_busy"] - r["load_cpu_s"] / r["wall_s"] > 0.15
@@ -281,7 +292,7 @@ def report(args):
             v.append(s if len(halos) == 1 else f"{NAMES.get(h, h)} {s}")
         text = ", ".join(v)
         if load_bound:
-            text += " (LOAD-BOUND: ratio not meaningful)"
+            text += f" ({load_bound}: ratio not meaningful)"
         return text
 
     for row, label, goals in ROWS:
@@ -365,7 +376,8 @@ def report(args):
     w("Saturation: proxy-bound = the proxy process used ≥ "
       f"{meta['sat_pct']}% of its CPU (the meaningful case); LOAD-BOUND = CPU {meta['load_cpu']} "
       f"(wrk + backends) was ≥ {meta['sat_pct']}% busy while the proxy was not, so the load side "
-      "set the pace and the ratio says little; 'other load on CPUs' = more than 15% of a CPU "
+      "set the pace and the ratio says little; CPU-SHARED = the proxy's CPU was busy, but "
+      "mostly not with the proxy (the ratio says little either); 'other load on CPUs' = more than 15% of a CPU "
       "went to processes outside the benchmark (a shared machine).")
     print("\n".join(out))
 
