@@ -15,8 +15,9 @@ use super::balance::{Candidate, hash_bytes};
 use super::workers;
 use crate::metrics::{Labels, Metrics, backend_labels, with};
 
-/// Idle keep-alive connections kept per backend and worker.
-const MAX_IDLE: usize = 64;
+/// Idle keep-alive connections kept per backend and worker: enough that a burst of
+/// concurrent requests does not close and reopen connections (HAProxy keeps all).
+const MAX_IDLE: usize = 1024;
 
 pub struct Backend {
     pub config: BackendConfig,

@@ -2,9 +2,10 @@
 //! is borrowed only while data is moving, half-closes are passed on, and one idle
 //! clock covers both directions.
 
+use std::future::Future;
 use std::io;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -19,82 +20,122 @@ pub struct Totals {
     pub b_to_a: u64,
 }
 
-/// Last time either direction moved a byte, in ms since `base`.
-struct Activity {
-    base: Instant,
-    last_ms: AtomicU64,
+/// One direction of a relay: at most one borrowed buffer, only while bytes are in it.
+#[derive(Default)]
+struct Direction {
+    buf: Option<Vec<u8>>,
+    /// How much of `buf` has been written on.
+    written: usize,
+    total: u64,
+    done: bool,
 }
 
-impl Activity {
-    fn touch(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
+/// Rounds of read-and-write per wake-up before yielding, so a bulk direction cannot
+/// starve the other one or other connections.
+const BUDGET: usize = 16;
 
-    /// Resolves once nothing has moved for `idle`; a timer that fires early is re-armed
-    /// for the rest, so busy sessions do not touch the timer wheel per read.
-    async fn expired(&self, idle: Duration) {
-        loop {
-            let last = self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let deadline = last + idle;
-            if Instant::now() >= deadline {
-                return;
+impl Direction {
+    /// Moves bytes from `src` to `dst` until neither can make progress. Ready(Ok) once
+    /// the source has closed and everything read was written on.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &TcpStream,
+        dst: &TcpStream,
+        moved: &mut bool,
+    ) -> Poll<io::Result<()>> {
+        for _ in 0..BUDGET {
+            if self.done {
+                return Poll::Ready(Ok(()));
             }
-            tokio::time::sleep_until(deadline).await;
+            if let Some(buf) = self.buf.as_ref() {
+                ready!(dst.poll_write_ready(cx))?;
+                match dst.try_write(&buf[self.written..]) {
+                    Ok(n) => {
+                        self.written += n;
+                        *moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+                if self.written == buf.len() {
+                    self.buf.take().map(bufpool::give);
+                }
+                continue;
+            }
+            ready!(src.poll_read_ready(cx))?;
+            let mut buf = bufpool::take(bufpool::LARGE);
+            match src.try_read_buf(&mut buf) {
+                Ok(0) => {
+                    bufpool::give(buf);
+                    // The source finished sending: pass the half-close on.
+                    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+                    self.done = true;
+                }
+                Ok(n) => {
+                    self.total += n as u64;
+                    self.written = 0;
+                    self.buf = Some(buf);
+                    *moved = true;
+                }
+                Err(e) => {
+                    bufpool::give(buf);
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        return Poll::Ready(Err(e));
+                    }
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Drop for Direction {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            bufpool::give(buf);
         }
     }
 }
 
-/// Relays until both sides have closed, an error, or `idle` without traffic.
+/// Relays until both sides have closed, an error, or `idle` without traffic. A hand-
+/// written poll loop rather than two async tasks: an idle session's state is a few
+/// hundred bytes.
 pub async fn relay(a: &TcpStream, b: &TcpStream, idle: Duration) -> io::Result<Totals> {
-    let activity = Activity {
-        base: Instant::now(),
-        last_ms: AtomicU64::new(0),
-    };
-    let both = async { tokio::try_join!(pump(a, b, &activity), pump(b, a, &activity)) };
-    tokio::select! {
-        r = both => r.map(|(a_to_b, b_to_a)| Totals { a_to_b, b_to_a }),
-        () = activity.expired(idle) => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
-    }
-}
-
-/// One direction: waits for data without holding a buffer, then drains what is there.
-async fn pump(src: &TcpStream, dst: &TcpStream, activity: &Activity) -> io::Result<u64> {
-    let mut total = 0u64;
-    loop {
-        src.readable().await?;
-        let mut buf = bufpool::take(bufpool::LARGE);
-        let drained = drain(src, dst, &mut buf, activity, &mut total).await;
-        bufpool::give(buf);
-        if drained? {
-            // The source finished sending: pass the half-close on.
-            let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
-            return Ok(total);
-        }
-    }
-}
-
-/// Moves bytes until the source has none ready (false) or has closed (true).
-async fn drain(
-    src: &TcpStream,
-    dst: &TcpStream,
-    buf: &mut Vec<u8>,
-    activity: &Activity,
-    total: &mut u64,
-) -> io::Result<bool> {
-    loop {
-        buf.clear();
-        match src.try_read_buf(buf) {
-            Ok(0) => return Ok(true),
-            Ok(n) => {
-                write_all(dst, &buf[..n]).await?;
-                *total += n as u64;
-                activity.touch();
+    let mut dirs = [Direction::default(), Direction::default()];
+    let mut last = Instant::now();
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
+    std::future::poll_fn(|cx| {
+        let mut moved = false;
+        let mut finished = 0;
+        for (dir, (src, dst)) in dirs.iter_mut().zip([(a, b), (b, a)]) {
+            match dir.poll(cx, src, dst, &mut moved) {
+                Poll::Ready(Ok(())) => finished += 1,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
         }
-    }
+        if finished == 2 {
+            return Poll::Ready(Ok(Totals {
+                a_to_b: dirs[0].total,
+                b_to_a: dirs[1].total,
+            }));
+        }
+        if moved {
+            last = Instant::now();
+        }
+        // The timer is re-armed only when it fires early, not on every read.
+        while timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= last + idle {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")));
+            }
+            timer.as_mut().reset(last + idle);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Writes everything, waiting for room: the reader is paused meanwhile (backpressure).

@@ -31,6 +31,35 @@ pub fn current() -> Option<usize> {
     INDEX.with(Cell::get)
 }
 
+/// How often a worker gives memory back after a peak.
+const UPKEEP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Frees pooled buffers beyond a few, and (once for the process) returns freed heap
+/// pages to the kernel, so RSS falls again after a burst of connections.
+async fn upkeep(index: usize) {
+    let mut tick = tokio::time::interval(UPKEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        super::bufpool::shrink();
+        if index == 0 {
+            release_free_heap();
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_heap() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists; any pad is valid.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Other allocators (musl's) give memory back by themselves.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_heap() {}
+
 pub struct Workers {
     handles: Vec<Handle>,
     stops: Vec<oneshot::Sender<()>>,
@@ -54,7 +83,10 @@ impl Workers {
                 .spawn(move || {
                     INDEX.with(|i| i.set(Some(index)));
                     runtime.block_on(async {
-                        let _ = stopped.await;
+                        tokio::select! {
+                            _ = stopped => {}
+                            () = upkeep(index) => {}
+                        }
                     });
                 })?;
         }

@@ -2,8 +2,10 @@
 //! forwards it to a pooled backend connection and relays the response, with strict
 //! framing, inactivity timeouts on both sides and bounded buffering (backpressure).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -54,7 +56,8 @@ enum Failure {
 pub async fn serve(stream: TcpStream, peer: SocketAddr, slot: Arc<ArcSwap<Service>>) {
     let service = slot.load_full();
     let Some(admitted) = service.admit() else {
-        refuse(stream, peer, &service).await;
+        // Boxed: the refusal's state must not make every connection's task larger.
+        Box::pin(refuse(stream, peer, &service)).await;
         return;
     };
     let mut client = Client {
@@ -68,10 +71,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, slot: Arc<ArcSwap<Servic
         if client.carry.is_none() {
             let t = service.config.timeouts;
             let wait = ms(if first { t.http_request_ms } else { t.idle_ms });
-            // No buffer is held while waiting: an idle keep-alive connection is small.
-            match timeout(wait, client.stream.readable()).await {
-                Ok(Ok(())) => {}
-                _ => break,
+            if !wait_readable(&client.stream, wait).await {
+                break;
             }
         }
         first = false;
@@ -83,11 +84,28 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, slot: Arc<ArcSwap<Servic
     drop(admitted);
 }
 
+/// Waits until the client sends something, holding no buffer and no waiter node of its
+/// own (the socket's readiness slot is used): an idle keep-alive connection is small.
+async fn wait_readable(stream: &TcpStream, wait: Duration) -> bool {
+    let timer = tokio::time::sleep(wait);
+    tokio::pin!(timer);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+            return Poll::Ready(r.is_ok());
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(false),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
 async fn exchange(client: &mut Client, service: &Arc<Service>) -> Next {
     let mut cbuf = client
         .carry
         .take()
-        .unwrap_or_else(|| bufpool::take(bufpool::SMALL));
+        .unwrap_or_else(|| bufpool::take(bufpool::HEAD));
     let limits = Limits::default();
     let next = match read_head(client, service, &mut cbuf, &limits).await {
         Ok(head) => forward(client, service, &mut cbuf, head).await,
@@ -115,7 +133,11 @@ async fn read_head(
             return Ok(head);
         }
         if cbuf.len() >= cbuf.capacity() {
-            return Err(Failure::Client(Reject::HeadTooLarge));
+            if cbuf.len() >= limits.max_head {
+                return Err(Failure::Client(Reject::HeadTooLarge));
+            }
+            // A rare large head: grow to the limit (this buffer is then not pooled).
+            cbuf.reserve_exact(limits.max_head - cbuf.len());
         }
         match timeout_at(deadline, client.stream.read_buf(cbuf)).await {
             Err(_) if cbuf.is_empty() => return Err(Failure::Silent),
@@ -622,7 +644,7 @@ async fn refuse(stream: TcpStream, peer: SocketAddr, service: &Service) {
         peer,
         carry: None,
     };
-    let mut cbuf = bufpool::take(bufpool::SMALL);
+    let mut cbuf = bufpool::take(bufpool::HEAD);
     let wait = ms(service.config.timeouts.http_request_ms.min(5_000));
     let read = timeout(
         wait,
@@ -635,5 +657,38 @@ async fn refuse(stream: TcpStream, peer: SocketAddr, service: &Service) {
         let reply = rewrite::local_response(503, "listener at capacity", true);
         let _ = timeout(LINGER, client.stream.write_all(&reply)).await;
         linger(&mut client.stream).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arc_swap::ArcSwap;
+    use halo_crds::node_config::ListenerConfig;
+
+    use crate::metrics::Metrics;
+    use crate::proxy::Service;
+
+    fn size<F: std::future::Future>(_: &F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// What an idle keep-alive connection costs is mostly its task's state: keep the
+    /// big per-request state boxed, out of it.
+    #[tokio::test]
+    async fn an_idle_connection_state_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let config: ListenerConfig = serde_json::from_value(serde_json::json!({
+            "name": "t", "addresses": [], "port": 1, "protocol": "HTTP",
+            "algorithm": "RoundRobin", "backends": [], "retries": 0, "forwardedHeaders": true,
+            "timeouts": {"connectMs": 1, "clientMs": 1, "serverMs": 1, "httpRequestMs": 1, "idleMs": 1},
+        }))
+        .expect("config");
+        let service = Service::new(config, None, Arc::new(Metrics::new()));
+        let serve = super::serve(stream, addr, Arc::new(ArcSwap::new(service)));
+        assert!(size(&serve) <= 512, "serve future is {} bytes", size(&serve));
     }
 }
