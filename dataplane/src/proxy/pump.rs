@@ -58,8 +58,10 @@ impl Direction {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Poll::Ready(Err(e)),
                 }
-                if self.written == buf.len() {
-                    self.buf.take().map(bufpool::give);
+                if self.written == buf.len()
+                    && let Some(done) = self.buf.take()
+                {
+                    bufpool::give(done);
                 }
                 continue;
             }

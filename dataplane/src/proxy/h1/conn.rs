@@ -53,30 +53,44 @@ enum Failure {
     Gateway(u16, String),
 }
 
-pub async fn serve(stream: TcpStream, peer: SocketAddr, slot: Arc<ArcSwap<Service>>) {
-    let service = slot.load_full();
-    let Some(admitted) = service.admit() else {
+/// Serves one accepted client connection until it closes.
+pub fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Arc<ArcSwap<Service>>,
+) -> impl Future<Output = ()> + Send {
+    // Built here, not inside the async fn: its arguments would otherwise be stored in
+    // the task twice (as arguments and as the moved-into local).
+    run(
+        Client {
+            stream,
+            peer,
+            carry: None,
+        },
+        slot,
+    )
+}
+
+async fn run(mut client: Client, slot: Arc<ArcSwap<Service>>) {
+    let admitted = slot.load().admit();
+    let Some(admitted) = admitted else {
         // Boxed: the refusal's state must not make every connection's task larger.
-        Box::pin(refuse(stream, peer, &service)).await;
+        Box::pin(refuse(client, slot.load_full())).await;
         return;
-    };
-    let mut client = Client {
-        stream,
-        peer,
-        carry: None,
     };
     let mut first = true;
     loop {
-        let service = slot.load_full();
         if client.carry.is_none() {
-            let t = service.config.timeouts;
+            let t = slot.load().config.timeouts;
             let wait = ms(if first { t.http_request_ms } else { t.idle_ms });
             if !wait_readable(&client.stream, wait).await {
                 break;
             }
         }
         first = false;
-        match Box::pin(exchange(&mut client, &service)).await {
+        // The service is read per request (a reload applies to the next one), and
+        // lives in the boxed exchange, not in the idle task.
+        match Box::pin(exchange(&mut client, slot.load_full())).await {
             Next::KeepAlive => {}
             Next::Close => break,
         }
@@ -101,7 +115,8 @@ async fn wait_readable(stream: &TcpStream, wait: Duration) -> bool {
     .await
 }
 
-async fn exchange(client: &mut Client, service: &Arc<Service>) -> Next {
+async fn exchange(client: &mut Client, service: Arc<Service>) -> Next {
+    let service = &service;
     let mut cbuf = client
         .carry
         .take()
@@ -638,12 +653,8 @@ async fn linger(stream: &mut TcpStream) {
 }
 
 /// The listener is at maxConnections: read the request, answer 503, close.
-async fn refuse(stream: TcpStream, peer: SocketAddr, service: &Service) {
-    let mut client = Client {
-        stream,
-        peer,
-        carry: None,
-    };
+async fn refuse(mut client: Client, service: Arc<Service>) {
+    let service = &service;
     let mut cbuf = bufpool::take(bufpool::HEAD);
     let wait = ms(service.config.timeouts.http_request_ms.min(5_000));
     let read = timeout(
@@ -678,7 +689,9 @@ mod tests {
     /// big per-request state boxed, out of it.
     #[tokio::test]
     async fn an_idle_connection_state_stays_small() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let config: ListenerConfig = serde_json::from_value(serde_json::json!({
@@ -689,6 +702,10 @@ mod tests {
         .expect("config");
         let service = Service::new(config, None, Arc::new(Metrics::new()));
         let serve = super::serve(stream, addr, Arc::new(ArcSwap::new(service)));
-        assert!(size(&serve) <= 512, "serve future is {} bytes", size(&serve));
+        assert!(
+            size(&serve) <= 512,
+            "serve future is {} bytes",
+            size(&serve)
+        );
     }
 }
