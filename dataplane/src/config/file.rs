@@ -180,7 +180,9 @@ pub async fn watch(
     options: WatchOptions,
     mut hangup: Option<Signal>,
 ) {
-    let mut settle = Settle::loaded(content(&path));
+    // Nothing counts as handled yet: a change between the first load and now is still seen
+    // (a file equal to the running config reloads as a no-op).
+    let mut settle = Settle::default();
     loop {
         let hup = async {
             match hangup.as_mut() {
