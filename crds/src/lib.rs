@@ -9,6 +9,7 @@ pub mod node_config;
 pub mod pool;
 pub mod protocol;
 pub mod render;
+pub mod validate;
 pub mod virtual_ip;
 
 pub use load_balancer::{LoadBalancer, LoadBalancerSpec};

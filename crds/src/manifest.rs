@@ -6,7 +6,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::{API_VERSION, LoadBalancer, VirtualIP};
+use crate::{API_VERSION, LoadBalancer, VirtualIP, validate};
 
 #[derive(Clone, Debug, Default)]
 pub struct Manifests {
@@ -41,14 +41,31 @@ impl fmt::Display for DocumentLabel {
     }
 }
 
-/// Parses every document; all errors are returned, not just the first.
+/// Parses every document and holds each object to the CRD schema and its CEL rules (as the
+/// API server would); all errors are returned, not just the first.
 pub fn parse(text: &str) -> Result<Manifests, Vec<ManifestError>> {
+    parse_with(text, Check::Schema)
+}
+
+/// Parses the documents into typed objects without the schema checks: for exercising
+/// `render`'s own checks, which must hold for objects that skipped validation.
+pub fn parse_unvalidated(text: &str) -> Result<Manifests, Vec<ManifestError>> {
+    parse_with(text, Check::ShapeOnly)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    Schema,
+    ShapeOnly,
+}
+
+fn parse_with(text: &str, check: Check) -> Result<Manifests, Vec<ManifestError>> {
     let docs: Vec<Value> = serde_saphyr::from_multiple(text)
         .map_err(|e| vec![ManifestError::Syntax(e.to_string())])?;
     let mut out = Manifests::default();
     let mut errors = Vec::new();
     for (i, doc) in docs.into_iter().enumerate() {
-        if let Err(e) = parse_document(i + 1, doc, &mut out) {
+        if let Err(e) = parse_document(i + 1, doc, check, &mut out) {
             errors.push(e);
         }
     }
@@ -59,7 +76,12 @@ pub fn parse(text: &str) -> Result<Manifests, Vec<ManifestError>> {
     }
 }
 
-fn parse_document(index: usize, mut doc: Value, out: &mut Manifests) -> Result<(), ManifestError> {
+fn parse_document(
+    index: usize,
+    mut doc: Value,
+    check: Check,
+    out: &mut Manifests,
+) -> Result<(), ManifestError> {
     let str_at =
         |doc: &Value, ptr: &str| doc.pointer(ptr).and_then(Value::as_str).map(str::to_string);
     let kind = str_at(&doc, "/kind");
@@ -96,16 +118,23 @@ fn parse_document(index: usize, mut doc: Value, out: &mut Manifests) -> Result<(
         return Err(fail("metadata.name", "missing".into()));
     }
     match kind.as_deref() {
-        Some("VirtualIP") => out
-            .virtual_ips
-            .push(typed(&doc).map_err(|(f, m)| fail(&f, m))?),
+        Some("VirtualIP") => {
+            let object = typed(&doc).map_err(|(f, m)| fail(&f, m))?;
+            if check == Check::Schema {
+                schema_checked(validate::virtual_ip(&object)).map_err(|(f, m)| fail(&f, m))?;
+            }
+            out.virtual_ips.push(object);
+        }
         Some("LoadBalancer") => {
             if let Some(meta) = doc.pointer_mut("/metadata").and_then(Value::as_object_mut) {
                 meta.entry("namespace")
                     .or_insert_with(|| Value::String("default".into()));
             }
-            out.load_balancers
-                .push(typed(&doc).map_err(|(f, m)| fail(&f, m))?);
+            let object = typed(&doc).map_err(|(f, m)| fail(&f, m))?;
+            if check == Check::Schema {
+                schema_checked(validate::load_balancer(&object)).map_err(|(f, m)| fail(&f, m))?;
+            }
+            out.load_balancers.push(object);
         }
         Some(other) => {
             return Err(fail(
@@ -118,6 +147,15 @@ fn parse_document(index: usize, mut doc: Value, out: &mut Manifests) -> Result<(
         None => return Err(fail("kind", "missing".into())),
     }
     Ok(())
+}
+
+/// The first violation of the CRD's schema and CEL rules, as `(field, message)`: a file is
+/// held to exactly what the API server would accept.
+fn schema_checked(violations: Vec<validate::Violation>) -> Result<(), (String, String)> {
+    match violations.into_iter().next() {
+        Some(v) => Err((v.field, v.message)),
+        None => Ok(()),
+    }
 }
 
 /// Deserializes with the failing field's path, and refuses fields the type does not know
@@ -242,6 +280,33 @@ spec:
         let e =
             only_error(&GOOD.replace("halo.dev/v1alpha1\nkind: VirtualIP", "v1\nkind: VirtualIP"));
         assert!(e.contains("document 1 (VirtualIP web): apiVersion:"), "{e}");
+    }
+
+    #[test]
+    fn schema_limits_are_enforced_with_the_field_path() {
+        let mut listeners = String::new();
+        for i in 0..100 {
+            listeners.push_str(&format!(
+                "    - {{name: l{i}, port: {}, protocol: TCP, backends: []}}\n",
+                1000 + i
+            ));
+        }
+        let text = GOOD.replace("  listeners:\n", &format!("  listeners:\n{listeners}"));
+        assert_eq!(
+            only_error(&text),
+            "document 2 (LoadBalancer default/web): spec.listeners: must have at most 64 items (has 101)"
+        );
+        let e = only_error(&GOOD.replace("name: http", "name: Http_1"));
+        assert!(
+            e.contains("spec.listeners[0].name: \"Http_1\" does not match"),
+            "{e}"
+        );
+        let e =
+            only_error(&GOOD.replace("port: 9001}", "port: 9001}\n        - {address: 127.0.0.1}"));
+        assert!(
+            e.ends_with("spec.listeners[0].backends[1]: a static address needs a port"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! fed by NodeConfigs from a manifest file or (later) the controller.
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod netlink;
 pub mod proxy;
 pub mod runtime;
+pub mod signals;
 pub mod vip;
 pub mod vrrp;

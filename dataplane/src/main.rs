@@ -3,15 +3,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::process::ExitCode;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use halo_crds::render::NodeInfo;
 use halo_dataplane::admin;
+use halo_dataplane::cli::{AdminArgs, ClientArgs, ReloadArgs};
 use halo_dataplane::config::file;
 use halo_dataplane::config::stream::ControllerClient;
 use halo_dataplane::metrics::Metrics;
 use halo_dataplane::runtime::Runtime;
-use tokio::signal::unix::{SignalKind, signal};
+use halo_dataplane::signals::{self, Signals};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +27,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start; boxing the big `run` variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve the VirtualIP / LoadBalancer objects of a manifest file (no Kubernetes
@@ -61,6 +66,22 @@ enum Command {
         /// Proxy event loops (one per core). Default: the CPUs this process may use.
         #[arg(long, env = "HALO_WORKERS")]
         workers: Option<usize>,
+        #[command(flatten)]
+        reload: ReloadArgs,
+        #[command(flatten)]
+        admin_args: AdminArgs,
+    },
+    /// Show a running data plane's VIPs, listeners and backends (exit 1 when not ready).
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Move a VirtualIP to this node now (planned handover), through the admin listener.
+    Takeover {
+        /// The VirtualIP's name.
+        vip: String,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Validate a manifest file and print the NodeConfig it renders to.
     Check {
@@ -87,28 +108,62 @@ fn node_info(name: Option<String>) -> NodeInfo {
     }
 }
 
+fn main() -> Result<ExitCode> {
+    // Before any thread exists: a signal during start-up waits for its handler.
+    signals::block();
+    async_main()
+}
+
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn async_main() -> Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    if !matches!(command, Command::Run { .. }) {
+        signals::unblock();
+    }
+    match command {
         Command::Check { config, node } => {
             let rendered = file::load(&config, &node_info(node))?;
             println!("{}", serde_json::to_string_pretty(&rendered.sealed(1))?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Status { client } => Ok(halo_dataplane::cli::status(&client).await),
+        Command::Takeover { vip, client } => Ok(halo_dataplane::cli::takeover(&client, &vip).await),
         Command::Run {
             config: Some(config),
             node,
             admin,
             poll,
+            reload,
+            admin_args,
+            state_dir,
             workers,
             ..
-        } => run(config, node_info(node), admin, poll, worker_count(workers)).await,
+        } => {
+            let signals = Signals::install()?;
+            let options = admin_args.options(&state_dir, admin);
+            let watch = file::WatchOptions {
+                poll,
+                settle: reload.settle.unwrap_or(poll * 2),
+                allow_empty: reload.allow_empty_reload,
+            };
+            let workers = worker_count(workers);
+            run(
+                config,
+                node_info(node),
+                admin,
+                options,
+                watch,
+                signals,
+                workers,
+            )
+            .await
+        }
         Command::Run {
             controller: Some(url),
             node,
@@ -116,9 +171,12 @@ async fn main() -> Result<()> {
             token_file,
             ca_file,
             state_dir,
+            admin_args,
             workers,
             ..
         } => {
+            let signals = Signals::install()?;
+            let options = admin_args.options(&state_dir, admin);
             let client = ControllerClient::new(
                 &url,
                 &node_info(node).name,
@@ -126,7 +184,7 @@ async fn main() -> Result<()> {
                 &ca_file,
                 &state_dir,
             )?;
-            follow(client, admin, worker_count(workers)).await
+            follow(client, admin, options, signals, worker_count(workers)).await
         }
         Command::Run { .. } => anyhow::bail!("give --config FILE or --controller URL"),
     }
@@ -137,7 +195,13 @@ fn worker_count(flag: Option<usize>) -> usize {
         .unwrap_or_else(halo_dataplane::proxy::workers::default_count)
 }
 
-async fn follow(client: ControllerClient, admin_addr: SocketAddr, workers: usize) -> Result<()> {
+async fn follow(
+    client: ControllerClient,
+    admin_addr: SocketAddr,
+    options: admin::Options,
+    mut signals: Signals,
+    workers: usize,
+) -> Result<ExitCode> {
     let runtime = Arc::new(
         Runtime::new(Arc::new(Metrics::new()), workers)
             .context("cannot start the proxy workers")?,
@@ -145,32 +209,24 @@ async fn follow(client: ControllerClient, admin_addr: SocketAddr, workers: usize
     let admin_listener = admin::bind(admin_addr)
         .await
         .with_context(|| format!("cannot bind the admin listener on {admin_addr}"))?;
-    tokio::spawn(admin::serve(admin_listener, runtime.clone()));
+    tokio::spawn(admin::serve(admin_listener, runtime.clone(), options));
     runtime.start_background();
     tokio::spawn(client.run(runtime.clone()));
     tracing::info!(admin = %admin_addr, "halo-dataplane following the controller");
-    wait_for_stop().await?;
+    signals.stopped().await;
     runtime.shutdown().await;
-    Ok(())
-}
-
-async fn wait_for_stop() -> Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
-    }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run(
     path: PathBuf,
     node: NodeInfo,
     admin_addr: SocketAddr,
-    poll: Duration,
+    options: admin::Options,
+    watch: file::WatchOptions,
+    mut signals: Signals,
     workers: usize,
-) -> Result<()> {
+) -> Result<ExitCode> {
     let runtime = Arc::new(
         Runtime::new(Arc::new(Metrics::new()), workers)
             .context("cannot start the proxy workers")?,
@@ -185,10 +241,11 @@ async fn run(
         .await
         .with_context(|| format!("cannot bind the admin listener on {admin_addr}"))?;
     tracing::info!(node = %node.name, admin = %admin_addr, config = %path.display(), "halo-dataplane running");
-    tokio::spawn(admin::serve(admin_listener, runtime.clone()));
-    tokio::spawn(file::watch(path, node, runtime.clone(), poll));
+    tokio::spawn(admin::serve(admin_listener, runtime.clone(), options));
+    let hangup = signals.take_hangup();
+    tokio::spawn(file::watch(path, node, runtime.clone(), watch, hangup));
 
-    wait_for_stop().await?;
+    signals.stopped().await;
     runtime.shutdown().await;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

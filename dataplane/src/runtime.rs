@@ -113,6 +113,11 @@ impl Runtime {
         self.applied_version().map(|(_, h)| h)
     }
 
+    /// The config being served, if any.
+    pub fn config(&self) -> Option<NodeConfig> {
+        self.lock().config.clone()
+    }
+
     /// Applies `config` whole or not at all.
     pub async fn apply(&self, config: NodeConfig) -> Result<(), ApplyError> {
         let result = self.apply_inner(config).await;

@@ -36,10 +36,12 @@ pub struct DataPlane {
     child: Child,
     pub admin: SocketAddr,
     pub log: PathBuf,
+    /// The admin token file (`--admin-token-file`), next to the log.
+    pub token_file: PathBuf,
 }
 
 impl DataPlane {
-    /// Starts `halo-dataplane run` on `config` and waits until it serves /healthz.
+    /// Starts `halo-dataplane run` on `config` and waits until it has applied it.
     pub fn start(
         binary: &Path,
         config: &Path,
@@ -58,11 +60,33 @@ impl DataPlane {
         log: &Path,
         extra: &[&str],
     ) -> Result<Self> {
+        let mut dp = Self::spawn(binary, config, node, admin, log, extra, None)?;
+        dp.wait_started(Duration::from_secs(20))?;
+        Ok(dp)
+    }
+
+    /// Starts `halo-dataplane run` without waiting; `nofile` lowers its RLIMIT_NOFILE.
+    pub fn spawn(
+        binary: &Path,
+        config: &Path,
+        node: &str,
+        admin: SocketAddr,
+        log: &Path,
+        extra: &[&str],
+        nofile: Option<u64>,
+    ) -> Result<Self> {
         let log_file =
             std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
-        let child = Command::new(binary)
-            .args(["run", "--config"])
-            .arg(config)
+        let token_file = log.with_extension("token");
+        let mut command = Command::new(binary);
+        command.args(["run", "--config"]).arg(config);
+        if !extra.contains(&"--admin-token-file") {
+            command.arg("--admin-token-file").arg(&token_file);
+        }
+        if let Some(n) = nofile {
+            limit_nofile(&mut command, n);
+        }
+        let child = command
             .args(["--node", node, "--admin", &admin.to_string()])
             .args(if extra.contains(&"--poll") {
                 &[][..]
@@ -79,30 +103,50 @@ impl DataPlane {
             .stderr(log_file)
             .spawn()
             .with_context(|| format!("spawn {}", binary.display()))?;
-        let mut dp = Self {
+        Ok(Self {
             child,
             admin,
             log: log.to_path_buf(),
-        };
-        dp.wait_healthy(Duration::from_secs(20))?;
-        Ok(dp)
+            token_file,
+        })
     }
 
-    fn wait_healthy(&mut self, limit: Duration) -> Result<()> {
+    /// Waits until /healthz says a config is applied (ready, or not ready naming why).
+    pub fn wait_started(&mut self, limit: Duration) -> Result<()> {
         let start = Instant::now();
         while start.elapsed() < limit {
             if let Some(status) = self.child.try_wait()? {
                 bail!("halo-dataplane exited with {status}:\n{}", self.log_text());
             }
-            if http_get_blocking(self.admin, "/healthz").is_ok_and(|(code, _)| code == 200) {
+            if http_get_blocking(self.admin, "/healthz").is_ok_and(|(code, body)| {
+                code == 200 || (code == 503 && !body.starts_with("no config"))
+            }) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         bail!(
-            "halo-dataplane not healthy within {limit:?}:\n{}",
+            "halo-dataplane not started within {limit:?}:\n{}",
             self.log_text()
         )
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> Result<bool> {
+        Ok(self.child.try_wait()?.is_none())
+    }
+
+    /// The admin token the data plane made at start.
+    pub fn token(&self) -> Result<String> {
+        let text = std::fs::read_to_string(&self.token_file)
+            .with_context(|| format!("read {}", self.token_file.display()))?;
+        Ok(text.trim().to_string())
+    }
+
+    /// An authenticated POST to the admin listener (status code, body).
+    pub fn admin_post(&self, path: &str) -> Result<(u16, String)> {
+        let auth = format!("Bearer {}", self.token()?);
+        http_request_blocking(self.admin, "POST", path, &[("Authorization", &auth)])
     }
 
     pub fn pid(&self) -> u32 {
@@ -154,15 +198,50 @@ impl Drop for DataPlane {
     }
 }
 
+/// Lowers the child's RLIMIT_NOFILE (soft and hard) to `n` before it runs.
+fn limit_nofile(command: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: setrlimit is async-signal-safe and touches only the child being exec'd.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
 /// Minimal blocking GET for admin endpoints (status code, body).
 pub fn http_get_blocking(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    http_request_blocking(addr, "GET", path, &[])
+}
+
+/// Minimal blocking request with extra headers (status code, body). The Host header is
+/// `addr` unless `headers` has one.
+pub fn http_request_blocking(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes())?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw)?;
     let code = raw

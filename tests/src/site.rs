@@ -383,6 +383,7 @@ impl Site {
         std::fs::write(&config, yaml)?;
         let log = self.dataplane_log_path(i, run);
         let config_arg = config.to_string_lossy().to_string();
+        let token_arg = self.admin_token_path(i).to_string_lossy().to_string();
         let pid = self.lab.spawn(
             &node,
             &binary("halo-dataplane")?,
@@ -394,6 +395,8 @@ impl Site {
                 &node.name,
                 "--admin",
                 ADMIN,
+                "--admin-token-file",
+                &token_arg,
             ],
             &log,
         )?;
@@ -654,9 +657,16 @@ impl Site {
 
     // --- admin API ---------------------------------------------------------------------
 
-    /// An admin request to node `i`'s data plane: (status code, body).
+    /// Where node `i`'s data plane keeps its admin token.
+    fn admin_token_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("{}-admin-token", self.nodes[i].name))
+    }
+
+    /// An admin request to node `i`'s data plane, with its admin token: (status code, body).
     pub fn admin(&self, i: usize, method: &str, path: &str) -> Result<(u16, String)> {
         let url = format!("http://{ADMIN}{path}");
+        let token = std::fs::read_to_string(self.admin_token_path(i)).unwrap_or_default();
+        let auth = format!("Authorization: Bearer {}", token.trim());
         let out = self.lab.exec_in(
             &self.nodes[i].ns,
             &[
@@ -666,6 +676,8 @@ impl Site {
                 "5",
                 "-X",
                 method,
+                "-H",
+                &auth,
                 "-w",
                 "\n%{http_code}",
                 &url,

@@ -40,6 +40,10 @@ fn ipv6_vip_elects_serves_and_fails_over() {
             &dir.join(format!("{name}-b.log")),
         )
         .expect("backend");
+        let token = dir
+            .join(format!("{name}-admin-token"))
+            .to_string_lossy()
+            .into_owned();
         let pid = lab
             .spawn(
                 &host,
@@ -52,6 +56,8 @@ fn ipv6_vip_elects_serves_and_fails_over() {
                     name,
                     "--admin",
                     "127.0.0.1:9100",
+                    "--admin-token-file",
+                    &token,
                 ],
                 &dir.join(format!("{name}.log")),
             )

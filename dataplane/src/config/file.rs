@@ -1,18 +1,22 @@
 //! Standalone mode: a multi-document YAML of VirtualIP / LoadBalancer objects, rendered
-//! with the same function the controller uses, reloaded when the file changes or on SIGHUP.
+//! with the same function the controller uses, reloaded on SIGHUP at once and on change
+//! once the file has stayed unchanged for the settle period (so a file caught mid-write is
+//! never read). The decisions are in `config::reload`.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use halo_crds::NodeConfig;
-use halo_crds::manifest::{self, ManifestError};
+use halo_crds::manifest::{self, ManifestError, Manifests};
 use halo_crds::render::{
     Assignments, NodeInfo, Problem, RenderInput, SecretValues, ServiceEndpoints, render,
 };
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::Signal;
 
+use super::reload::{self, ALLOW_EMPTY_ANNOTATION, Content, Decision, Poll, Settle};
 use crate::runtime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,18 +51,43 @@ impl<T: fmt::Display> fmt::Display for Listed<'_, T> {
 
 /// Reads, parses and renders the file; any problem in any object rejects the whole file.
 pub fn load(path: &Path, node: &NodeInfo) -> Result<NodeConfig, FileError> {
+    load_candidate(path, node).map(|c| c.config)
+}
+
+/// A rendered file, and whether it says it may remove every listener or VirtualIP.
+pub struct Candidate {
+    pub config: NodeConfig,
+    pub allow_empty: bool,
+}
+
+pub fn load_candidate(path: &Path, node: &NodeInfo) -> Result<Candidate, FileError> {
     let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    render_text(path, &text, node)
+    let objects = parse(path, &text)?;
+    Ok(Candidate {
+        allow_empty: allows_empty(&objects),
+        config: render_objects(path, &objects, node)?,
+    })
 }
 
 pub fn render_text(path: &Path, text: &str, node: &NodeInfo) -> Result<NodeConfig, FileError> {
-    let objects = manifest::parse(text).map_err(|errors| FileError::Manifest {
+    render_objects(path, &parse(path, text)?, node)
+}
+
+fn parse(path: &Path, text: &str) -> Result<Manifests, FileError> {
+    manifest::parse(text).map_err(|errors| FileError::Manifest {
         path: path.to_path_buf(),
         errors,
-    })?;
+    })
+}
+
+fn render_objects(
+    path: &Path,
+    objects: &Manifests,
+    node: &NodeInfo,
+) -> Result<NodeConfig, FileError> {
     let rendered = render(&RenderInput {
         node,
         virtual_ips: &objects.virtual_ips,
@@ -77,9 +106,33 @@ pub fn render_text(path: &Path, text: &str, node: &NodeInfo) -> Result<NodeConfi
     }
 }
 
-/// Loads the file and applies it when its content changed. Returns whether it applied.
-pub async fn reload(path: &Path, node: &NodeInfo, runtime: &Runtime) -> bool {
-    let config = match load(path, node) {
+/// Any object annotated `halo.dev/allow-empty: "true"`.
+fn allows_empty(objects: &Manifests) -> bool {
+    let marked = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(ALLOW_EMPTY_ANNOTATION))
+            .is_some_and(|v| v == "true")
+    };
+    objects.virtual_ips.iter().any(|v| marked(&v.metadata))
+        || objects.load_balancers.iter().any(|l| marked(&l.metadata))
+}
+
+/// How the file is watched.
+#[derive(Clone, Copy, Debug)]
+pub struct WatchOptions {
+    /// How often the file is read.
+    pub poll: Duration,
+    /// How long a changed file must stay unchanged before it is loaded.
+    pub settle: Duration,
+    /// Apply a file that removes every listener or VirtualIP without its annotation.
+    pub allow_empty: bool,
+}
+
+/// Loads the file and applies it when it differs from the running config and the reload
+/// decision allows it. Returns whether it applied.
+pub async fn reload(path: &Path, node: &NodeInfo, runtime: &Runtime, allow_empty: bool) -> bool {
+    let candidate = match load_candidate(path, node) {
         Ok(c) => c,
         Err(e) => {
             runtime.count_rejected();
@@ -87,29 +140,49 @@ pub async fn reload(path: &Path, node: &NodeInfo, runtime: &Runtime) -> bool {
             return false;
         }
     };
-    if runtime.applied_hash().as_deref() == Some(config.hash.as_str()) {
-        return false;
-    }
-    let version = runtime.applied_version().map_or(1, |(v, _)| v + 1);
-    match runtime.apply(config.sealed(version)).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!("config rejected, still serving the previous one: {e}");
+    let running = runtime.config();
+    let allow = allow_empty || candidate.allow_empty;
+    match reload::decide(running.as_ref(), &candidate.config, allow) {
+        Decision::Unchanged => false,
+        Decision::Refuse(reason) => {
+            runtime.count_rejected();
+            tracing::error!(path = %path.display(), "config refused, still serving the previous one: {reason}");
             false
+        }
+        Decision::Apply(diff) => {
+            let old_hash = running.as_ref().map_or("none", |c| c.hash.as_str());
+            tracing::info!(old_hash, new_hash = %candidate.config.hash, changes = %diff, "reloading config");
+            let version = running.as_ref().map_or(1, |c| c.version + 1);
+            match runtime.apply(candidate.config.sealed(version)).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!("config rejected, still serving the previous one: {e}");
+                    false
+                }
+            }
         }
     }
 }
 
-/// Watches the file (polling, which also sees ConfigMap symlink swaps) and SIGHUP.
-pub async fn watch(path: PathBuf, node: NodeInfo, runtime: Arc<Runtime>, poll: Duration) {
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "SIGHUP reload unavailable");
-            None
-        }
-    };
-    let mut last_seen = std::fs::read(&path).ok();
+fn content(path: &Path) -> Content {
+    let bytes = std::fs::read(path).ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Watches the file (polling, which also sees ConfigMap symlink swaps) and SIGHUP (whose
+/// handler the caller installed before start-up).
+pub async fn watch(
+    path: PathBuf,
+    node: NodeInfo,
+    runtime: Arc<Runtime>,
+    options: WatchOptions,
+    mut hangup: Option<Signal>,
+) {
+    // Nothing counts as handled yet: a change between the first load and now is still seen
+    // (a file equal to the running config reloads as a no-op).
+    let mut settle = Settle::default();
     loop {
         let hup = async {
             match hangup.as_mut() {
@@ -120,15 +193,19 @@ pub async fn watch(path: PathBuf, node: NodeInfo, runtime: Arc<Runtime>, poll: D
         tokio::select! {
             _ = hup => {
                 tracing::info!(path = %path.display(), "SIGHUP: reloading");
-                last_seen = std::fs::read(&path).ok();
-                reload(&path, &node, &runtime).await;
+                settle = Settle::loaded(content(&path));
+                reload(&path, &node, &runtime, options.allow_empty).await;
             }
-            () = tokio::time::sleep(poll) => {
-                let now = std::fs::read(&path).ok();
-                if now != last_seen {
-                    last_seen = now;
-                    tracing::info!(path = %path.display(), "file changed: reloading");
-                    reload(&path, &node, &runtime).await;
+            () = tokio::time::sleep(options.poll) => {
+                match settle.poll(content(&path), Instant::now(), options.settle) {
+                    Poll::Unchanged | Poll::Settling { just_changed: false } => {}
+                    Poll::Settling { just_changed: true } => {
+                        tracing::debug!(path = %path.display(), settle = ?options.settle, "file changed: waiting for it to settle");
+                    }
+                    Poll::Load => {
+                        tracing::info!(path = %path.display(), "file changed: reloading");
+                        reload(&path, &node, &runtime, options.allow_empty).await;
+                    }
                 }
             }
         }
