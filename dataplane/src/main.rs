@@ -66,6 +66,10 @@ enum Command {
         /// Proxy event loops (one per core). Default: the CPUs this process may use.
         #[arg(long, env = "HALO_WORKERS")]
         workers: Option<usize>,
+        /// Forward L4 sessions and tunnels with splice(2) through kernel pipes instead of
+        /// copying through user-space buffers (pays for bulk transfers on fast links).
+        #[arg(long, env = "HALO_SPLICE")]
+        splice: bool,
         #[command(flatten)]
         reload: ReloadArgs,
         #[command(flatten)]
@@ -123,6 +127,9 @@ async fn async_main() -> Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let command = Cli::parse().command;
+    if let Command::Run { splice, .. } = &command {
+        halo_dataplane::proxy::splice::enable(*splice);
+    }
     if !matches!(command, Command::Run { .. }) {
         signals::unblock();
     }

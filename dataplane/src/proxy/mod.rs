@@ -7,6 +7,7 @@ pub mod h1;
 pub mod health;
 pub mod listener;
 pub mod pump;
+pub mod splice;
 pub mod tcp;
 pub mod workers;
 
