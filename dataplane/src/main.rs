@@ -70,6 +70,15 @@ enum Command {
         /// copying through user-space buffers (pays for bulk transfers on fast links).
         #[arg(long, env = "HALO_SPLICE")]
         splice: bool,
+        /// Largest HTTP request head (request line and fields) in bytes; larger → 431.
+        #[arg(long, default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024))]
+        max_request_head: u32,
+        /// Most header fields in an HTTP request; more → 431.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=128))]
+        max_request_headers: u16,
+        /// Longest HTTP request target in bytes; longer → 414.
+        #[arg(long, default_value_t = 8 * 1024, value_parser = clap::value_parser!(u32).range(64..=1024 * 1024))]
+        max_uri: u32,
         #[command(flatten)]
         reload: ReloadArgs,
         #[command(flatten)]
@@ -127,8 +136,20 @@ async fn async_main() -> Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let command = Cli::parse().command;
-    if let Command::Run { splice, .. } = &command {
+    if let Command::Run {
+        splice,
+        max_request_head,
+        max_request_headers,
+        max_uri,
+        ..
+    } = &command
+    {
         halo_dataplane::proxy::splice::enable(*splice);
+        halo_dataplane::proxy::h1::head::configure(halo_dataplane::proxy::h1::head::Limits {
+            max_head: *max_request_head as usize,
+            max_headers: usize::from(*max_request_headers),
+            max_uri: *max_uri as usize,
+        });
     }
     if !matches!(command, Command::Run { .. }) {
         signals::unblock();

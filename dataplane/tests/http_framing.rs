@@ -42,6 +42,16 @@ impl Rig {
     /// One listener (`extra` as in `lb`) over one recording backend per script, named
     /// `raw-1`, `raw-2`, ….
     async fn start(name: &str, extra: &str, scripts: Vec<Box<raw::Script>>) -> Rig {
+        Rig::start_with(name, extra, scripts, &[]).await
+    }
+
+    /// `start` with extra `halo-dataplane run` arguments.
+    async fn start_with(
+        name: &str,
+        extra: &str,
+        scripts: Vec<Box<raw::Script>>,
+        args: &[&str],
+    ) -> Rig {
         let mut backends = Vec::new();
         for script in scripts {
             backends.push(
@@ -58,7 +68,7 @@ impl Rig {
             .collect();
         let lab = Lab::new(BIN, name);
         let port = free_port().expect("port");
-        let dp = lab.start(&lb(port, "HTTP", extra, &list));
+        let dp = lab.start_with(&lb(port, "HTTP", extra, &list), args);
         Rig {
             dp,
             port,
@@ -313,6 +323,30 @@ async fn a_head_over_16_kib_gets_431_and_one_under_passes() {
     // About 20 KiB.
     let rig = Rig::one("big-head-2", "", echo_target).await;
     assert_refused(&rig, &get("/over", &fields(20)), 431, "20 KiB head").await;
+}
+
+#[tokio::test]
+async fn the_head_limits_are_configurable() {
+    let args = ["--max-request-head", "4096", "--max-uri", "1024"];
+    let rig = Rig::start_with("limits", "", vec![Box::new(echo_target)], &args).await;
+    let mut c = rig.client().await;
+    c.send(&get(&format!("/{}", "u".repeat(900)), ""))
+        .await
+        .expect("send");
+    let reply = c.response(false, REPLY).await.expect("response");
+    assert_eq!(reply.status, 200, "{}", reply.head);
+    let filler = format!("X-Fill: {}\r\n", "a".repeat(6000));
+    let rig = Rig::start_with("limits-2", "", vec![Box::new(echo_target)], &args).await;
+    assert_refused(
+        &rig,
+        &get("/big", &filler),
+        431,
+        "6 KB head over a 4 KiB limit",
+    )
+    .await;
+    let rig = Rig::start_with("limits-3", "", vec![Box::new(echo_target)], &args).await;
+    let long = format!("/{}", "u".repeat(2000));
+    assert_refused(&rig, &get(&long, ""), 414, "2 KB target over a 1 KiB limit").await;
 }
 
 #[tokio::test]

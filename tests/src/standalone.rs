@@ -40,13 +40,19 @@ impl Lab {
     }
 
     pub fn start(&self, yaml: &str) -> DataPlane {
+        self.start_with(yaml, &[])
+    }
+
+    /// `start` with extra `halo-dataplane run` arguments.
+    pub fn start_with(&self, yaml: &str, args: &[&str]) -> DataPlane {
         self.write(yaml);
-        DataPlane::start(
+        DataPlane::start_with(
             Path::new(&self.bin),
             &self.config,
             "node-a",
             self.admin,
             &self.dir.join("dataplane.log"),
+            args,
         )
         .expect("data plane starts")
     }

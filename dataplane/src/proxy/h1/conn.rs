@@ -121,7 +121,7 @@ async fn exchange(client: &mut Client, service: Arc<Service>) -> Next {
         .carry
         .take()
         .unwrap_or_else(|| bufpool::take(bufpool::HEAD));
-    let limits = Limits::default();
+    let limits = head::limits();
     let next = match read_head(client, service, &mut cbuf, &limits).await {
         Ok(head) => forward(client, service, &mut cbuf, head).await,
         Err(failure) => fail(client, service, failure).await,
@@ -385,7 +385,7 @@ async fn respond(
     cbuf: &mut Vec<u8>,
     ex: &mut Exchange<'_>,
 ) -> Attempt {
-    let limits = Limits::default();
+    let limits = head::limits();
     let server = ms(service.config.timeouts.server_ms);
     loop {
         let head = match read_response_head(&mut upstream, bbuf, ex.head.method, &limits, server)
@@ -659,7 +659,7 @@ async fn refuse(mut client: Client, service: Arc<Service>) {
     let wait = ms(service.config.timeouts.http_request_ms.min(5_000));
     let read = timeout(
         wait,
-        read_head(&mut client, service, &mut cbuf, &Limits::default()),
+        read_head(&mut client, service, &mut cbuf, &head::limits()),
     )
     .await;
     bufpool::give(cbuf);

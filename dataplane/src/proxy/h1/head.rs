@@ -13,14 +13,32 @@ pub struct Limits {
     pub max_uri: usize,
 }
 
+impl Limits {
+    pub const DEFAULT: Self = Self {
+        max_head: 16 * 1024,
+        max_headers: 100,
+        max_uri: 8 * 1024,
+    };
+    /// httparse is given a fixed array of field slots; more cannot be asked for.
+    pub const MAX_HEADERS: usize = 128;
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_head: 16 * 1024,
-            max_headers: 100,
-            max_uri: 8 * 1024,
-        }
+        Self::DEFAULT
     }
+}
+
+static CONFIGURED: std::sync::OnceLock<Limits> = std::sync::OnceLock::new();
+
+/// Sets the process-wide limits once at start (`--max-request-head` and friends).
+pub fn configure(limits: Limits) {
+    let _ = CONFIGURED.set(limits);
+}
+
+/// The limits in force.
+pub fn limits() -> Limits {
+    CONFIGURED.get().copied().unwrap_or_default()
 }
 
 /// Byte offsets into the buffer the head was parsed from.
@@ -261,7 +279,7 @@ pub enum BadResponse {
 
 /// Parses a request head from the start of `buf`. `Ok(None)`: not complete yet.
 pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, Reject> {
-    let mut storage = [httparse::EMPTY_HEADER; 128];
+    let mut storage = [httparse::EMPTY_HEADER; Limits::MAX_HEADERS];
     let slots = limits.max_headers.min(storage.len());
     let mut req = httparse::Request::new(&mut storage[..slots]);
     let len = match req.parse(buf) {
