@@ -14,24 +14,27 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+
+use crate::server::{self, Server};
 
 /// A server that stops when dropped (its listening socket closes, so connects are refused).
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     pub requests: Arc<AtomicU64>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: Server,
 }
 
 impl Backend {
+    fn new(name: &str, requests: Arc<AtomicU64>, server: Server) -> Self {
+        Self {
+            name: name.to_string(),
+            addr: server.addr(),
+            requests,
+            _server: server,
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
@@ -45,39 +48,25 @@ impl Backend {
 /// answers 200; `/slow?ms=N` waits N ms; `POST` echoes the body; everything else
 /// answers `<name>\n` with header `x-backend: <name>`.
 pub async fn http(name: &str, addr: SocketAddr) -> std::io::Result<Backend> {
-    let listener = TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
     let requests = Arc::new(AtomicU64::new(0));
     let counter = requests.clone();
     let label = name.to_string();
-    let task = tokio::spawn(async move {
-        // Connections live in the set, so stopping the server also cuts kept-alive ones.
-        let mut connections = tokio::task::JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            while connections.try_join_next().is_some() {}
-            let label = label.clone();
-            let counter = counter.clone();
-            connections.spawn(async move {
-                let svc = service_fn(move |req| {
-                    let label = label.clone();
-                    let counter = counter.clone();
-                    async move { Ok::<_, Infallible>(respond(&label, &counter, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+    let server = server::serve(addr, move |stream| {
+        let label = label.clone();
+        let counter = counter.clone();
+        async move {
+            let svc = service_fn(move |req| {
+                let label = label.clone();
+                let counter = counter.clone();
+                async move { Ok::<_, Infallible>(respond(&label, &counter, req).await) }
             });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         }
-    });
-    Ok(Backend {
-        name: name.to_string(),
-        addr,
-        requests,
-        task,
     })
+    .await?;
+    Ok(Backend::new(name, requests, server))
 }
 
 async fn respond(name: &str, counter: &AtomicU64, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -116,44 +105,32 @@ async fn respond(name: &str, counter: &AtomicU64, req: Request<Incoming>) -> Res
 
 /// TCP server that first writes `<name>\n`, then echoes what it receives.
 pub async fn tcp_echo(name: &str, addr: SocketAddr) -> std::io::Result<Backend> {
-    let listener = TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
     let requests = Arc::new(AtomicU64::new(0));
     let counter = requests.clone();
     let greeting = format!("{name}\n");
-    let task = tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            while connections.try_join_next().is_some() {}
-            counter.fetch_add(1, Ordering::Relaxed);
-            let greeting = greeting.clone();
-            connections.spawn(async move {
-                if stream.write_all(greeting.as_bytes()).await.is_err() {
-                    return;
-                }
-                let mut buf = [0u8; 4096];
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if stream.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
+    let server = server::serve(addr, move |mut stream| {
+        // Counted on accept: a connection is one "request" for a TCP backend.
+        counter.fetch_add(1, Ordering::Relaxed);
+        let greeting = greeting.clone();
+        async move {
+            if stream.write_all(greeting.as_bytes()).await.is_err() {
+                return;
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if stream.write_all(&buf[..n]).await.is_err() {
+                            return;
                         }
                     }
                 }
-            });
+            }
         }
-    });
-    Ok(Backend {
-        name: name.to_string(),
-        addr,
-        requests,
-        task,
     })
+    .await?;
+    Ok(Backend::new(name, requests, server))
 }
 
 /// A loopback address with a free port: bind port 0, read it back, release it.
@@ -176,36 +153,23 @@ pub fn unique(prefix: &str) -> String {
 /// echoes every text and binary message; counts upgraded connections.
 pub async fn ws_echo(name: &str, addr: SocketAddr) -> std::io::Result<Backend> {
     use futures::{SinkExt, StreamExt};
-    let listener = TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
     let requests = Arc::new(AtomicU64::new(0));
     let counter = requests.clone();
-    let task = tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+    let server = server::serve(addr, move |stream| {
+        let counter = counter.clone();
+        async move {
+            let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                return;
             };
-            while connections.try_join_next().is_some() {}
-            let counter = counter.clone();
-            connections.spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+            counter.fetch_add(1, Ordering::Relaxed);
+            // Bounded by the client: the loop ends when it closes.
+            while let Some(Ok(msg)) = ws.next().await {
+                if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
                     return;
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                // Bounded by the client: the loop ends when it closes.
-                while let Some(Ok(msg)) = ws.next().await {
-                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
-                        return;
-                    }
                 }
-            });
+            }
         }
-    });
-    Ok(Backend {
-        name: name.to_string(),
-        addr,
-        requests,
-        task,
     })
+    .await?;
+    Ok(Backend::new(name, requests, server))
 }

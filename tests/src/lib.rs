@@ -10,5 +10,6 @@ pub mod probe;
 pub mod process;
 pub mod raw;
 pub mod reference;
+pub mod server;
 pub mod site;
 pub mod standalone;

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
+
+use crate::server::{self, Server};
 
 /// Largest request head the recording backend accepts before giving up on a connection.
 const MAX_HEAD: usize = 1 << 20;
@@ -112,6 +113,17 @@ fn parse_fields(head: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Every value of field `name` (lowercase) joined by commas and lowercased, the way a
+/// recipient combines repeated fields (RFC 9110 §5.3) before reading their tokens.
+fn field_list(fields: &[(String, String)], name: &str) -> String {
+    fields
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// What the recording backend does after it has read a request.
 #[derive(Clone, Debug)]
 pub enum Step {
@@ -142,13 +154,7 @@ pub struct Recorder {
     accepted: Arc<AtomicUsize>,
     received: Arc<AtomicUsize>,
     requests: Arc<Mutex<Vec<Recorded>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: Server,
 }
 
 impl Recorder {
@@ -191,33 +197,26 @@ impl Recorder {
 pub async fn recording(
     script: impl Fn(&Recorded) -> Vec<Step> + Send + Sync + 'static,
 ) -> std::io::Result<Recorder> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let accepted = Arc::new(AtomicUsize::new(0));
     let received = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(Mutex::new(Vec::new()));
     let script: Arc<Script> = Arc::new(script);
     let (acc, rec, reqs) = (accepted.clone(), received.clone(), requests.clone());
-    let task = tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            while connections.try_join_next().is_some() {}
-            let conn = acc.fetch_add(1, Ordering::SeqCst);
-            let (rec, reqs, script) = (rec.clone(), reqs.clone(), script.clone());
-            connections.spawn(async move {
-                let _ = serve_recorded(stream, conn, &rec, &reqs, &*script).await;
-            });
+    let server = server::serve("127.0.0.1:0", move |stream| {
+        // Numbered on accept, so `Recorded::conn` follows the order connections arrived.
+        let conn = acc.fetch_add(1, Ordering::SeqCst);
+        let (rec, reqs, script) = (rec.clone(), reqs.clone(), script.clone());
+        async move {
+            let _ = serve_recorded(stream, conn, &rec, &reqs, &*script).await;
         }
-    });
+    })
+    .await?;
     Ok(Recorder {
-        addr,
+        addr: server.addr(),
         accepted,
         received,
         requests,
-        task,
+        _server: server,
     })
 }
 
@@ -280,14 +279,7 @@ async fn serve_recorded(
             return Ok(());
         };
         let fields = parse_fields(&String::from_utf8_lossy(&head));
-        let value = |name: &str| {
-            fields
-                .iter()
-                .filter(|(k, _)| k == name)
-                .map(|(_, v)| v.to_ascii_lowercase())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+        let value = |name: &str| field_list(&fields, name);
         if value("expect") == "100-continue" {
             reader
                 .stream
@@ -463,14 +455,7 @@ impl Client {
             .and_then(|s| s.trim().parse().ok())
             .with_context(|| format!("no status in {head:?}"))?;
         let fields = parse_fields(&head);
-        let get = |name: &str| {
-            fields
-                .iter()
-                .filter(|(k, _)| k == name)
-                .map(|(_, v)| v.to_ascii_lowercase())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+        let get = |name: &str| field_list(&fields, name);
         let mut body = Vec::new();
         if head_request || status < 200 || status == 204 || status == 304 {
             // No body, whatever the header fields say.

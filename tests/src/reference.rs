@@ -11,8 +11,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+
+use crate::server::{self, Server};
 
 /// One request as hyper understood it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,13 +29,7 @@ pub struct Parsed {
 pub struct Reference {
     pub addr: SocketAddr,
     parsed: Arc<Mutex<Vec<Parsed>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Reference {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: Server,
 }
 
 impl Reference {
@@ -49,30 +43,26 @@ impl Reference {
 /// head or body hyper rejects gets hyper's own 400 or a closed connection and is not
 /// recorded; an accepted one is answered `200 ok`.
 pub async fn start() -> std::io::Result<Reference> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let parsed = Arc::new(Mutex::new(Vec::new()));
     let log = parsed.clone();
-    let task = tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            while connections.try_join_next().is_some() {}
-            let log = log.clone();
-            connections.spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let log = log.clone();
-                    async move { Ok::<_, Infallible>(record(req, &log).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+    let server = server::serve("127.0.0.1:0", move |stream| {
+        let log = log.clone();
+        async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let log = log.clone();
+                async move { Ok::<_, Infallible>(record(req, &log).await) }
             });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         }
-    });
-    Ok(Reference { addr, parsed, task })
+    })
+    .await?;
+    Ok(Reference {
+        addr: server.addr(),
+        parsed,
+        _server: server,
+    })
 }
 
 async fn record(req: Request<Incoming>, log: &Mutex<Vec<Parsed>>) -> Response<Full<Bytes>> {
