@@ -66,10 +66,10 @@ enum Command {
         /// Proxy event loops (one per core). Default: the CPUs this process may use.
         #[arg(long, env = "HALO_WORKERS")]
         workers: Option<usize>,
-        /// Forward L4 sessions and tunnels with splice(2) through kernel pipes instead of
-        /// copying through user-space buffers (pays for bulk transfers on fast links).
-        #[arg(long, env = "HALO_SPLICE")]
-        splice: bool,
+        /// When L4 sessions and tunnels forward with splice(2) through kernel pipes
+        /// instead of copying: `auto` switches a direction once it carries bulk.
+        #[arg(long, env = "HALO_SPLICE", value_enum, default_value_t = halo_dataplane::proxy::splice::Mode::Auto)]
+        splice: halo_dataplane::proxy::splice::Mode,
         /// Largest HTTP request head (request line and fields) in bytes; larger → 431.
         #[arg(long, default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024))]
         max_request_head: u32,
@@ -144,7 +144,7 @@ async fn async_main() -> Result<ExitCode> {
         ..
     } = &command
     {
-        halo_dataplane::proxy::splice::enable(*splice);
+        halo_dataplane::proxy::splice::set_mode(*splice);
         halo_dataplane::proxy::h1::head::configure(halo_dataplane::proxy::h1::head::Limits {
             max_head: *max_request_head as usize,
             max_headers: usize::from(*max_request_headers),

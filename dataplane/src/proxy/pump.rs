@@ -36,8 +36,10 @@ struct Direction {
     pipe: Option<Pipe>,
     /// The last read filled at least `BULK_READ`.
     bulk: bool,
-    /// Forward with splice(2) instead of a buffer.
-    splice: bool,
+    /// When to forward with splice(2) instead of a buffer.
+    mode: splice::Mode,
+    /// Splicing now (from the start with `Always`, after the first bulk read with `Auto`).
+    splicing: bool,
 }
 
 /// A read at least this large means bulk: the pipe is kept for the next one.
@@ -57,12 +59,12 @@ impl Direction {
         dst: &TcpStream,
         moved: &mut bool,
     ) -> Poll<io::Result<()>> {
-        if self.splice {
-            return self.poll_splice(cx, src, dst, moved);
-        }
         for _ in 0..BUDGET {
             if self.done {
                 return Poll::Ready(Ok(()));
+            }
+            if self.splicing && self.buf.is_none() {
+                return self.poll_splice(cx, src, dst, moved);
             }
             if let Some(buf) = self.buf.as_ref() {
                 ready!(dst.poll_write_ready(cx))?;
@@ -93,6 +95,11 @@ impl Direction {
                 Ok(n) => {
                     self.total += n as u64;
                     self.written = 0;
+                    // A read that fills the whole buffer means bulk: splice from now on.
+                    if self.mode == splice::Mode::Auto && n == buf.capacity() {
+                        self.splicing = true;
+                        self.bulk = true;
+                    }
                     self.buf = Some(buf);
                     *moved = true;
                 }
@@ -177,7 +184,7 @@ impl Drop for Direction {
 /// written poll loop rather than two async tasks: an idle session's state is a few
 /// hundred bytes.
 pub async fn relay(a: &TcpStream, b: &TcpStream, idle: Duration) -> io::Result<Totals> {
-    relay_with(a, b, idle, splice::enabled()).await
+    relay_with(a, b, idle, splice::mode()).await
 }
 
 /// `relay` with the forwarding mode chosen by the caller.
@@ -185,11 +192,12 @@ pub async fn relay_with(
     a: &TcpStream,
     b: &TcpStream,
     idle: Duration,
-    use_splice: bool,
+    mode: splice::Mode,
 ) -> io::Result<Totals> {
     let direction = || {
         let mut d = Direction::default();
-        d.splice = use_splice;
+        d.mode = mode;
+        d.splicing = mode == splice::Mode::Always;
         d
     };
     let mut dirs = [direction(), direction()];
@@ -254,19 +262,25 @@ mod tests {
 
     #[tokio::test]
     async fn relays_both_ways_with_half_close() {
-        both_ways(false).await;
+        both_ways(splice::Mode::Never).await;
     }
 
     #[tokio::test]
     async fn relays_both_ways_with_half_close_through_splice() {
-        both_ways(true).await;
+        both_ways(splice::Mode::Always).await;
     }
 
-    async fn both_ways(use_splice: bool) {
+    /// 300 KB in one direction switches it to splice midway; 5 bytes back stay copied.
+    #[tokio::test]
+    async fn switches_to_splice_for_bulk() {
+        both_ways(splice::Mode::Auto).await;
+    }
+
+    async fn both_ways(mode: splice::Mode) {
         let (mut client, proxy_a) = pair().await;
         let (proxy_b, mut server) = pair().await;
         let task = tokio::spawn(async move {
-            relay_with(&proxy_a, &proxy_b, Duration::from_secs(5), use_splice).await
+            relay_with(&proxy_a, &proxy_b, Duration::from_secs(5), mode).await
         });
         let big = vec![7u8; 300_000];
         client.write_all(&big).await.expect("write");
