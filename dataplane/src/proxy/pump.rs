@@ -63,112 +63,119 @@ impl Direction {
             if self.done {
                 return Poll::Ready(Ok(()));
             }
+            // Ready(Ok): one step made (or a spurious readiness cleared); go on.
             if self.splicing && self.buf.is_none() {
-                return self.poll_splice(cx, src, dst, moved);
-            }
-            if let Some(buf) = self.buf.as_ref() {
-                ready!(dst.poll_write_ready(cx))?;
-                match dst.try_write(&buf[self.written..]) {
-                    Ok(n) => {
-                        self.written += n;
-                        *moved = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-                if self.written == buf.len()
-                    && let Some(done) = self.buf.take()
-                {
-                    bufpool::give(done);
-                }
-                continue;
-            }
-            ready!(src.poll_read_ready(cx))?;
-            let mut buf = bufpool::take(bufpool::LARGE);
-            match src.try_read_buf(&mut buf) {
-                Ok(0) => {
-                    bufpool::give(buf);
-                    // The source finished sending: pass the half-close on.
-                    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
-                    self.done = true;
-                }
-                Ok(n) => {
-                    self.total += n as u64;
-                    self.written = 0;
-                    // A read that fills the whole buffer means bulk: splice from now on.
-                    if self.mode == splice::Mode::Auto && n == buf.capacity() {
-                        self.splicing = true;
-                        self.bulk = true;
-                    }
-                    self.buf = Some(buf);
-                    *moved = true;
-                }
-                Err(e) => {
-                    bufpool::give(buf);
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        return Poll::Ready(Err(e));
-                    }
-                }
+                ready!(self.splice_step(cx, src, dst, moved))?;
+            } else {
+                ready!(self.copy_step(cx, src, dst, moved))?;
             }
         }
         cx.waker().wake_by_ref();
         Poll::Pending
     }
-}
 
-impl Direction {
-    /// The same loop with a pipe instead of a buffer: the bytes stay in the kernel.
-    fn poll_splice(
+    /// The source finished sending: pass the half-close on.
+    fn finish(&mut self, dst: &TcpStream) {
+        let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+        self.done = true;
+    }
+
+    /// One write of the buffered bytes, or one read into a borrowed buffer.
+    fn copy_step(
         &mut self,
         cx: &mut Context<'_>,
         src: &TcpStream,
         dst: &TcpStream,
         moved: &mut bool,
     ) -> Poll<io::Result<()>> {
-        for _ in 0..BUDGET {
-            if self.done {
-                return Poll::Ready(Ok(()));
-            }
-            if let Some(pipe) = self.pipe.as_mut().filter(|p| p.held > 0) {
-                ready!(dst.poll_write_ready(cx))?;
-                match dst.try_io(Interest::WRITABLE, || pipe.drain_to(dst.as_raw_fd())) {
-                    Ok(_) => *moved = true,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-                // Interactive traffic gives the pipe's two descriptors back once it is
-                // empty, so idle sessions do not hold four extra descriptors each.
-                if pipe.held == 0 && !self.bulk {
-                    self.pipe = None;
-                }
-                continue;
-            }
-            ready!(src.poll_read_ready(cx))?;
-            let mut pipe = match self.pipe.take() {
-                Some(p) => p,
-                None => Pipe::new()?,
-            };
-            match src.try_io(Interest::READABLE, || pipe.fill_from(src.as_raw_fd())) {
-                Ok(0) => {
-                    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
-                    self.done = true;
-                }
+        if let Some(buf) = self.buf.as_ref() {
+            ready!(dst.poll_write_ready(cx))?;
+            match dst.try_write(&buf[self.written..]) {
                 Ok(n) => {
-                    self.total += n as u64;
-                    self.bulk = n >= BULK_READ;
+                    self.written += n;
                     *moved = true;
-                    self.pipe = Some(pipe);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if pipe.held > 0 || self.bulk {
-                        self.pipe = Some(pipe);
-                    }
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Ready(Ok(())),
                 Err(e) => return Poll::Ready(Err(e)),
             }
+            if self.written == buf.len()
+                && let Some(done) = self.buf.take()
+            {
+                bufpool::give(done);
+            }
+            return Poll::Ready(Ok(()));
         }
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        ready!(src.poll_read_ready(cx))?;
+        let mut buf = bufpool::take(bufpool::LARGE);
+        match src.try_read_buf(&mut buf) {
+            Ok(0) => {
+                bufpool::give(buf);
+                self.finish(dst);
+            }
+            Ok(n) => {
+                self.total += n as u64;
+                self.written = 0;
+                // A read that fills the whole buffer means bulk: splice from now on.
+                if self.mode == splice::Mode::Auto && n == buf.capacity() {
+                    self.splicing = true;
+                    self.bulk = true;
+                }
+                self.buf = Some(buf);
+                *moved = true;
+            }
+            Err(e) => {
+                bufpool::give(buf);
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The same step with a pipe instead of a buffer: the bytes stay in the kernel.
+    fn splice_step(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &TcpStream,
+        dst: &TcpStream,
+        moved: &mut bool,
+    ) -> Poll<io::Result<()>> {
+        if let Some(pipe) = self.pipe.as_mut().filter(|p| p.held > 0) {
+            ready!(dst.poll_write_ready(cx))?;
+            match dst.try_io(Interest::WRITABLE, || pipe.drain_to(dst.as_raw_fd())) {
+                Ok(_) => *moved = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            // Interactive traffic gives the pipe's two descriptors back once it is
+            // empty, so idle sessions do not hold four extra descriptors each.
+            if pipe.held == 0 && !self.bulk {
+                self.pipe = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        ready!(src.poll_read_ready(cx))?;
+        let mut pipe = match self.pipe.take() {
+            Some(p) => p,
+            None => Pipe::new()?,
+        };
+        match src.try_io(Interest::READABLE, || pipe.fill_from(src.as_raw_fd())) {
+            Ok(0) => self.finish(dst),
+            Ok(n) => {
+                self.total += n as u64;
+                self.bulk = n >= BULK_READ;
+                *moved = true;
+                self.pipe = Some(pipe);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if pipe.held > 0 || self.bulk {
+                    self.pipe = Some(pipe);
+                }
+            }
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
