@@ -31,6 +31,11 @@ fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
 
+/// Writes all of `data` unless the peer stops taking bytes for `limit` (or fails).
+async fn send(stream: &mut TcpStream, data: &[u8], limit: Duration) -> bool {
+    matches!(timeout(limit, stream.write_all(data)).await, Ok(Ok(())))
+}
+
 struct Client {
     stream: TcpStream,
     peer: SocketAddr,
@@ -182,7 +187,11 @@ async fn forward(
 ) -> Next {
     let origin = Origin {
         peer: client.peer,
-        local: local_addr(client, &head),
+        local: head
+            .host
+            .is_none()
+            .then(|| client.stream.local_addr().ok())
+            .flatten(),
         forwarded_headers: service.config.forwarded_headers,
     };
     let mut out = bufpool::take(bufpool::SMALL);
@@ -208,14 +217,6 @@ async fn forward(
     let next = attempts(client, service, cbuf, &mut ex).await;
     bufpool::give(ex.out);
     next
-}
-
-fn local_addr(client: &Client, head: &RequestHead) -> SocketAddr {
-    if head.host.is_none() {
-        client.stream.local_addr().unwrap_or(client.peer)
-    } else {
-        client.peer
-    }
 }
 
 /// What one attempt on one backend came to.
@@ -299,17 +300,11 @@ async fn attempt(
     let server = ms(t.server_ms);
     if !ex.body.is_done() && ex.head.expect_continue && !ex.sent_continue {
         ex.sent_continue = true;
-        if !matches!(
-            timeout(ms(t.client_ms), client.stream.write_all(CONTINUE)).await,
-            Ok(Ok(()))
-        ) {
+        if !send(&mut client.stream, CONTINUE, ms(t.client_ms)).await {
             return Attempt::Done(Next::Close);
         }
     }
-    if !matches!(
-        timeout(server, upstream.write_all(&ex.out)).await,
-        Ok(Ok(()))
-    ) {
+    if !send(&mut upstream, &ex.out, server).await {
         return Attempt::NothingBack { reused };
     }
     if !ex.body.is_done() {
@@ -342,37 +337,32 @@ async fn upload(
     ex: &mut Exchange<'_>,
 ) -> Result<(), Failure> {
     let t = service.config.timeouts;
-    while !ex.body.is_done() {
-        if cbuf.is_empty() {
-            match timeout(ms(t.client_ms), client.stream.read_buf(cbuf)).await {
-                Err(_) => return Err(Failure::Timeout),
-                Ok(Ok(0) | Err(_)) => return Err(Failure::Silent),
-                Ok(Ok(_)) => {}
-            }
-        }
-        ex.out.clear();
-        let used = ex
-            .body
-            .advance(cbuf, &mut ex.out)
-            .map_err(|e| Failure::Client(Reject::Malformed(e.0)))?;
-        cbuf.drain(..used);
-        match timeout(ms(t.server_ms), upstream.write_all(&ex.out)).await {
-            Err(_) => {
-                return Err(Failure::Gateway(
-                    504,
-                    "backend stopped reading the request".into(),
-                ));
-            }
-            Ok(Err(e)) => {
-                return Err(Failure::Gateway(
-                    502,
-                    format!("sending the request body: {e}"),
-                ));
-            }
-            Ok(Ok(())) => {}
-        }
+    // The head and the first body bytes in `out` have been written already.
+    ex.out.clear();
+    let streamed = relay_body(
+        &mut client.stream,
+        upstream,
+        cbuf,
+        &mut ex.out,
+        &mut ex.body,
+        t.client_ms,
+        t.server_ms,
+    )
+    .await;
+    match streamed {
+        Ok(()) => Ok(()),
+        Err(BodyEnd::SourceTimeout) => Err(Failure::Timeout),
+        Err(BodyEnd::SourceClosed) => Err(Failure::Silent),
+        Err(BodyEnd::Malformed(e)) => Err(Failure::Client(Reject::Malformed(e.0))),
+        Err(BodyEnd::DestinationTimeout) => Err(Failure::Gateway(
+            504,
+            "backend stopped reading the request".into(),
+        )),
+        Err(BodyEnd::DestinationFailed(e)) => Err(Failure::Gateway(
+            502,
+            format!("sending the request body: {e}"),
+        )),
     }
-    Ok(())
 }
 
 /// Reads the backend's response head (forwarding interim 1xx ones) and relays it.
@@ -422,14 +412,8 @@ async fn respond(
                 if !interim && ex.head.minor >= 1 {
                     let mut out = Vec::new();
                     rewrite::response(bbuf, &head, ClientConnection::KeepAlive, false, &mut out);
-                    if !matches!(
-                        timeout(
-                            ms(service.config.timeouts.client_ms),
-                            client.stream.write_all(&out)
-                        )
-                        .await,
-                        Ok(Ok(()))
-                    ) {
+                    let limit = ms(service.config.timeouts.client_ms);
+                    if !send(&mut client.stream, &out, limit).await {
                         return Attempt::Done(Next::Close);
                     }
                 }
@@ -538,7 +522,7 @@ async fn relay_response(
             backend.count_error("response");
             Next::Close
         }
-        Err(BodyEnd::Destination) => Next::Close,
+        Err(BodyEnd::DestinationTimeout | BodyEnd::DestinationFailed(_)) => Next::Close,
     }
 }
 
@@ -546,7 +530,8 @@ enum BodyEnd {
     SourceTimeout,
     SourceClosed,
     Malformed(super::chunked::ChunkError),
-    Destination,
+    DestinationTimeout,
+    DestinationFailed(std::io::Error),
 }
 
 /// Copies a body from `src` to `dst` through `rbuf` (which may already hold its first
@@ -567,7 +552,8 @@ async fn relay_body(
         if !out.is_empty() {
             match timeout(ms(dst_ms), dst.write_all(out)).await {
                 Ok(Ok(())) => out.clear(),
-                _ => return Err(BodyEnd::Destination),
+                Ok(Err(e)) => return Err(BodyEnd::DestinationFailed(e)),
+                Err(_) => return Err(BodyEnd::DestinationTimeout),
             }
         }
         if body.is_done() {
@@ -589,25 +575,25 @@ async fn relay_body(
 async fn tunnel(
     client: &mut Client,
     service: &Service,
-    upstream: TcpStream,
+    mut upstream: TcpStream,
     bbuf: &mut Vec<u8>,
     cbuf: &mut Vec<u8>,
     head: &ResponseHead,
 ) -> Next {
     service.count_response(101);
+    let t = service.config.timeouts;
     let mut out = Vec::new();
     rewrite::response(bbuf, head, ClientConnection::Upgrade, false, &mut out);
     out.extend_from_slice(&bbuf[head.len..]);
     bbuf.clear();
-    if pump::write_all(&client.stream, &out).await.is_err() {
+    if !send(&mut client.stream, &out, ms(t.client_ms)).await {
         return Next::Close;
     }
     // Bytes the client sent after its upgrade request belong to the new protocol.
-    if !cbuf.is_empty() && pump::write_all(&upstream, cbuf).await.is_err() {
+    if !cbuf.is_empty() && !send(&mut upstream, cbuf, ms(t.server_ms)).await {
         return Next::Close;
     }
     cbuf.clear();
-    let t = service.config.timeouts;
     let idle = ms(t.client_ms.max(t.server_ms));
     let _ = pump::relay(&client.stream, &upstream, idle).await;
     Next::Close
@@ -632,10 +618,15 @@ async fn fail(client: &mut Client, service: &Service, failure: Failure) -> Next 
         service.count_client_error(reason);
         throttle::info_client(client.peer, &service.config.name, status, &message);
     }
-    let reply = rewrite::local_response(status, &message, true);
-    let _ = timeout(LINGER, client.stream.write_all(&reply)).await;
-    linger(&mut client.stream).await;
+    reply_and_close(&mut client.stream, status, &message).await;
     Next::Close
+}
+
+/// Sends a response of the proxy's own, then closes without losing it to a reset.
+async fn reply_and_close(stream: &mut TcpStream, status: u16, message: &str) {
+    let reply = rewrite::local_response(status, message, true);
+    let _ = send(stream, &reply, LINGER).await;
+    linger(stream).await;
 }
 
 /// Half-closes, then reads what the client still sends for a moment, so the response
@@ -665,9 +656,7 @@ async fn refuse(mut client: Client, service: Arc<Service>) {
     bufpool::give(cbuf);
     if let Ok(Ok(_)) = read {
         service.count_response(503);
-        let reply = rewrite::local_response(503, "listener at capacity", true);
-        let _ = timeout(LINGER, client.stream.write_all(&reply)).await;
-        linger(&mut client.stream).await;
+        reply_and_close(&mut client.stream, 503, "listener at capacity").await;
     }
 }
 

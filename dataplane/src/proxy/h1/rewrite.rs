@@ -11,8 +11,9 @@ use super::head::{Field, FieldKind, RequestHead, ResponseHead, Span};
 #[derive(Clone, Copy, Debug)]
 pub struct Origin {
     pub peer: SocketAddr,
-    /// The address the client connected to (used as Host for HTTP/1.0 without one).
-    pub local: SocketAddr,
+    /// The address the client connected to, looked up only for a request that names no
+    /// host (HTTP/1.0 without Host), which gets it as its Host.
+    pub local: Option<SocketAddr>,
     pub forwarded_headers: bool,
 }
 
@@ -64,14 +65,17 @@ pub fn request(buf: &[u8], head: &RequestHead, origin: &Origin, out: &mut Vec<u8
         }
     }
     if !head.has_host_field {
-        out.extend_from_slice(b"Host: ");
-        match head.host {
-            Some(h) => out.extend_from_slice(h.get(buf)),
-            None => {
-                let _ = write!(out, "{}", origin.local);
+        match (head.host, origin.local) {
+            (Some(h), _) => {
+                out.extend_from_slice(b"Host: ");
+                out.extend_from_slice(h.get(buf));
+                out.extend_from_slice(b"\r\n");
             }
+            (None, Some(local)) => {
+                let _ = write!(out, "Host: {local}\r\n");
+            }
+            (None, None) => {}
         }
-        out.extend_from_slice(b"\r\n");
     }
     if head.upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
@@ -208,7 +212,7 @@ mod tests {
     fn origin() -> Origin {
         Origin {
             peer: "10.0.0.9:4000".parse().unwrap(),
-            local: "192.0.2.1:80".parse().unwrap(),
+            local: Some("192.0.2.1:80".parse().unwrap()),
             forwarded_headers: true,
         }
     }
