@@ -223,6 +223,24 @@ fn worker_count(flag: Option<usize>) -> usize {
         .unwrap_or_else(halo_dataplane::proxy::workers::default_count)
 }
 
+fn new_runtime(workers: usize) -> Result<Arc<Runtime>> {
+    let runtime = Runtime::new(Arc::new(Metrics::new()), workers)
+        .context("cannot start the proxy workers")?;
+    Ok(Arc::new(runtime))
+}
+
+async fn serve_admin(
+    addr: SocketAddr,
+    runtime: &Arc<Runtime>,
+    options: admin::Options,
+) -> Result<()> {
+    let listener = admin::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the admin listener on {addr}"))?;
+    tokio::spawn(admin::serve(listener, runtime.clone(), options));
+    Ok(())
+}
+
 async fn follow(
     client: ControllerClient,
     admin_addr: SocketAddr,
@@ -230,14 +248,8 @@ async fn follow(
     mut signals: Signals,
     workers: usize,
 ) -> Result<ExitCode> {
-    let runtime = Arc::new(
-        Runtime::new(Arc::new(Metrics::new()), workers)
-            .context("cannot start the proxy workers")?,
-    );
-    let admin_listener = admin::bind(admin_addr)
-        .await
-        .with_context(|| format!("cannot bind the admin listener on {admin_addr}"))?;
-    tokio::spawn(admin::serve(admin_listener, runtime.clone(), options));
+    let runtime = new_runtime(workers)?;
+    serve_admin(admin_addr, &runtime, options).await?;
     runtime.start_background();
     tokio::spawn(client.run(runtime.clone()));
     tracing::info!(admin = %admin_addr, "halo-dataplane following the controller");
@@ -255,21 +267,15 @@ async fn run(
     mut signals: Signals,
     workers: usize,
 ) -> Result<ExitCode> {
-    let runtime = Arc::new(
-        Runtime::new(Arc::new(Metrics::new()), workers)
-            .context("cannot start the proxy workers")?,
-    );
+    let runtime = new_runtime(workers)?;
     let first = file::load(&path, &node)?;
     runtime
         .apply(first.sealed(1))
         .await
         .context("cannot apply the initial config")?;
     runtime.start_background();
-    let admin_listener = admin::bind(admin_addr)
-        .await
-        .with_context(|| format!("cannot bind the admin listener on {admin_addr}"))?;
+    serve_admin(admin_addr, &runtime, options).await?;
     tracing::info!(node = %node.name, admin = %admin_addr, config = %path.display(), "halo-dataplane running");
-    tokio::spawn(admin::serve(admin_listener, runtime.clone(), options));
     let hangup = signals.take_hangup();
     tokio::spawn(file::watch(path, node, runtime.clone(), watch, hangup));
 
