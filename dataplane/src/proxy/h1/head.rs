@@ -459,18 +459,10 @@ fn list_items(buf: &[u8], value: Span) -> impl Iterator<Item = Span> + '_ {
         while pos <= bytes.len() {
             let rest = &bytes[pos..];
             let end = rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
-            let item = &rest[..end];
-            let lead = item.iter().take_while(|b| b.is_ascii_whitespace()).count();
-            let trail = item[lead..]
-                .iter()
-                .rev()
-                .take_while(|b| b.is_ascii_whitespace())
-                .count();
-            let start = base + pos + lead;
-            let stop = base + pos + end - trail;
+            let item = trimmed(buf, Span::of(base + pos..base + pos + end));
             pos += end + 1;
-            if stop > start {
-                return Some(Span::of(start..stop));
+            if !item.is_empty() {
+                return Some(item);
             }
         }
         None
@@ -596,14 +588,13 @@ fn host_field(buf: &[u8], fields: &[Field], minor: u8) -> Result<Option<Span>, R
         return Err(Reject::DuplicateHost);
     }
     match first {
-        Some(f) => Ok(Some(Span::of(
-            trimmed(buf, f.value).start as usize..trimmed(buf, f.value).end as usize,
-        ))),
+        Some(f) => Ok(Some(trimmed(buf, f.value))),
         None if minor >= 1 => Err(Reject::MissingHost),
         None => Ok(None),
     }
 }
 
+/// `s` without leading and trailing whitespace.
 fn trimmed(buf: &[u8], s: Span) -> Span {
     let bytes = s.get(buf);
     let lead = bytes.iter().take_while(|b| b.is_ascii_whitespace()).count();
