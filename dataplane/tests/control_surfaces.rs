@@ -5,7 +5,6 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,98 +13,19 @@ use std::time::{Duration, Instant};
 use halo_tests::backends::{self, Backend, free_port};
 use halo_tests::client;
 use halo_tests::process::{DataPlane, http_get_blocking, http_request_blocking};
+use halo_tests::standalone::{self, Lab, front, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_halo-dataplane");
 
-struct Lab {
-    dir: PathBuf,
-    config: PathBuf,
-    admin: SocketAddr,
-}
-
-impl Lab {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(backends::unique(&format!("halo-{name}-")));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port().expect("port")));
-        Self {
-            config: dir.join("halo.yaml"),
-            dir,
-            admin,
-        }
-    }
-
-    /// Write then rename: the safe way.
-    fn write(&self, yaml: &str) {
-        let tmp = self.dir.join("halo.yaml.tmp");
-        std::fs::write(&tmp, yaml).expect("write config");
-        std::fs::rename(&tmp, &self.config).expect("rename config");
-    }
-
-    /// Truncate and write in place, as an editor without atomic save does.
-    fn overwrite(&self, yaml: &str) {
-        std::fs::write(&self.config, yaml).expect("overwrite config");
-    }
-
-    fn spawn(&self, yaml: &str, extra: &[&str], nofile: Option<u64>) -> DataPlane {
-        self.write(yaml);
-        let log = self.dir.join("dataplane.log");
-        DataPlane::spawn(
-            Path::new(BIN),
-            &self.config,
-            "node-a",
-            self.admin,
-            &log,
-            extra,
-            nofile,
-        )
-        .expect("spawn")
-    }
-
-    fn start(&self, yaml: &str, extra: &[&str]) -> DataPlane {
-        let mut dp = self.spawn(yaml, extra, None);
-        dp.wait_started(Duration::from_secs(20)).expect("starts");
-        dp
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
+/// The one-listener HTTP `LoadBalancer` these tests run.
 fn lb(port: u16, backends: &[(&str, u16)]) -> String {
-    let mut list = String::new();
-    for (name, p) in backends {
-        list.push_str(&format!(
-            "        - {{name: {name}, address: 127.0.0.1, port: {p}}}\n"
-        ));
-    }
-    format!(
-        "apiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata: {{name: site, namespace: test}}\nspec:\n  addresses: [127.0.0.1]\n  listeners:\n    - name: main\n      port: {port}\n      protocol: HTTP\n      backends:\n{list}"
-    )
+    standalone::lb(port, "HTTP", "", backends)
 }
 
 async fn web(name: &str) -> Backend {
     backends::http(name, "127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("backend")
-}
-
-fn front(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 async fn get_within(addr: SocketAddr, limit: Duration) -> Option<u16> {
@@ -143,7 +63,7 @@ fn version(dp: &DataPlane) -> Option<u64> {
 #[tokio::test]
 async fn idle_and_half_sent_admin_connections_are_cut_and_never_starve_the_proxy() {
     let a = web("web-1").await;
-    let lab = Lab::new("adminfd");
+    let lab = Lab::new(BIN, "adminfd");
     let port = free_port().expect("port");
     let mut dp = lab.spawn(
         &lb(port, &[("web-1", a.port())]),
@@ -212,9 +132,9 @@ async fn idle_and_half_sent_admin_connections_are_cut_and_never_starve_the_proxy
 #[tokio::test]
 async fn takeover_needs_the_token_and_refuses_cross_site_requests() {
     let a = web("web-1").await;
-    let lab = Lab::new("adminauth");
+    let lab = Lab::new(BIN, "adminauth");
     let port = free_port().expect("port");
-    let dp = lab.start(&lb(port, &[("web-1", a.port())]), &[]);
+    let dp = lab.start_with(&lb(port, &[("web-1", a.port())]), &[]);
     let mode = std::fs::metadata(&dp.token_file)
         .expect("token file made at start")
         .permissions()
@@ -246,9 +166,9 @@ async fn takeover_needs_the_token_and_refuses_cross_site_requests() {
 #[tokio::test]
 async fn read_endpoints_refuse_a_foreign_host_header() {
     let a = web("web-1").await;
-    let lab = Lab::new("adminhost");
+    let lab = Lab::new(BIN, "adminhost");
     let port = free_port().expect("port");
-    let _dp = lab.start(
+    let _dp = lab.start_with(
         &lb(port, &[("web-1", a.port())]),
         &["--admin-allow-host", "node-a.example"],
     );
@@ -287,9 +207,9 @@ fn cli(args: &[&str]) -> (i32, String, String) {
 #[tokio::test]
 async fn status_and_takeover_commands_talk_to_the_admin_listener() {
     let a = web("web-1").await;
-    let lab = Lab::new("cli");
+    let lab = Lab::new(BIN, "cli");
     let port = free_port().expect("port");
-    let dp = lab.start(&lb(port, &[("web-1", a.port())]), &[]);
+    let dp = lab.start_with(&lb(port, &[("web-1", a.port())]), &[]);
     let admin = lab.admin.to_string();
     let token = dp.token_file.to_string_lossy().into_owned();
 
@@ -348,10 +268,10 @@ fn on_vip(port: u16, backend: u16) -> String {
 #[tokio::test]
 async fn a_file_cut_at_a_document_boundary_is_refused_unless_marked() {
     let a = web("web-1").await;
-    let lab = Lab::new("cut");
+    let lab = Lab::new(BIN, "cut");
     let port = free_port().expect("port");
     let full = format!("{LOCAL_VIP}---\n{}", on_vip(port, a.port()));
-    let dp = lab.start(&full, &[]);
+    let dp = lab.start_with(&full, &[]);
     let addr = SocketAddr::from(([127, 0, 0, 78], port));
     assert_eq!(get_within(addr, Duration::from_secs(3)).await, Some(200));
 
@@ -390,9 +310,9 @@ async fn a_file_cut_at_a_document_boundary_is_refused_unless_marked() {
 #[tokio::test]
 async fn a_file_written_in_two_steps_is_applied_once_whole() {
     let (a, b, c) = (web("web-1").await, web("web-2").await, web("web-3").await);
-    let lab = Lab::new("settle");
+    let lab = Lab::new(BIN, "settle");
     let port = free_port().expect("port");
-    let dp = lab.start(&lb(port, &[("web-1", a.port())]), &["--settle", "1s"]);
+    let dp = lab.start_with(&lb(port, &[("web-1", a.port())]), &["--settle", "1s"]);
 
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -455,7 +375,7 @@ async fn a_file_written_in_two_steps_is_applied_once_whole() {
 
 #[tokio::test]
 async fn a_file_over_the_schema_limits_is_refused_with_the_field() {
-    let lab = Lab::new("limits");
+    let lab = Lab::new(BIN, "limits");
     let mut listeners = String::new();
     for i in 0..5_000 {
         listeners.push_str(&format!(
@@ -503,7 +423,7 @@ fn threads_started(pid: u32) -> bool {
 #[tokio::test]
 async fn sighup_during_start_up_does_not_kill_the_process() {
     let a = web("web-1").await;
-    let lab = Lab::new("earlyhup");
+    let lab = Lab::new(BIN, "earlyhup");
     let port = free_port().expect("port");
     let mut dp = lab.spawn(&lb(port, &[("web-1", a.port())]), &[], None);
     let pid = dp.pid();
@@ -531,10 +451,10 @@ async fn sighup_during_start_up_does_not_kill_the_process() {
 #[tokio::test]
 async fn healthz_is_not_ready_while_a_listener_cannot_bind() {
     let a = web("web-1").await;
-    let lab = Lab::new("healthz");
+    let lab = Lab::new(BIN, "healthz");
     let port = free_port().expect("port");
     let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).expect("squat");
-    let _dp = lab.start(&lb(port, &[("web-1", a.port())]), &[]);
+    let _dp = lab.start_with(&lb(port, &[("web-1", a.port())]), &[]);
     let (code, body) = http_get_blocking(lab.admin, "/healthz").expect("healthz");
     assert_eq!(code, 503, "{body}");
     assert!(

@@ -39,8 +39,29 @@ impl Lab {
         std::fs::rename(&tmp, &self.config).expect("rename config");
     }
 
+    /// Truncates and writes in place, as an editor without atomic save does.
+    pub fn overwrite(&self, yaml: &str) {
+        std::fs::write(&self.config, yaml).expect("overwrite config");
+    }
+
     pub fn start(&self, yaml: &str) -> DataPlane {
         self.start_with(yaml, &[])
+    }
+
+    /// Writes `yaml` and starts the data plane without waiting for it; `nofile` lowers
+    /// its RLIMIT_NOFILE.
+    pub fn spawn(&self, yaml: &str, args: &[&str], nofile: Option<u64>) -> DataPlane {
+        self.write(yaml);
+        DataPlane::spawn(
+            Path::new(&self.bin),
+            &self.config,
+            "node-a",
+            self.admin,
+            &self.dir.join("dataplane.log"),
+            args,
+            nofile,
+        )
+        .expect("data plane spawns")
     }
 
     /// `start` with extra `halo-dataplane run` arguments.
