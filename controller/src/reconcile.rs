@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use futures::channel::mpsc::UnboundedSender;
 use halo_crds::protocol::NodeReport;
 use halo_crds::render::{
-    Assignments, ObjectRef, RenderInput, VipAssignment, render, virtual_ip_ref,
+    Assignments, Material, ObjectRef, RenderInput, VipAssignment, render, virtual_ip_ref,
 };
 use halo_crds::{LoadBalancer, VirtualIP};
 use kube::ResourceExt;
@@ -206,6 +206,7 @@ pub fn render_world(
             endpoints: &endpoints,
             assignments: &assignments,
             secrets: &secret_values,
+            material: &Material::new(),
         });
         for p in rendered.problems {
             let conflicting =

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use halo_crds::load_balancer::{Algorithm, Backend, Listener, Protocol, ServiceBackend};
+use halo_crds::load_balancer::{Algorithm, Backend, Listener, Protocol, ServiceBackend, Upstream};
 use halo_crds::net::IpPrefix;
 use halo_crds::{LoadBalancer, LoadBalancerSpec, VirtualIP, VirtualIPPool, VirtualIPSpec};
 use k8s_openapi::api::core::v1::Service;
@@ -194,14 +194,12 @@ pub fn synthesize(
             .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
             .filter_map(|p| {
                 let port = u16::try_from(p.port).ok()?;
-                Some(Listener {
-                    name: p
-                        .name
-                        .clone()
-                        .filter(|n| !n.is_empty())
-                        .unwrap_or_else(|| format!("port-{port}")),
-                    port,
-                    protocol: Protocol::Tcp,
+                let name = p
+                    .name
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| format!("port-{port}"));
+                let upstream = Upstream {
                     algorithm: Algorithm::RoundRobin,
                     backends: vec![Backend {
                         name: None,
@@ -215,12 +213,9 @@ pub fn synthesize(
                         backup: false,
                         max_connections: None,
                     }],
-                    health_check: None,
-                    timeouts: None,
-                    retries: None,
-                    max_connections: None,
-                    forwarded_headers: None,
-                })
+                    ..Upstream::default()
+                };
+                Some(Listener::new(name, port, Protocol::Tcp, upstream))
             })
             .collect();
         if listeners.is_empty() {
@@ -236,6 +231,7 @@ pub fn synthesize(
                 virtual_ip: Some(vip_name),
                 addresses: None,
                 listeners,
+                backend_groups: Vec::new(),
             },
             status: None,
         });

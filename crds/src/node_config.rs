@@ -114,15 +114,341 @@ pub struct ListenerConfig {
     pub addresses: Vec<IpAddr>,
     pub port: u16,
     pub protocol: Protocol,
+    pub timeouts: TimeoutsConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// X-Forwarded-For / -Proto and Forwarded handling (HTTP and HTTPS).
+    #[serde(default)]
+    pub forwarded: ForwardedConfig,
+    /// TLS termination (HTTPS only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
+    /// Accept HTTP/2 with prior knowledge (h2c) on a plain HTTP listener.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub h2c: bool,
+    /// Clients allowed to open with a PROXY protocol header (v1 or v2); a connection
+    /// from one of them must send it. Empty: no PROXY protocol accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_protocol_from: Vec<IpPrefix>,
+    /// Tried in this order for a request (HTTP/HTTPS) or a ClientHello's SNI name (TLS
+    /// passthrough); the data plane applies the precedence rules itself (see the proxy's
+    /// router), this order only breaks ties. A listener's own backends form a last
+    /// route named `default`. TCP listeners have exactly one route.
+    pub routes: Vec<RouteConfig>,
+    /// Backend groups, referenced from routes by index.
+    pub groups: Vec<GroupConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogConfig>,
+}
+
+/// One set of servers with its balancing, checks and connection behaviour: a listener's
+/// own backends, or a named `backendGroups` entry (HAProxy's `backend` section).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupConfig {
+    /// `default` for a listener's own backends, else the backend group's name.
+    pub name: String,
     pub algorithm: Algorithm,
     pub backends: Vec<BackendConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckConfig>,
-    pub timeouts: TimeoutsConfig,
     pub retries: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<u32>,
-    pub forwarded_headers: bool,
+    pub persistence: Option<PersistenceConfig>,
+    /// A backend that comes up ramps from a small weight to full over this period (0: off).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub slow_start_ms: u64,
+    /// Requests waiting for a backend under its maxConnections, at most (then 503).
+    #[serde(default = "default_max_queue")]
+    pub max_queue: u32,
+    /// A PROXY protocol header sent first on every backend connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
+    /// TLS towards the backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTlsConfig>,
+    /// HTTP version spoken to the backends (HTTP and HTTPS listeners).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+}
+
+pub const DEFAULT_MAX_QUEUE: u32 = 1024;
+
+fn default_max_queue() -> u32 {
+    DEFAULT_MAX_QUEUE
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c), or via ALPN `h2` with TLS: gRPC backends.
+    Http2,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProxyProtocolVersion {
+    V1,
+    V2,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum PersistenceConfig {
+    /// HAProxy's `cookie NAME insert [indirect] [nocache] [maxlife]`.
+    #[serde(rename_all = "camelCase")]
+    Cookie {
+        name: String,
+        /// The cookie is removed from requests before they reach the backend.
+        indirect: bool,
+        /// Responses that set the cookie are marked not cacheable by shared caches.
+        nocache: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_age_s: Option<u64>,
+    },
+    /// The same client address goes to the same backend while it is up.
+    SourceIp,
+}
+
+/// Which X-Forwarded-* / Forwarded headers a request keeps and gets.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardedConfig {
+    pub mode: ForwardedMode,
+    /// Clients whose own forwarding headers are kept (and appended to) in any mode
+    /// but `Off`. In `Append` mode an empty list trusts every client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted: Vec<IpPrefix>,
+}
+
+impl Default for ForwardedConfig {
+    fn default() -> Self {
+        Self {
+            mode: ForwardedMode::Append,
+            trusted: Vec::new(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ForwardedMode {
+    /// Keep what the client sent (from trusted clients) and add this hop.
+    Append,
+    /// Drop what an untrusted client sent and add this hop.
+    Replace,
+    /// Neither add nor remove anything.
+    Off,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerTlsConfig {
+    /// The first is the default for a ClientHello without SNI or with an unknown name.
+    pub certificates: Vec<CertificateConfig>,
+    pub min_version: TlsVersion,
+    /// IANA names (e.g. `TLS13_AES_128_GCM_SHA256`); empty: the library's safe defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
+    /// ALPN protocols offered, in preference order (default `h2`, `http/1.1`).
+    pub alpn: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// A certificate chain and its private key, PEM, as read from a Secret or files.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateConfig {
+    /// Where it came from (`secret ns/name`, or the certificate file's path), for logs.
+    pub source: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for CertificateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a private key.
+        f.debug_struct("CertificateConfig")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamTlsConfig {
+    /// CA certificates (PEM) the backend's certificate must chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// Skip verification (test servers only); needs no CA.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
+    /// SNI and the name verified (default: the backend's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteConfig {
+    pub name: String,
+    /// Lowercase; exact or `*.suffix` (any one or more labels). Empty: any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// Any one of these matches the route; empty: every request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<RouteMatch>,
+    /// Applied in order before the action.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<FilterConfig>,
+    pub action: RouteAction,
+    /// Whole request to complete response head (HTTPRoute `timeouts.request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// All given conditions must hold (Gateway API HTTPRouteMatch).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    /// Upper case, e.g. `GET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Names lowercase.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<NamedMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<NamedMatch>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "type", content = "value")]
+pub enum PathMatch {
+    Exact(String),
+    /// Whole segments: `/api` matches `/api` and `/api/x`, not `/apix`.
+    Prefix(String),
+    /// The whole path must match.
+    Regex(String),
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamedMatch {
+    pub name: String,
+    pub value: StringMatch,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "type", content = "value")]
+pub enum StringMatch {
+    Exact(String),
+    /// The whole value must match.
+    Regex(String),
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum FilterConfig {
+    RequestHeaders(HeaderModifier),
+    ResponseHeaders(HeaderModifier),
+    #[serde(rename_all = "camelCase")]
+    UrlRewrite {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hostname: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<PathModifier>,
+    },
+}
+
+/// Gateway API HTTPHeaderFilter: `set` replaces, `add` appends, `remove` drops.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderModifier {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HeaderValue>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HeaderValue>,
+    /// Names lowercase.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct HeaderValue {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "type", content = "value")]
+pub enum PathModifier {
+    ReplaceFull(String),
+    /// Replaces the prefix the route matched (its match must be a `Prefix`).
+    ReplacePrefix(String),
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum RouteAction {
+    /// Weighted backend groups (canaries); a request goes to one, by weight.
+    Forward { groups: Vec<WeightedGroup> },
+    #[serde(rename_all = "camelCase")]
+    Redirect {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scheme: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hostname: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<PathModifier>,
+        status: u16,
+    },
+    /// An answer of the proxy's own.
+    #[serde(rename_all = "camelCase")]
+    Fixed {
+        status: u16,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        body: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content_type: Option<String>,
+    },
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightedGroup {
+    /// Index into the listener's `groups`.
+    pub group: usize,
+    pub weight: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLogConfig {
+    pub target: LogTarget,
+    /// Log this share of requests, 1-100 (errors are always logged).
+    pub sample_percent: u8,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "type", content = "path")]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+    File(String),
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -170,6 +496,15 @@ pub struct TimeoutsConfig {
     pub server_ms: u64,
     pub http_request_ms: u64,
     pub idle_ms: u64,
+    /// Waiting in a backend group's queue for a backend under its maxConnections.
+    #[serde(default = "default_queue_ms")]
+    pub queue_ms: u64,
+}
+
+pub const DEFAULT_QUEUE_MS: u64 = 5_000;
+
+fn default_queue_ms() -> u64 {
+    DEFAULT_QUEUE_MS
 }
 
 impl Default for TimeoutsConfig {
@@ -180,6 +515,7 @@ impl Default for TimeoutsConfig {
             server_ms: 60_000,
             http_request_ms: 10_000,
             idle_ms: 60_000,
+            queue_ms: DEFAULT_QUEUE_MS,
         }
     }
 }

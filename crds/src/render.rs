@@ -12,13 +12,16 @@ use crate::duration;
 use crate::load_balancer::{HealthCheckType, LoadBalancer, Protocol};
 use crate::net::IpPrefix;
 use crate::node_config::{
-    BackendConfig, GarpConfig, HealthCheckConfig, ListenerConfig, NodeConfig, Probe,
-    TimeoutsConfig, TrackConfig, TrackEffect, VipConfig, VrrpConfig,
+    BackendConfig, DEFAULT_MAX_QUEUE, ForwardedConfig, ForwardedMode, GarpConfig, GroupConfig,
+    HealthCheckConfig, ListenerConfig, NodeConfig, Probe, RouteAction, RouteConfig, TimeoutsConfig,
+    TrackConfig, TrackEffect, UpstreamProtocol, VipConfig, VrrpConfig, WeightedGroup,
 };
 use crate::virtual_ip::{VirtualIP, VrrpMode};
 
 pub const DEFAULT_PRIORITY: u8 = 100;
 pub const DEFAULT_RETRIES: u32 = 3;
+/// The name of a listener's own backend group and of the route to it.
+pub const DEFAULT_GROUP: &str = "default";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeInfo {
@@ -57,6 +60,19 @@ pub type Assignments = BTreeMap<String, VipAssignment>;
 /// Secret values referenced by specs, keyed by (secret name, key).
 pub type SecretValues = BTreeMap<(String, String), String>;
 
+/// Where TLS material (certificates, keys, CAs) comes from.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MaterialRef {
+    /// A Secret in a LoadBalancer's namespace; its keys (`tls.crt`, `tls.key`, `ca.crt`).
+    Secret { namespace: String, name: String },
+    /// A file (standalone mode); its whole content under the key `""`.
+    File(String),
+}
+
+/// The contents (key → text) of every source the specs reference, or why it could not
+/// be read or is unusable (becomes a Problem on the referencing field).
+pub type Material = BTreeMap<MaterialRef, Result<BTreeMap<String, String>, String>>;
+
 #[derive(Clone, Copy, Debug)]
 pub struct RenderInput<'a> {
     pub node: &'a NodeInfo,
@@ -65,6 +81,7 @@ pub struct RenderInput<'a> {
     pub endpoints: &'a ServiceEndpoints,
     pub assignments: &'a Assignments,
     pub secrets: &'a SecretValues,
+    pub material: &'a Material,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -601,20 +618,24 @@ fn render_load_balancer(
                 format!("duplicate listener port {}", l.port),
             );
         }
-        let forwarded_headers = match (l.protocol, l.forwarded_headers) {
-            (Protocol::Http, setting) => setting.unwrap_or(true),
-            (Protocol::Tcp, Some(true)) => {
+        let forwarded = match (l.protocol, l.forwarded_headers) {
+            (Protocol::Http | Protocol::Https, Some(false)) => ForwardedConfig {
+                mode: ForwardedMode::Off,
+                trusted: Vec::new(),
+            },
+            (Protocol::Http | Protocol::Https, _) => ForwardedConfig::default(),
+            (Protocol::Tcp | Protocol::Tls, Some(true)) => {
                 c.report(
                     format!("{at}.forwardedHeaders"),
                     "applies to protocol HTTP only",
                 );
-                false
+                ForwardedConfig::default()
             }
-            (Protocol::Tcp, _) => false,
+            (Protocol::Tcp | Protocol::Tls, _) => ForwardedConfig::default(),
         };
 
-        let backends = render_backends(input, &namespace, &at, l, &mut c);
-        let health_check = l.health_check.as_ref().map(|hc| {
+        let backends = render_backends(input, &namespace, &at, &l.upstream, &mut c);
+        let health_check = l.upstream.health_check.as_ref().map(|hc| {
             let field = format!("{at}.healthCheck");
             let interval_ms =
                 c.duration_ms(&format!("{field}.interval"), hc.interval.as_ref(), 2_000);
@@ -706,6 +727,7 @@ fn render_load_balancer(
                 t.idle.as_ref(),
                 defaults.idle_ms,
             ),
+            queue_ms: defaults.queue_ms,
         };
         for (name, v) in [
             ("connect", timeouts.connect_ms),
@@ -722,19 +744,34 @@ fn render_load_balancer(
             c.report(format!("{at}.maxConnections"), "must be at least 1");
         }
 
+        let group = GroupConfig {
+            name: DEFAULT_GROUP.to_string(),
+            algorithm: l.upstream.algorithm,
+            backends,
+            health_check,
+            retries: l.upstream.retries.unwrap_or(DEFAULT_RETRIES),
+            persistence: None,
+            slow_start_ms: 0,
+            max_queue: DEFAULT_MAX_QUEUE,
+            proxy_protocol: None,
+            tls: None,
+            protocol: UpstreamProtocol::Http1,
+        };
         listeners.push(ListenerConfig {
             name: format!("{namespace}/{lb_name}/{}", l.name),
             vip: spec.virtual_ip.clone(),
             addresses: addresses.clone(),
             port: l.port,
             protocol: l.protocol,
-            algorithm: l.algorithm,
-            backends,
-            health_check,
             timeouts,
-            retries: l.retries.unwrap_or(DEFAULT_RETRIES),
             max_connections: l.max_connections,
-            forwarded_headers,
+            forwarded,
+            tls: None,
+            h2c: false,
+            proxy_protocol_from: Vec::new(),
+            routes: vec![default_route(0)],
+            groups: vec![group],
+            access_log: None,
         });
     }
 
@@ -745,16 +782,30 @@ fn render_load_balancer(
     }
 }
 
+/// The last route of a listener: everything to its own backends.
+fn default_route(group: usize) -> RouteConfig {
+    RouteConfig {
+        name: DEFAULT_GROUP.to_string(),
+        hostnames: Vec::new(),
+        matches: Vec::new(),
+        filters: Vec::new(),
+        action: RouteAction::Forward {
+            groups: vec![WeightedGroup { group, weight: 1 }],
+        },
+        timeout_ms: None,
+    }
+}
+
 fn render_backends(
     input: &RenderInput<'_>,
     namespace: &str,
     at: &str,
-    listener: &crate::load_balancer::Listener,
+    upstream: &crate::load_balancer::Upstream,
     c: &mut Checker,
 ) -> Vec<BackendConfig> {
     let mut out = Vec::new();
     let mut names = BTreeSet::new();
-    for (j, b) in listener.backends.iter().enumerate() {
+    for (j, b) in upstream.backends.iter().enumerate() {
         let field = format!("{at}.backends[{j}]");
         let weight = b.weight.unwrap_or(1);
         if weight > 256 {

@@ -227,8 +227,18 @@ pub fn cel_rule(rule: &str) -> Option<fn(&Value) -> bool> {
         "self.all(a, isCIDR(a) || isIP(a))" => |v| all_str(v, |a| is_cidr(a) || is_ip(a)),
         "self.all(l, self.exists_one(m, m.name == l.name))" => |v| unique(v, "name"),
         "self.all(l, self.exists_one(m, m.port == l.port))" => |v| unique(v, "port"),
-        "self.protocol == 'HTTP' || !has(self.forwardedHeaders) || !self.forwardedHeaders" => {
-            |v| text(v, "protocol") == Some("HTTP") || !flag(v, "forwardedHeaders")
+        "self.all(g, self.exists_one(h, h.name == g.name))" => |v| unique(v, "name"),
+        "self.type == 'Cookie' || !has(self.cookie)" => {
+            |v| text(v, "type") == Some("Cookie") || !has(v, "cookie")
+        }
+        "has(self.secretName) != (has(self.certFile) && has(self.keyFile))" => {
+            |v| has(v, "secretName") != (has(v, "certFile") && has(v, "keyFile"))
+        }
+        "self.protocol in ['HTTP', 'HTTPS'] || !has(self.forwardedHeaders) || !self.forwardedHeaders" => {
+            |v| {
+                matches!(text(v, "protocol"), Some("HTTP" | "HTTPS"))
+                    || !flag(v, "forwardedHeaders")
+            }
         }
         "has(self.address) != has(self.service)" => |v| has(v, "address") != has(v, "service"),
         "!has(self.address) || has(self.port)" => |v| !has(v, "address") || has(v, "port"),
@@ -453,12 +463,12 @@ mod tests {
                 false,
             ),
             (
-                "self.protocol == 'HTTP' || !has(self.forwardedHeaders) || !self.forwardedHeaders",
+                "self.protocol in ['HTTP', 'HTTPS'] || !has(self.forwardedHeaders) || !self.forwardedHeaders",
                 json!({"protocol": "TCP", "forwardedHeaders": true}),
                 false,
             ),
             (
-                "self.protocol == 'HTTP' || !has(self.forwardedHeaders) || !self.forwardedHeaders",
+                "self.protocol in ['HTTP', 'HTTPS'] || !has(self.forwardedHeaders) || !self.forwardedHeaders",
                 json!({"protocol": "TCP", "forwardedHeaders": false}),
                 true,
             ),

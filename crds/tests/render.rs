@@ -5,10 +5,10 @@ use std::net::IpAddr;
 
 use halo_crds::load_balancer::{Algorithm, Protocol};
 use halo_crds::manifest;
-use halo_crds::node_config::Probe;
+use halo_crds::node_config::{ForwardedMode, Probe};
 use halo_crds::render::{
-    Assignments, Endpoint, NodeInfo, RenderInput, Rendered, SecretValues, ServiceEndpoints,
-    ServiceKey, VipAssignment, render,
+    Assignments, Endpoint, Material, NodeInfo, RenderInput, Rendered, SecretValues,
+    ServiceEndpoints, ServiceKey, VipAssignment, render,
 };
 
 const SITE: &str = r#"
@@ -87,6 +87,7 @@ fn render_text(text: &str, node_name: &str, assignments: &Assignments) -> Render
         endpoints: &eps,
         assignments,
         secrets: &SecretValues::new(),
+        material: &Material::new(),
     })
 }
 
@@ -112,24 +113,25 @@ fn renders_vrrp_per_node_priority() {
 fn renders_listeners_with_defaults_and_resolved_backends() {
     let r = render_text(SITE, "lb1", &Assignments::new());
     let http = &r.config.listeners[0];
+    let web = &http.groups[0];
     assert_eq!(http.name, "shop/web/http");
     assert_eq!(
         http.addresses,
         vec!["192.0.2.10".parse::<IpAddr>().expect("ip")]
     );
     assert_eq!(
-        (http.protocol, http.algorithm, http.retries),
+        (http.protocol, web.algorithm, web.retries),
         (Protocol::Http, Algorithm::RoundRobin, 3)
     );
-    assert!(http.forwarded_headers);
+    assert_eq!(http.forwarded.mode, ForwardedMode::Append);
     assert_eq!(
-        http.backends.iter().map(|b| b.weight).collect::<Vec<_>>(),
+        web.backends.iter().map(|b| b.weight).collect::<Vec<_>>(),
         vec![3, 1, 1]
     );
-    assert!(http.backends[2].backup);
+    assert!(web.backends[2].backup);
     assert_eq!(http.timeouts.client_ms, 10_800_000);
     assert_eq!(http.timeouts.connect_ms, 5_000);
-    let hc = http.health_check.clone().expect("health check");
+    let hc = web.health_check.clone().expect("health check");
     assert_eq!(
         hc.probe,
         Probe::Http {
@@ -148,8 +150,7 @@ fn renders_listeners_with_defaults_and_resolved_backends() {
         (2_000, 5_000, 1_000, 3, 2)
     );
 
-    let db = &r.config.listeners[1];
-    assert!(!db.forwarded_headers);
+    let db = &r.config.listeners[1].groups[0];
     // Only the ready endpoint is a backend.
     assert_eq!(db.backends.len(), 1);
     assert_eq!(db.backends[0].name, "mariadb/db-0");

@@ -189,10 +189,10 @@ impl Runtime {
             services.insert(l.name.clone(), service);
         }
         for old in state.services.values() {
-            for b in &old.backends {
+            for b in old.backends() {
                 let kept = services
                     .get(&old.config.name)
-                    .is_some_and(|s| s.backends.iter().any(|n| Arc::ptr_eq(n, b)));
+                    .is_some_and(|s| s.backends().any(|n| Arc::ptr_eq(n, b)));
                 if !kept {
                     self.metrics.forget_backend(&old.config.name, b.name());
                 }
@@ -359,8 +359,7 @@ impl Runtime {
                         .collect(),
                     ready_backends: s.ready_backends(),
                     backends: s
-                        .backends
-                        .iter()
+                        .backends()
                         .map(|b| BackendStatus {
                             name: b.name().to_string(),
                             address: b.addr().to_string(),

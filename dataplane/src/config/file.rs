@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use halo_crds::NodeConfig;
 use halo_crds::manifest::{self, ManifestError, Manifests};
 use halo_crds::render::{
-    Assignments, NodeInfo, Problem, RenderInput, SecretValues, ServiceEndpoints, render,
+    Assignments, Material, NodeInfo, Problem, RenderInput, SecretValues, ServiceEndpoints, render,
 };
 use tokio::signal::unix::Signal;
 
@@ -95,6 +95,7 @@ fn render_objects(
         endpoints: &ServiceEndpoints::new(),
         assignments: &Assignments::new(),
         secrets: &SecretValues::new(),
+        material: &Material::new(),
     });
     if rendered.problems.is_empty() {
         Ok(rendered.config)

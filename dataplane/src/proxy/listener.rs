@@ -67,14 +67,14 @@ pub async fn accept_loop(socket: std::net::TcpListener, slot: Arc<ArcSwap<Servic
         let _ = stream.set_nodelay(true);
         let service = slot.load_full();
         match service.config.protocol {
-            Protocol::Tcp => {
+            Protocol::Tcp | Protocol::Tls => {
                 let Some(admitted) = service.admit() else {
                     drop(stream);
                     continue;
                 };
                 tokio::spawn(tcp::serve(stream, peer, service, admitted));
             }
-            Protocol::Http => {
+            Protocol::Http | Protocol::Https => {
                 tokio::spawn(h1::serve(stream, peer, slot.clone()));
             }
         }

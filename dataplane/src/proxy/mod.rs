@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use halo_crds::node_config::ListenerConfig;
+use halo_crds::node_config::{GroupConfig, ListenerConfig, RouteAction};
+use halo_crds::render::DEFAULT_GROUP;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
@@ -30,8 +31,8 @@ use crate::metrics::{Labels, Metrics, listener_labels, with};
 /// started earlier keep the snapshot they began with.
 pub struct Service {
     pub config: ListenerConfig,
-    pub backends: Vec<Arc<Backend>>,
-    balance: Mutex<BalanceState>,
+    /// One per `config.groups`, same order.
+    pub groups: Vec<Group>,
     limit: Option<Arc<Semaphore>>,
     pub labels: Labels,
     pub metrics: Arc<Metrics>,
@@ -41,10 +42,84 @@ pub struct Service {
     responses: [Counter; 5],
 }
 
+/// One backend group's servers and balancing state.
+pub struct Group {
+    pub config: GroupConfig,
+    pub backends: Vec<Arc<Backend>>,
+    balance: Mutex<BalanceState>,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("no backend of {listener} could take the request")]
 pub struct NoBackend {
     pub listener: String,
+}
+
+impl Group {
+    fn new(
+        listener: &str,
+        config: GroupConfig,
+        previous: Option<&Group>,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
+        let backends = config
+            .backends
+            .iter()
+            .map(|b| {
+                let mut b = b.clone();
+                if config.name != DEFAULT_GROUP {
+                    // Names are unique within a group; the listener's metrics and status
+                    // need them unique across its groups.
+                    b.name = format!("{}/{}", config.name, b.name);
+                }
+                previous
+                    .and_then(|p| {
+                        p.backends.iter().find(|old| {
+                            old.reusable_for(listener, &b, config.health_check.as_ref())
+                        })
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        let fresh =
+                            Backend::new(listener, b, config.health_check.clone(), metrics.clone());
+                        health::spawn(&fresh);
+                        fresh
+                    })
+            })
+            .collect();
+        Self {
+            config,
+            backends,
+            balance: Mutex::new(BalanceState::default()),
+        }
+    }
+
+    /// Picks a backend index for a client, skipping `excluded` ones.
+    pub fn pick(&self, client: IpAddr, excluded: &[bool]) -> Option<usize> {
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let n = SEQUENCE.fetch_add(2, Ordering::Relaxed);
+        let candidates: Vec<_> = self.backends.iter().map(|b| b.candidate()).collect();
+        let source_hash = match client {
+            IpAddr::V4(v4) => hash_bytes(&v4.octets()),
+            IpAddr::V6(v6) => hash_bytes(&v6.octets()),
+        };
+        let input = PickInput {
+            source_hash,
+            random: (mix64(n ^ random_seed()), mix64((n + 1) ^ random_seed())),
+        };
+        let mut state = self.balance.lock().ok()?;
+        balance::pick(
+            self.config.algorithm,
+            &mut state,
+            &candidates,
+            excluded,
+            input,
+        )
+    }
+
+    pub fn ready_backends(&self) -> usize {
+        self.backends.iter().filter(|b| b.is_up()).count()
+    }
 }
 
 impl Service {
@@ -55,27 +130,12 @@ impl Service {
         previous: Option<&Service>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        let backends = config
-            .backends
+        let groups = config
+            .groups
             .iter()
-            .map(|b| {
-                previous
-                    .and_then(|p| {
-                        p.backends.iter().find(|old| {
-                            old.reusable_for(&config.name, b, config.health_check.as_ref())
-                        })
-                    })
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        let fresh = Backend::new(
-                            &config.name,
-                            b.clone(),
-                            config.health_check.clone(),
-                            metrics.clone(),
-                        );
-                        health::spawn(&fresh);
-                        fresh
-                    })
+            .map(|g| {
+                let old = previous.and_then(|p| p.groups.iter().find(|o| o.config.name == g.name));
+                Group::new(&config.name, g.clone(), old, &metrics)
             })
             .collect();
         let limit = match previous {
@@ -95,14 +155,28 @@ impl Service {
         });
         Arc::new(Self {
             config,
-            backends,
-            balance: Mutex::new(BalanceState::default()),
+            groups,
             limit,
             labels,
             metrics,
             connections,
             active,
             responses,
+        })
+    }
+
+    /// Every backend of every group.
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.groups.iter().flat_map(|g| g.backends.iter())
+    }
+
+    /// The group an L4 listener forwards to: the first of its only route.
+    pub fn stream_group(&self) -> Option<&Group> {
+        self.config.routes.iter().find_map(|r| match &r.action {
+            RouteAction::Forward { groups } => {
+                groups.first().and_then(|w| self.groups.get(w.group))
+            }
+            _ => None,
         })
     }
 
@@ -147,39 +221,20 @@ impl Service {
         })
     }
 
-    /// Picks a backend index for a client, skipping `excluded` ones.
-    pub fn pick(&self, client: IpAddr, excluded: &[bool]) -> Option<usize> {
-        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-        let n = SEQUENCE.fetch_add(2, Ordering::Relaxed);
-        let candidates: Vec<_> = self.backends.iter().map(|b| b.candidate()).collect();
-        let source_hash = match client {
-            IpAddr::V4(v4) => hash_bytes(&v4.octets()),
-            IpAddr::V6(v6) => hash_bytes(&v6.octets()),
-        };
-        let input = PickInput {
-            source_hash,
-            random: (mix64(n ^ random_seed()), mix64((n + 1) ^ random_seed())),
-        };
-        let mut state = self.balance.lock().ok()?;
-        balance::pick(
-            self.config.algorithm,
-            &mut state,
-            &candidates,
-            excluded,
-            input,
-        )
-    }
-
-    /// Opens a connection to a backend, moving on to another one after a connect failure
-    /// up to `retries` times.
-    pub async fn connect(&self, client: IpAddr) -> Result<(ActiveGuard, TcpStream), NoBackend> {
-        let mut excluded = vec![false; self.backends.len()];
-        for _ in 0..=self.config.retries {
-            let Some(i) = self.pick(client, &excluded) else {
+    /// Opens a connection to a backend of `group`, moving on to another one after a
+    /// connect failure up to the group's `retries` times.
+    pub async fn connect(
+        &self,
+        group: &Group,
+        client: IpAddr,
+    ) -> Result<(ActiveGuard, TcpStream), NoBackend> {
+        let mut excluded = vec![false; group.backends.len()];
+        for _ in 0..=group.config.retries {
+            let Some(i) = group.pick(client, &excluded) else {
                 break;
             };
             excluded[i] = true;
-            let backend = &self.backends[i];
+            let backend = &group.backends[i];
             let guard = backend.track();
             match backend.connect(self.connect_timeout()).await {
                 Ok(stream) => return Ok((guard, stream)),
@@ -199,7 +254,7 @@ impl Service {
     }
 
     pub fn ready_backends(&self) -> usize {
-        self.backends.iter().filter(|b| b.is_up()).count()
+        self.backends().filter(|b| b.is_up()).count()
     }
 }
 

@@ -10,7 +10,11 @@ use super::{Admitted, Service, pump};
 
 pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>, admitted: Admitted) {
     let _admitted = admitted;
-    let (guard, upstream) = match service.connect(peer.ip()).await {
+    let Some(group) = service.stream_group() else {
+        tracing::warn!(%peer, listener = %service.config.name, "no backend group; closing client connection");
+        return;
+    };
+    let (guard, upstream) = match service.connect(group, peer.ip()).await {
         Ok(pair) => pair,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "closing client connection");

@@ -1189,7 +1189,11 @@ fn render_in_memory(args: &Args) -> Result<()> {
             let problems: usize = outcome.problems.values().map(Vec::len).sum();
             let mut per_node = Vec::new();
             for (node, c) in &outcome.configs {
-                let backends: usize = c.listeners.iter().map(|l| l.backends.len()).sum();
+                let backends: usize = c
+                    .listeners
+                    .iter()
+                    .map(|l| l.groups.iter().map(|g| g.backends.len()).sum::<usize>())
+                    .sum();
                 let bytes = serde_json::to_vec(c).map_or(0, |b| b.len());
                 per_node.push(format!(
                     "{node}: {} vips, {} listeners, {backends} backends, {:.1} MiB JSON",

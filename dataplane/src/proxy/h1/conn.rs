@@ -9,6 +9,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use halo_crds::node_config::ForwardedMode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -192,7 +193,7 @@ async fn forward(
             .is_none()
             .then(|| client.stream.local_addr().ok())
             .flatten(),
-        forwarded_headers: service.config.forwarded_headers,
+        forwarded_headers: service.config.forwarded.mode != ForwardedMode::Off,
     };
     let mut out = bufpool::take(bufpool::SMALL);
     rewrite::request(cbuf, &head, &origin, &mut out);
@@ -237,15 +238,19 @@ async fn attempts(
     cbuf: &mut Vec<u8>,
     ex: &mut Exchange<'_>,
 ) -> Next {
-    let mut excluded = vec![false; service.backends.len()];
-    let mut left = service.config.retries + 1;
+    let Some(group) = service.stream_group() else {
+        let message = service.no_backend().to_string();
+        return fail(client, service, Failure::Gateway(503, message)).await;
+    };
+    let mut excluded = vec![false; group.backends.len()];
+    let mut left = group.config.retries + 1;
     while left > 0 {
-        let Some(i) = service.pick(client.peer.ip(), &excluded) else {
+        let Some(i) = group.pick(client.peer.ip(), &excluded) else {
             break;
         };
         excluded[i] = true;
         left -= 1;
-        let backend = service.backends[i].clone();
+        let backend = group.backends[i].clone();
         let _guard = backend.track();
         // A pooled connection the backend closed meanwhile is not the backend's fault:
         // one fresh connection to the same server follows.
@@ -685,7 +690,7 @@ mod tests {
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let config: ListenerConfig = serde_json::from_value(serde_json::json!({
             "name": "t", "addresses": [], "port": 1, "protocol": "HTTP",
-            "algorithm": "RoundRobin", "backends": [], "retries": 0, "forwardedHeaders": true,
+            "routes": [], "groups": [],
             "timeouts": {"connectMs": 1, "clientMs": 1, "serverMs": 1, "httpRequestMs": 1, "idleMs": 1},
         }))
         .expect("config");
