@@ -450,7 +450,7 @@ pub struct RequestRedirect {
     pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathModifier>,
-    /// 301 (default), 302, 303, 307 or 308.
+    /// 302 (default), 301, 303, 307 or 308.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_code: Option<u16>,
 }
