@@ -18,10 +18,12 @@ mod group;
 mod listener;
 mod route;
 pub mod syntax;
+mod tls;
 
 pub use group::DEFAULT_COOKIE;
 use listener::render_load_balancer;
 pub use route::{DEFAULT_REDIRECT_STATUS, REDIRECT_STATUSES};
+pub use tls::{ALPN_PROTOCOLS, CA_KEY, CIPHER_SUITES, TLS_CERT_KEY, TLS_KEY_KEY, material_refs};
 
 pub const DEFAULT_PRIORITY: u8 = 100;
 pub const DEFAULT_RETRIES: u32 = 3;

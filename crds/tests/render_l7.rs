@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use halo_crds::manifest;
-use halo_crds::node_config::ListenerConfig;
+use halo_crds::node_config::{ListenerConfig, TlsVersion};
 use halo_crds::render::{
-    Assignments, Material, NodeInfo, RenderInput, Rendered, SecretValues, ServiceEndpoints, render,
+    Assignments, Material, MaterialRef, NodeInfo, RenderInput, Rendered, SecretValues,
+    ServiceEndpoints, material_refs, render,
 };
 use serde_json::{Value, json};
 
@@ -560,5 +561,240 @@ fn table_of_refusals_with_field_paths() {
             r.config.listeners.is_empty(),
             "a refused LoadBalancer serves nothing"
         );
+    }
+}
+
+const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n";
+const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHfake\n-----END PRIVATE KEY-----\n";
+
+fn secret(
+    name: &str,
+    keys: &[(&str, &str)],
+) -> (MaterialRef, Result<BTreeMap<String, String>, String>) {
+    (
+        MaterialRef::Secret {
+            namespace: "shop".into(),
+            name: name.into(),
+        },
+        Ok(keys
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()),
+    )
+}
+
+fn file(path: &str, text: &str) -> (MaterialRef, Result<BTreeMap<String, String>, String>) {
+    (
+        MaterialRef::File(path.into()),
+        Ok(BTreeMap::from([(String::new(), text.to_string())])),
+    )
+}
+
+fn material() -> Material {
+    Material::from([
+        secret("site-tls", &[("tls.crt", CERT), ("tls.key", KEY)]),
+        secret("no-key", &[("tls.crt", CERT)]),
+        secret("not-pem", &[("tls.crt", "hello"), ("tls.key", KEY)]),
+        secret("backend-ca", &[("ca.crt", CERT)]),
+        (
+            MaterialRef::Secret {
+                namespace: "shop".into(),
+                name: "forbidden".into(),
+            },
+            Err("Secret shop/forbidden cannot be read: forbidden".into()),
+        ),
+        file("certs/api.crt", CERT),
+        file("certs/api.key", KEY),
+        file("certs/ca.pem", CERT),
+    ])
+}
+
+/// An HTTPS listener on port 443 with these extra fields.
+fn https(extra: &str) -> String {
+    doc(
+        GROUPS,
+        &format!(
+            "name: https, port: 443, protocol: HTTPS, backends: [{{address: 10.0.0.11, port: 8080}}], {extra}"
+        ),
+    )
+}
+
+fn tls_listener(text: &str) -> ListenerConfig {
+    let r = render_with(text, &material());
+    assert!(r.problems.is_empty(), "{text}\n{:?}", r.problems);
+    r.config.listeners.into_iter().next().expect("one listener")
+}
+
+#[test]
+fn https_certificates_from_secrets_and_files_with_defaults() {
+    let l = tls_listener(&https(
+        "tls: {certificates: [{secretName: site-tls}, {certFile: certs/api.crt, keyFile: certs/api.key}]}",
+    ));
+    let tls = l.tls.expect("tls");
+    let got: Vec<(&str, &str, &str)> = tls
+        .certificates
+        .iter()
+        .map(|c| (c.source.as_str(), c.cert_pem.as_str(), c.key_pem.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("secret shop/site-tls", CERT, KEY),
+            ("certs/api.crt", CERT, KEY)
+        ]
+    );
+    assert_eq!(tls.min_version, TlsVersion::Tls12);
+    assert_eq!(tls.alpn, ["h2", "http/1.1"]);
+    assert!(tls.cipher_suites.is_empty());
+
+    let tuned = tls_listener(&https(
+        "tls: {certificates: [{secretName: site-tls}], minVersion: '1.3', cipherSuites: [TLS_AES_128_GCM_SHA256, TLS13_CHACHA20_POLY1305_SHA256], alpn: [http/1.1]}",
+    ))
+    .tls
+    .expect("tls");
+    assert_eq!(tuned.min_version, TlsVersion::Tls13);
+    assert_eq!(
+        tuned.cipher_suites,
+        ["TLS13_AES_128_GCM_SHA256", "TLS13_CHACHA20_POLY1305_SHA256"]
+    );
+    assert_eq!(tuned.alpn, ["http/1.1"]);
+}
+
+#[test]
+fn backend_tls_ca_from_secret_or_file_or_skip_verify() {
+    let text = doc(
+        "\n    - {name: api, backends: [{address: 10.0.0.21, port: 443}], backendTls: {caFile: certs/ca.pem, serverName: API.internal}}\n",
+        "name: http, port: 80, protocol: HTTP, backends: [{address: 10.0.0.11, port: 443}], backendTls: {caSecretName: backend-ca}, routes: [{name: a, backendRefs: [{name: api}]}]",
+    );
+    let l = tls_listener(&text);
+    assert_eq!(to_json(&l.groups[0].tls), json!({"caPem": CERT}));
+    assert_eq!(
+        to_json(&l.groups[1].tls),
+        json!({"caPem": CERT, "serverName": "api.internal"})
+    );
+    let skip = tls_listener(&http("backendTls: {insecureSkipVerify: true}"));
+    assert_eq!(
+        to_json(&skip.groups[0].tls),
+        json!({"insecureSkipVerify": true})
+    );
+}
+
+#[test]
+fn material_refs_list_every_secret_and_file() {
+    let text = doc(
+        "\n    - {name: api, backendTls: {caFile: certs/ca.pem}}\n",
+        "name: https, port: 443, protocol: HTTPS, tls: {certificates: [{secretName: site-tls}, {certFile: certs/api.crt, keyFile: certs/api.key}]}, backendTls: {caSecretName: backend-ca}",
+    );
+    let m = manifest::parse_unvalidated(&text).expect("parse");
+    let refs: Vec<MaterialRef> = material_refs(&m.load_balancers).into_iter().collect();
+    let secret = |n: &str| MaterialRef::Secret {
+        namespace: "shop".into(),
+        name: n.into(),
+    };
+    assert_eq!(
+        refs,
+        [
+            secret("backend-ca"),
+            secret("site-tls"),
+            MaterialRef::File("certs/api.crt".into()),
+            MaterialRef::File("certs/api.key".into()),
+            MaterialRef::File("certs/ca.pem".into()),
+        ]
+    );
+}
+
+#[test]
+fn table_of_tls_refusals_with_field_paths() {
+    let p = "LoadBalancer shop/web: spec.listeners[0]";
+    let cert = |c: &str| https(&format!("tls: {{certificates: [{c}]}}"));
+    let cases: Vec<(String, String)> = vec![
+        (
+            https("algorithm: RoundRobin"),
+            format!("{p}.tls: required for protocol HTTPS"),
+        ),
+        (
+            http("tls: {certificates: [{secretName: site-tls}]}"),
+            format!("{p}.tls: applies to protocol HTTPS only"),
+        ),
+        (
+            cert("{secretName: site-tls}, {secretName: missing}"),
+            format!("{p}.tls.certificates[1]: Secret shop/missing not found"),
+        ),
+        (
+            cert("{secretName: forbidden}"),
+            format!("{p}.tls.certificates[0]: Secret shop/forbidden cannot be read: forbidden"),
+        ),
+        (
+            cert("{secretName: no-key}"),
+            format!("{p}.tls.certificates[0]: Secret shop/no-key has no key tls.key"),
+        ),
+        (
+            cert("{secretName: not-pem}"),
+            format!("{p}.tls.certificates[0]: Secret shop/not-pem key tls.crt holds no PEM CERTIFICATE block"),
+        ),
+        (
+            cert("{certFile: certs/api.key, keyFile: certs/api.key}"),
+            format!("{p}.tls.certificates[0]: file certs/api.key holds no PEM CERTIFICATE block"),
+        ),
+        (
+            cert("{certFile: certs/api.crt, keyFile: certs/gone.key}"),
+            format!("{p}.tls.certificates[0]: file certs/gone.key not found"),
+        ),
+        (
+            cert("{certFile: certs/api.crt}"),
+            format!("{p}.tls.certificates[0]: set secretName, or certFile and keyFile"),
+        ),
+        (
+            https("tls: {certificates: []}"),
+            format!("{p}.tls.certificates: at least one certificate is required"),
+        ),
+        (
+            https("tls: {certificates: [{secretName: site-tls}], cipherSuites: [TLS_RSA_WITH_RC4_128_SHA]}"),
+            format!("{p}.tls.cipherSuites[0]: \"TLS_RSA_WITH_RC4_128_SHA\" is not a supported cipher suite"),
+        ),
+        (
+            https("tls: {certificates: [{secretName: site-tls}], minVersion: '1.3', cipherSuites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]}"),
+            format!("{p}.tls.cipherSuites: minVersion 1.3 needs at least one TLS13_ cipher suite"),
+        ),
+        (
+            https("tls: {certificates: [{secretName: site-tls}], alpn: [h2, h3]}"),
+            format!("{p}.tls.alpn[1]: \"h3\" must be h2 or http/1.1"),
+        ),
+        (
+            http("backendTls: {}"),
+            format!("{p}.backendTls: set caSecretName or caFile to verify backends, or insecureSkipVerify"),
+        ),
+        (
+            http("backendTls: {caSecretName: nope}"),
+            format!("{p}.backendTls.caSecretName: Secret shop/nope not found"),
+        ),
+        (
+            http("backendTls: {caFile: certs/api.key}"),
+            format!("{p}.backendTls.caFile: file certs/api.key holds no PEM CERTIFICATE block"),
+        ),
+        (
+            http("backendTls: {caFile: certs/ca.pem, caSecretName: backend-ca}"),
+            format!("{p}.backendTls: set caSecretName or caFile, not both"),
+        ),
+        (
+            http("backendTls: {caFile: certs/ca.pem, insecureSkipVerify: true}"),
+            format!("{p}.backendTls.insecureSkipVerify: a CA is given"),
+        ),
+        (
+            doc(
+                "\n    - {name: api, backendTls: {caSecretName: nope}}\n",
+                "name: http, port: 80, protocol: HTTP",
+            ),
+            "LoadBalancer shop/web: spec.backendGroups[0].backendTls.caSecretName: Secret shop/nope not found".to_string(),
+        ),
+    ];
+    for (text, want) in cases {
+        let r = render_with(&text, &material());
+        let got: Vec<String> = r.problems.iter().map(ToString::to_string).collect();
+        assert!(
+            got.iter().any(|p| p.starts_with(&want)),
+            "expected {want:?}\n in {got:?}\n for {text}"
+        );
+        assert!(r.config.listeners.is_empty());
     }
 }

@@ -44,6 +44,40 @@ impl Lab {
         std::fs::write(&self.config, yaml).expect("overwrite config");
     }
 
+    /// A fresh self-signed EC certificate for `cn` and its key (openssl), written as
+    /// `<stem>.crt` and `<stem>.key` in the lab directory, each replaced by a rename so a
+    /// watcher never reads half of one.
+    pub fn self_signed(&self, stem: &str, cn: &str) -> (PathBuf, PathBuf) {
+        let (cert, key) = (
+            self.dir.join(format!("{stem}.crt")),
+            self.dir.join(format!("{stem}.key")),
+        );
+        let (cert_tmp, key_tmp) = (
+            self.dir.join(format!("{stem}.crt.tmp")),
+            self.dir.join(format!("{stem}.key.tmp")),
+        );
+        let out = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+            .args(["-subj", &format!("/CN={cn}"), "-addext"])
+            .arg(format!("subjectAltName=DNS:{cn}"))
+            .arg("-keyout")
+            .arg(&key_tmp)
+            .arg("-out")
+            .arg(&cert_tmp)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::rename(&key_tmp, &key).expect("rename key");
+        std::fs::rename(&cert_tmp, &cert).expect("rename cert");
+        (cert, key)
+    }
+
     pub fn start(&self, yaml: &str) -> DataPlane {
         self.start_with(yaml, &[])
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
-use super::{Checker, DEFAULT_GROUP, DEFAULT_RETRIES, RenderInput, ServiceKey, syntax};
+use super::{Checker, DEFAULT_GROUP, DEFAULT_RETRIES, RenderInput, ServiceKey, syntax, tls};
 use crate::load_balancer::{
     self as api, BackendProtocol, HealthCheck, HealthCheckType, PersistenceType,
     SessionPersistence, Upstream,
@@ -60,7 +60,10 @@ pub(super) fn render_group(
             api::ProxyProtocolVersion::V1 => ProxyProtocolVersion::V1,
             api::ProxyProtocolVersion::V2 => ProxyProtocolVersion::V2,
         }),
-        tls: None,
+        tls: up.backend_tls.as_ref().map(|t| {
+            let field = format!("{at}.backendTls");
+            tls::upstream_tls(&field, t, src.namespace, src.input.material, c)
+        }),
         protocol: match up.backend_protocol {
             None | Some(BackendProtocol::Http1) => UpstreamProtocol::Http1,
             Some(BackendProtocol::Http2) => UpstreamProtocol::Http2,

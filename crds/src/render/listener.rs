@@ -9,12 +9,12 @@ use kube::ResourceExt;
 
 use super::group::{GroupSource, render_backend_groups, render_group};
 use super::route::{ListenerGroups, render_routes};
-use super::{Checker, DEFAULT_GROUP, Problem, RenderInput, load_balancer_ref};
+use super::{Checker, DEFAULT_GROUP, Problem, RenderInput, load_balancer_ref, tls};
 use crate::load_balancer::{self as api, AccessLogTarget, Listener, LoadBalancer, Protocol};
 use crate::net::IpPrefix;
 use crate::node_config::{
     AccessLogConfig, ForwardedConfig, ForwardedMode, GroupConfig, ListenerConfig, LogTarget,
-    PersistenceConfig, TimeoutsConfig, UpstreamProtocol, VipConfig,
+    PersistenceConfig, ServerTlsConfig, TimeoutsConfig, UpstreamProtocol, VipConfig,
 };
 
 pub(super) fn render_load_balancer(
@@ -161,7 +161,7 @@ fn render_listener(ctx: &LbContext<'_>, i: usize, l: &Listener, c: &mut Checker)
         timeouts: timeouts(&at, l.timeouts.as_ref(), c),
         max_connections: l.max_connections,
         forwarded: forwarded(&at, l, c),
-        tls: None,
+        tls: server_tls(ctx, &at, l, c),
         h2c,
         proxy_protocol_from: prefixes(
             &format!("{at}.acceptProxyProtocol"),
@@ -174,6 +174,36 @@ fn render_listener(ctx: &LbContext<'_>, i: usize, l: &Listener, c: &mut Checker)
             .access_log
             .as_ref()
             .map(|a| access_log(&format!("{at}.accessLog"), a, c)),
+    }
+}
+
+/// TLS termination: required by HTTPS and refused elsewhere (TLS passes through).
+fn server_tls(
+    ctx: &LbContext<'_>,
+    at: &str,
+    l: &Listener,
+    c: &mut Checker,
+) -> Option<ServerTlsConfig> {
+    match (l.protocol, &l.tls) {
+        (Protocol::Https, Some(t)) => Some(tls::server_tls(
+            &format!("{at}.tls"),
+            t,
+            ctx.namespace,
+            ctx.input.material,
+            c,
+        )),
+        (Protocol::Https, None) => {
+            c.report(format!("{at}.tls"), "required for protocol HTTPS");
+            None
+        }
+        (_, Some(_)) => {
+            c.report(
+                format!("{at}.tls"),
+                "applies to protocol HTTPS only (TLS passes the connection through)",
+            );
+            None
+        }
+        (_, None) => None,
     }
 }
 

@@ -1,7 +1,9 @@
 //! Standalone mode: a multi-document YAML of VirtualIP / LoadBalancer objects, rendered
 //! with the same function the controller uses, reloaded on SIGHUP at once and on change
 //! once the file has stayed unchanged for the settle period (so a file caught mid-write is
-//! never read). The decisions are in `config::reload`.
+//! never read). Certificate, key and CA files the objects name are read with it (relative
+//! paths from the manifest's directory) and watched like it, so replacing them rotates
+//! the material without touching the manifest. The decisions are in `config::reload`.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -12,7 +14,8 @@ use std::time::{Duration, Instant};
 use halo_crds::NodeConfig;
 use halo_crds::manifest::{self, ManifestError, Manifests};
 use halo_crds::render::{
-    Assignments, Material, NodeInfo, Problem, RenderInput, SecretValues, ServiceEndpoints, render,
+    Assignments, Material, MaterialRef, NodeInfo, Problem, RenderInput, SecretValues,
+    ServiceEndpoints, material_refs, render,
 };
 use tokio::signal::unix::Signal;
 
@@ -95,7 +98,7 @@ fn render_objects(
         endpoints: &ServiceEndpoints::new(),
         assignments: &Assignments::new(),
         secrets: &SecretValues::new(),
-        material: &Material::new(),
+        material: &read_material(path, objects),
     });
     if rendered.problems.is_empty() {
         Ok(rendered.config)
@@ -104,6 +107,35 @@ fn render_objects(
             path: path.to_path_buf(),
             problems: rendered.problems,
         })
+    }
+}
+
+/// Every file the objects reference, read whole under the key `""`; a read error becomes
+/// the reason render reports on the referencing field. Secrets do not exist here, so a
+/// Secret reference is reported as not found.
+fn read_material(manifest: &Path, objects: &Manifests) -> Material {
+    material_refs(&objects.load_balancers)
+        .into_iter()
+        .filter_map(|r| {
+            let MaterialRef::File(name) = &r else {
+                return None;
+            };
+            let full = resolve(manifest, name);
+            let value = std::fs::read_to_string(&full)
+                .map(|text| std::collections::BTreeMap::from([(String::new(), text)]))
+                .map_err(|e| format!("cannot read {}: {e}", full.display()));
+            Some((r, value))
+        })
+        .collect()
+}
+
+/// A referenced file's path: absolute as written, else from the manifest's directory.
+fn resolve(manifest: &Path, name: &str) -> PathBuf {
+    let p = Path::new(name);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        manifest.parent().unwrap_or(Path::new("")).join(p)
     }
 }
 
@@ -165,11 +197,54 @@ pub async fn reload(path: &Path, node: &NodeInfo, runtime: &Runtime, allow_empty
     }
 }
 
-fn content(path: &Path) -> Content {
-    let bytes = std::fs::read(path).ok()?;
+/// What the poll loop compares: the manifest and every file it references (the list is
+/// worked out again only when the manifest itself changes).
+#[derive(Default)]
+struct Watched {
+    manifest: Option<u64>,
+    files: Vec<PathBuf>,
+}
+
+impl Watched {
+    fn content(&mut self, path: &Path) -> Content {
+        let bytes = std::fs::read(path).ok()?;
+        let manifest = hash_of(&bytes);
+        if self.manifest != Some(manifest) {
+            self.manifest = Some(manifest);
+            self.files = referenced_files(path, &bytes);
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        manifest.hash(&mut hasher);
+        for file in &self.files {
+            // An unreadable file hashes as such, so its return is a change too.
+            std::fs::read(file)
+                .ok()
+                .map(|b| hash_of(&b))
+                .hash(&mut hasher);
+        }
+        Some(hasher.finish())
+    }
+}
+
+fn hash_of(bytes: &[u8]) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut hasher);
-    Some(hasher.finish())
+    hasher.finish()
+}
+
+/// The referenced files of a manifest that parses; none for one that does not (its
+/// reload is refused anyway).
+fn referenced_files(path: &Path, bytes: &[u8]) -> Vec<PathBuf> {
+    let Ok(objects) = manifest::parse_unvalidated(&String::from_utf8_lossy(bytes)) else {
+        return Vec::new();
+    };
+    material_refs(&objects.load_balancers)
+        .iter()
+        .filter_map(|r| match r {
+            MaterialRef::File(name) => Some(resolve(path, name)),
+            MaterialRef::Secret { .. } => None,
+        })
+        .collect()
 }
 
 /// Watches the file (polling, which also sees ConfigMap symlink swaps) and SIGHUP (whose
@@ -184,6 +259,7 @@ pub async fn watch(
     // Nothing counts as handled yet: a change between the first load and now is still seen
     // (a file equal to the running config reloads as a no-op).
     let mut settle = Settle::default();
+    let mut watched = Watched::default();
     loop {
         let hup = async {
             match hangup.as_mut() {
@@ -194,11 +270,11 @@ pub async fn watch(
         tokio::select! {
             _ = hup => {
                 tracing::info!(path = %path.display(), "SIGHUP: reloading");
-                settle = Settle::loaded(content(&path));
+                settle = Settle::loaded(watched.content(&path));
                 reload(&path, &node, &runtime, options.allow_empty).await;
             }
             () = tokio::time::sleep(options.poll) => {
-                match settle.poll(content(&path), Instant::now(), options.settle) {
+                match settle.poll(watched.content(&path), Instant::now(), options.settle) {
                     Poll::Unchanged | Poll::Settling { just_changed: false } => {}
                     Poll::Settling { just_changed: true } => {
                         tracing::debug!(path = %path.display(), settle = ?options.settle, "file changed: waiting for it to settle");
