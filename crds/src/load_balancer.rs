@@ -59,6 +59,10 @@ pub struct LoadBalancerSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.protocol in ['HTTP', 'HTTPS'] || !has(self.forwardedHeaders) || !self.forwardedHeaders").message("forwardedHeaders applies to protocols HTTP and HTTPS"))]
+#[x_kube(validation = Rule::new("self.protocol == 'HTTPS' ? has(self.tls) : !has(self.tls)").message("tls is required for protocol HTTPS and applies to it only"))]
+#[x_kube(validation = Rule::new("!has(self.forwarded) || (self.protocol in ['HTTP', 'HTTPS'] && !has(self.forwardedHeaders))").message("forwarded applies to protocols HTTP and HTTPS and replaces forwardedHeaders"))]
+#[x_kube(validation = Rule::new("self.protocol == 'HTTP' || !has(self.http2PriorKnowledge) || !self.http2PriorKnowledge").message("http2PriorKnowledge applies to protocol HTTP"))]
+#[x_kube(validation = Rule::new("self.protocol != 'TCP' || !has(self.routes) || size(self.routes) == 0").message("a TCP listener has no routes"))]
 pub struct Listener {
     #[schemars(
         length(min = 1, max = 63),
@@ -90,8 +94,9 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// Request routing (HTTP, HTTPS) or SNI routing (TLS), shaped like Gateway API's
     /// HTTPRoute rules; a request no route takes goes to the listener's own backends.
+    /// At most 1024: rules on routes and their filters are costed per possible item.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 4096))]
+    #[schemars(length(max = 1024))]
     pub routes: Vec<Route>,
     /// Accept HTTP/2 without TLS from clients that start with it (h2c prior knowledge).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -229,8 +234,11 @@ pub struct CookiePersistence {
     pub max_age: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.caSecretName) && has(self.caFile))").message("set caSecretName or caFile, not both"))]
+#[x_kube(validation = Rule::new("has(self.caSecretName) || has(self.caFile) || (has(self.insecureSkipVerify) && self.insecureSkipVerify)").message("set caSecretName or caFile to verify backends, or insecureSkipVerify"))]
+#[x_kube(validation = Rule::new("!(has(self.insecureSkipVerify) && self.insecureSkipVerify) || !(has(self.caSecretName) || has(self.caFile))").message("insecureSkipVerify cannot be combined with a CA"))]
 pub struct BackendTls {
     /// A Secret (in the LoadBalancer's namespace) holding `ca.crt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,7 +274,7 @@ pub enum ForwardedMode {
     Off,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListenerTls {
     /// The first is served to clients without SNI or with a name no certificate has.
@@ -282,6 +290,7 @@ pub struct ListenerTls {
     /// ALPN protocols offered (default h2, http/1.1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
+    #[x_kube(validation = Rule::new("self.all(p, p in ['h2', 'http/1.1'])").message("ALPN protocols are h2 and http/1.1"))]
     pub alpn: Vec<String>,
 }
 
@@ -310,8 +319,10 @@ pub struct CertificateRef {
 
 /// One routing rule: Gateway API HTTPRoute's hostnames plus one rule (matches, filters,
 /// backendRefs, timeouts), with a fixed response as Halo's own addition.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.filters) || !self.filters.exists(f, f.type == 'RequestRedirect') || ((!has(self.backendRefs) || size(self.backendRefs) == 0) && !has(self.fixedResponse))").message("a RequestRedirect filter cannot be combined with backendRefs or fixedResponse"))]
+#[x_kube(validation = Rule::new("!has(self.fixedResponse) || !has(self.backendRefs) || size(self.backendRefs) == 0").message("fixedResponse cannot be combined with backendRefs"))]
 pub struct Route {
     #[schemars(
         length(min = 1, max = 63),
@@ -391,8 +402,9 @@ pub enum ValueMatchType {
     RegularExpression,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(self.type == 'RequestHeaderModifier') == has(self.requestHeaderModifier) && (self.type == 'ResponseHeaderModifier') == has(self.responseHeaderModifier) && (self.type == 'RequestRedirect') == has(self.requestRedirect) && (self.type == 'URLRewrite') == has(self.urlRewrite)").message("set the field named by type (requestHeaderModifier for RequestHeaderModifier, ...) and no other"))]
 pub struct RouteFilter {
     #[serde(rename = "type")]
     pub kind: RouteFilterType,
@@ -436,7 +448,7 @@ pub struct HeaderValue {
     pub value: String,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestRedirect {
     /// http or https.
@@ -452,6 +464,7 @@ pub struct RequestRedirect {
     pub path: Option<PathModifier>,
     /// 302 (default), 301, 303, 307 or 308.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self in [301, 302, 303, 307, 308]").message("a redirect status is 301, 302, 303, 307 or 308"))]
     pub status_code: Option<u16>,
 }
 
@@ -465,8 +478,9 @@ pub struct UrlRewrite {
     pub path: Option<PathModifier>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.type == 'ReplaceFullPath' ? (has(self.replaceFullPath) && !has(self.replacePrefixMatch)) : (has(self.replacePrefixMatch) && !has(self.replaceFullPath))").message("set the field named by type, and only it"))]
 pub struct PathModifier {
     #[serde(rename = "type")]
     pub kind: PathModifierType,
@@ -517,8 +531,9 @@ pub struct RouteTimeouts {
     pub request: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.path) == (has(self.target) && self.target == 'File')").message("path is required for target File and applies to it only"))]
 pub struct AccessLog {
     /// Stdout (default), Stderr or File.
     #[serde(default, skip_serializing_if = "Option::is_none")]

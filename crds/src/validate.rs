@@ -240,6 +240,76 @@ pub fn cel_rule(rule: &str) -> Option<fn(&Value) -> bool> {
                     || !flag(v, "forwardedHeaders")
             }
         }
+        "self.protocol == 'HTTPS' ? has(self.tls) : !has(self.tls)" => {
+            |v| (text(v, "protocol") == Some("HTTPS")) == has(v, "tls")
+        }
+        "!has(self.forwarded) || (self.protocol in ['HTTP', 'HTTPS'] && !has(self.forwardedHeaders))" => {
+            |v| {
+                !has(v, "forwarded")
+                    || (matches!(text(v, "protocol"), Some("HTTP" | "HTTPS"))
+                        && !has(v, "forwardedHeaders"))
+            }
+        }
+        "self.protocol == 'HTTP' || !has(self.http2PriorKnowledge) || !self.http2PriorKnowledge" => {
+            |v| text(v, "protocol") == Some("HTTP") || !flag(v, "http2PriorKnowledge")
+        }
+        "self.protocol != 'TCP' || !has(self.routes) || size(self.routes) == 0" => {
+            |v| text(v, "protocol") != Some("TCP") || size(v, "routes") == 0
+        }
+        "!(has(self.caSecretName) && has(self.caFile))" => {
+            |v| !(has(v, "caSecretName") && has(v, "caFile"))
+        }
+        "has(self.caSecretName) || has(self.caFile) || (has(self.insecureSkipVerify) && self.insecureSkipVerify)" => {
+            |v| has(v, "caSecretName") || has(v, "caFile") || flag(v, "insecureSkipVerify")
+        }
+        "!(has(self.insecureSkipVerify) && self.insecureSkipVerify) || !(has(self.caSecretName) || has(self.caFile))" => {
+            |v| !flag(v, "insecureSkipVerify") || !(has(v, "caSecretName") || has(v, "caFile"))
+        }
+        "self.all(p, p in ['h2', 'http/1.1'])" => |v| all_str(v, |p| p == "h2" || p == "http/1.1"),
+        "!has(self.filters) || !self.filters.exists(f, f.type == 'RequestRedirect') || ((!has(self.backendRefs) || size(self.backendRefs) == 0) && !has(self.fixedResponse))" => {
+            |v| {
+                let redirect = v
+                    .get("filters")
+                    .and_then(Value::as_array)
+                    .is_some_and(|fs| {
+                        fs.iter()
+                            .any(|f| text(f, "type") == Some("RequestRedirect"))
+                    });
+                !redirect || (size(v, "backendRefs") == 0 && !has(v, "fixedResponse"))
+            }
+        }
+        "!has(self.fixedResponse) || !has(self.backendRefs) || size(self.backendRefs) == 0" => {
+            |v| !has(v, "fixedResponse") || size(v, "backendRefs") == 0
+        }
+        "(self.type == 'RequestHeaderModifier') == has(self.requestHeaderModifier) && (self.type == 'ResponseHeaderModifier') == has(self.responseHeaderModifier) && (self.type == 'RequestRedirect') == has(self.requestRedirect) && (self.type == 'URLRewrite') == has(self.urlRewrite)" => {
+            |v| {
+                [
+                    ("RequestHeaderModifier", "requestHeaderModifier"),
+                    ("ResponseHeaderModifier", "responseHeaderModifier"),
+                    ("RequestRedirect", "requestRedirect"),
+                    ("URLRewrite", "urlRewrite"),
+                ]
+                .iter()
+                .all(|(kind, field)| (text(v, "type") == Some(kind)) == has(v, field))
+            }
+        }
+        "self in [301, 302, 303, 307, 308]" => |v| {
+            v.as_u64()
+                .is_some_and(|s| [301, 302, 303, 307, 308].contains(&s))
+        },
+        "self.type == 'ReplaceFullPath' ? (has(self.replaceFullPath) && !has(self.replacePrefixMatch)) : (has(self.replacePrefixMatch) && !has(self.replaceFullPath))" => {
+            |v| {
+                let (mine, other) = if text(v, "type") == Some("ReplaceFullPath") {
+                    ("replaceFullPath", "replacePrefixMatch")
+                } else {
+                    ("replacePrefixMatch", "replaceFullPath")
+                };
+                has(v, mine) && !has(v, other)
+            }
+        }
+        "has(self.path) == (has(self.target) && self.target == 'File')" => {
+            |v| has(v, "path") == (text(v, "target") == Some("File"))
+        }
         "has(self.address) != has(self.service)" => |v| has(v, "address") != has(v, "service"),
         "!has(self.address) || has(self.port)" => |v| !has(v, "address") || has(v, "port"),
         "self.type == 'HTTP' || (!has(self.path) && !has(self.expectStatus))" => {
@@ -271,6 +341,11 @@ pub fn cel_rule(rule: &str) -> Option<fn(&Value) -> bool> {
 
 fn has(v: &Value, key: &str) -> bool {
     v.get(key).is_some_and(|x| !x.is_null())
+}
+
+/// CEL's `size` of a list field, 0 when absent.
+fn size(v: &Value, key: &str) -> usize {
+    v.get(key).and_then(Value::as_array).map_or(0, Vec::len)
 }
 
 fn flag(v: &Value, key: &str) -> bool {
@@ -515,6 +590,139 @@ mod tests {
             (
                 "has(self.password) != has(self.secretRef)",
                 json!({"password": "x"}),
+                true,
+            ),
+            (
+                "self.protocol == 'HTTPS' ? has(self.tls) : !has(self.tls)",
+                json!({"protocol": "HTTPS"}),
+                false,
+            ),
+            (
+                "self.protocol == 'HTTPS' ? has(self.tls) : !has(self.tls)",
+                json!({"protocol": "HTTPS", "tls": {}}),
+                true,
+            ),
+            (
+                "self.protocol == 'HTTPS' ? has(self.tls) : !has(self.tls)",
+                json!({"protocol": "TLS", "tls": {}}),
+                false,
+            ),
+            (
+                "!has(self.forwarded) || (self.protocol in ['HTTP', 'HTTPS'] && !has(self.forwardedHeaders))",
+                json!({"protocol": "HTTP", "forwarded": {}, "forwardedHeaders": true}),
+                false,
+            ),
+            (
+                "!has(self.forwarded) || (self.protocol in ['HTTP', 'HTTPS'] && !has(self.forwardedHeaders))",
+                json!({"protocol": "TCP", "forwarded": {}}),
+                false,
+            ),
+            (
+                "!has(self.forwarded) || (self.protocol in ['HTTP', 'HTTPS'] && !has(self.forwardedHeaders))",
+                json!({"protocol": "HTTPS", "forwarded": {}}),
+                true,
+            ),
+            (
+                "self.protocol == 'HTTP' || !has(self.http2PriorKnowledge) || !self.http2PriorKnowledge",
+                json!({"protocol": "HTTPS", "http2PriorKnowledge": true}),
+                false,
+            ),
+            (
+                "self.protocol != 'TCP' || !has(self.routes) || size(self.routes) == 0",
+                json!({"protocol": "TCP", "routes": [{}]}),
+                false,
+            ),
+            (
+                "self.protocol != 'TCP' || !has(self.routes) || size(self.routes) == 0",
+                json!({"protocol": "TCP", "routes": []}),
+                true,
+            ),
+            (
+                "!(has(self.caSecretName) && has(self.caFile))",
+                json!({"caSecretName": "a", "caFile": "b"}),
+                false,
+            ),
+            (
+                "has(self.caSecretName) || has(self.caFile) || (has(self.insecureSkipVerify) && self.insecureSkipVerify)",
+                json!({}),
+                false,
+            ),
+            (
+                "has(self.caSecretName) || has(self.caFile) || (has(self.insecureSkipVerify) && self.insecureSkipVerify)",
+                json!({"insecureSkipVerify": true}),
+                true,
+            ),
+            (
+                "!(has(self.insecureSkipVerify) && self.insecureSkipVerify) || !(has(self.caSecretName) || has(self.caFile))",
+                json!({"insecureSkipVerify": true, "caFile": "x"}),
+                false,
+            ),
+            (
+                "self.all(p, p in ['h2', 'http/1.1'])",
+                json!(["h2", "http/1.1"]),
+                true,
+            ),
+            ("self.all(p, p in ['h2', 'http/1.1'])", json!(["h3"]), false),
+            (
+                "!has(self.filters) || !self.filters.exists(f, f.type == 'RequestRedirect') || ((!has(self.backendRefs) || size(self.backendRefs) == 0) && !has(self.fixedResponse))",
+                json!({"filters": [{"type": "RequestRedirect"}], "backendRefs": [{"name": "a"}]}),
+                false,
+            ),
+            (
+                "!has(self.filters) || !self.filters.exists(f, f.type == 'RequestRedirect') || ((!has(self.backendRefs) || size(self.backendRefs) == 0) && !has(self.fixedResponse))",
+                json!({"filters": [{"type": "RequestRedirect"}], "fixedResponse": {}}),
+                false,
+            ),
+            (
+                "!has(self.filters) || !self.filters.exists(f, f.type == 'RequestRedirect') || ((!has(self.backendRefs) || size(self.backendRefs) == 0) && !has(self.fixedResponse))",
+                json!({"filters": [{"type": "URLRewrite"}], "backendRefs": [{"name": "a"}]}),
+                true,
+            ),
+            (
+                "!has(self.fixedResponse) || !has(self.backendRefs) || size(self.backendRefs) == 0",
+                json!({"fixedResponse": {}, "backendRefs": [{"name": "a"}]}),
+                false,
+            ),
+            (
+                "(self.type == 'RequestHeaderModifier') == has(self.requestHeaderModifier) && (self.type == 'ResponseHeaderModifier') == has(self.responseHeaderModifier) && (self.type == 'RequestRedirect') == has(self.requestRedirect) && (self.type == 'URLRewrite') == has(self.urlRewrite)",
+                json!({"type": "URLRewrite", "urlRewrite": {}}),
+                true,
+            ),
+            (
+                "(self.type == 'RequestHeaderModifier') == has(self.requestHeaderModifier) && (self.type == 'ResponseHeaderModifier') == has(self.responseHeaderModifier) && (self.type == 'RequestRedirect') == has(self.requestRedirect) && (self.type == 'URLRewrite') == has(self.urlRewrite)",
+                json!({"type": "URLRewrite"}),
+                false,
+            ),
+            (
+                "(self.type == 'RequestHeaderModifier') == has(self.requestHeaderModifier) && (self.type == 'ResponseHeaderModifier') == has(self.responseHeaderModifier) && (self.type == 'RequestRedirect') == has(self.requestRedirect) && (self.type == 'URLRewrite') == has(self.urlRewrite)",
+                json!({"type": "URLRewrite", "urlRewrite": {}, "requestRedirect": {}}),
+                false,
+            ),
+            ("self in [301, 302, 303, 307, 308]", json!(308), true),
+            ("self in [301, 302, 303, 307, 308]", json!(300), false),
+            (
+                "self.type == 'ReplaceFullPath' ? (has(self.replaceFullPath) && !has(self.replacePrefixMatch)) : (has(self.replacePrefixMatch) && !has(self.replaceFullPath))",
+                json!({"type": "ReplaceFullPath", "replaceFullPath": "/"}),
+                true,
+            ),
+            (
+                "self.type == 'ReplaceFullPath' ? (has(self.replaceFullPath) && !has(self.replacePrefixMatch)) : (has(self.replacePrefixMatch) && !has(self.replaceFullPath))",
+                json!({"type": "ReplacePrefixMatch", "replaceFullPath": "/"}),
+                false,
+            ),
+            (
+                "has(self.path) == (has(self.target) && self.target == 'File')",
+                json!({"target": "File"}),
+                false,
+            ),
+            (
+                "has(self.path) == (has(self.target) && self.target == 'File')",
+                json!({"path": "/x"}),
+                false,
+            ),
+            (
+                "has(self.path) == (has(self.target) && self.target == 'File')",
+                json!({"target": "File", "path": "/x"}),
                 true,
             ),
         ];
