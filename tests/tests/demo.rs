@@ -38,24 +38,44 @@ fn demo_alternates_between_the_two_backends() {
     );
 }
 
+/// Every manifest under `dir`, recursively, except the `kubernetes` folder (objects only a
+/// cluster serves; the API-server test in deploy_manifests.rs checks those).
+fn manifests_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("examples") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() && !path.ends_with("kubernetes") {
+            manifests_under(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml") {
+            out.push(path);
+        }
+    }
+}
+
 #[test]
 fn example_manifests_validate() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let bin = halo_tests::process::binary("halo-dataplane").expect("halo-dataplane built");
-    for entry in std::fs::read_dir(format!("{root}/deploy/examples")).expect("examples") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let out = Command::new(&bin)
-                .args(["check", "--node", "lb1", "--config"])
-                .arg(&path)
-                .output()
-                .expect("check");
-            assert!(
-                out.status.success(),
-                "{}: {}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+    let mut files = Vec::new();
+    manifests_under(
+        &std::path::Path::new(root).join("deploy/examples"),
+        &mut files,
+    );
+    let l7 = files
+        .iter()
+        .filter(|p| p.parent().is_some_and(|d| d.ends_with("l7")))
+        .count();
+    assert!(l7 >= 12, "one L7 example per capability, found {l7}");
+    for path in files {
+        let out = Command::new(&bin)
+            .args(["check", "--node", "lb1", "--config"])
+            .arg(&path)
+            .output()
+            .expect("check");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -226,6 +226,8 @@ fn plain_manifests_install_on_a_real_api_server() {
         "deploy/examples/three-tier.yaml",
         "deploy/examples/vm-standalone.yaml",
         "deploy/examples/kubernetes/service-loadbalancer.yaml",
+        // The L7 examples, one per capability (kubectl takes the whole folder).
+        "deploy/examples/l7",
     ] {
         let path = root().join(example);
         cluster
