@@ -289,7 +289,7 @@ pub struct ListenerTls {
     pub cipher_suites: Vec<String>,
     /// ALPN protocols offered (default h2, http/1.1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 4))]
+    #[schemars(length(max = 4), inner(length(max = 16)))]
     #[x_kube(validation = Rule::new("self.all(p, p in ['h2', 'http/1.1'])").message("ALPN protocols are h2 and http/1.1"))]
     pub alpn: Vec<String>,
 }

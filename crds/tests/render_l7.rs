@@ -519,7 +519,14 @@ fn table_of_refusals_with_field_paths() {
                 "\n    - {name: api, backends: [{address: 10.0.0.21, port: 443}], backendProtocol: HTTP2}\n",
                 "name: tls, port: 443, protocol: TLS, routes: [{name: a, backendRefs: [{name: api}]}]",
             ),
-            format!("{p}.routes[0].backendRefs[0].name: backend group api uses backendProtocol HTTP2, which needs an HTTP or HTTPS listener"),
+            format!("{p}.routes[0].backendRefs[0].name: backend group api: backendProtocol HTTP2 needs an HTTP or HTTPS listener"),
+        ),
+        (
+            doc(
+                "\n    - {name: api, backends: [{address: 10.0.0.21, port: 443}], backendTls: {insecureSkipVerify: true}}\n",
+                "name: tls, port: 443, protocol: TLS, routes: [{name: a, backendRefs: [{name: api}]}]",
+            ),
+            format!("{p}.routes[0].backendRefs[0].name: backend group api: backendTls cannot wrap a TLS passthrough connection"),
         ),
         (
             doc(

@@ -62,6 +62,19 @@ fn files_resolve_from_the_manifest_and_bad_ones_name_the_field() {
         "{err}"
     );
 
+    lab.write(&standalone::lb(
+        port,
+        "HTTPS",
+        "      tls: {certificates: [{secretName: site-tls}]}\n",
+        &[("web-1", 9)],
+    ));
+    let (ok, err) = check(&lab);
+    assert!(!ok);
+    assert!(
+        err.contains("spec.listeners[0].tls.certificates[0]: Secret test/site-tls: a manifest file has no Secrets, use certFile and keyFile"),
+        "{err}"
+    );
+
     lab.write(&https(port, "site.crt", "site.crt"));
     let (ok, err) = check(&lab);
     assert!(!ok);

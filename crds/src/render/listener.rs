@@ -207,44 +207,42 @@ fn server_tls(
     }
 }
 
-/// HTTP-only group settings on a listener that does not speak HTTP. Reported on the
-/// listener's own field, or on the first backendRef naming the group.
-fn check_groups_fit(l: &Listener, at: &str, groups: &[GroupConfig], c: &mut Checker) {
-    if matches!(l.protocol, Protocol::Http | Protocol::Https) {
-        return;
+/// A group setting this listener's protocol cannot use: its field on an upstream, and why.
+fn misfit(protocol: Protocol, g: &GroupConfig) -> Option<(&'static str, &'static str)> {
+    let http = matches!(protocol, Protocol::Http | Protocol::Https);
+    if !http && matches!(g.persistence, Some(PersistenceConfig::Cookie { .. })) {
+        return Some((
+            "sessionPersistence",
+            "cookie persistence needs an HTTP or HTTPS listener",
+        ));
     }
+    if !http && g.protocol == UpstreamProtocol::Http2 {
+        return Some((
+            "backendProtocol",
+            "backendProtocol HTTP2 needs an HTTP or HTTPS listener",
+        ));
+    }
+    if protocol == Protocol::Tls && g.tls.is_some() {
+        return Some((
+            "backendTls",
+            "backendTls cannot wrap a TLS passthrough connection (the client's TLS goes through untouched)",
+        ));
+    }
+    None
+}
+
+/// Reported on the listener's own field, or on the first backendRef naming the group.
+fn check_groups_fit(l: &Listener, at: &str, groups: &[GroupConfig], c: &mut Checker) {
     for (index, g) in groups.iter().enumerate() {
-        let cookie = matches!(g.persistence, Some(PersistenceConfig::Cookie { .. }));
-        let h2 = g.protocol == UpstreamProtocol::Http2;
-        if !cookie && !h2 {
+        let Some((field, why)) = misfit(l.protocol, g) else {
             continue;
+        };
+        if index == 0 {
+            c.report(format!("{at}.{field}"), why);
+        } else {
+            let at_ref = first_ref(l, at, &g.name).unwrap_or_else(|| format!("{at}.routes"));
+            c.report(at_ref, format!("backend group {}: {why}", g.name));
         }
-        let what = if cookie {
-            "cookie persistence"
-        } else {
-            "backendProtocol HTTP2"
-        };
-        let field = if index == 0 {
-            format!(
-                "{at}.{}",
-                if cookie {
-                    "sessionPersistence"
-                } else {
-                    "backendProtocol"
-                }
-            )
-        } else {
-            first_ref(l, at, &g.name).unwrap_or_else(|| format!("{at}.routes"))
-        };
-        let message = if index == 0 {
-            format!("{what} needs an HTTP or HTTPS listener")
-        } else {
-            format!(
-                "backend group {} uses {what}, which needs an HTTP or HTTPS listener",
-                g.name
-            )
-        };
-        c.report(field, message);
     }
 }
 

@@ -111,20 +111,24 @@ fn render_objects(
 }
 
 /// Every file the objects reference, read whole under the key `""`; a read error becomes
-/// the reason render reports on the referencing field. Secrets do not exist here, so a
-/// Secret reference is reported as not found.
+/// the reason render reports on the referencing field. There are no Secrets here: a
+/// Secret reference gets a reason that says what to use instead.
 fn read_material(manifest: &Path, objects: &Manifests) -> Material {
     material_refs(&objects.load_balancers)
         .into_iter()
-        .filter_map(|r| {
-            let MaterialRef::File(name) = &r else {
-                return None;
+        .map(|r| {
+            let value = match &r {
+                MaterialRef::File(name) => {
+                    let full = resolve(manifest, name);
+                    std::fs::read_to_string(&full)
+                        .map(|text| std::collections::BTreeMap::from([(String::new(), text)]))
+                        .map_err(|e| format!("cannot read {}: {e}", full.display()))
+                }
+                MaterialRef::Secret { namespace, name } => Err(format!(
+                    "Secret {namespace}/{name}: a manifest file has no Secrets, use certFile and keyFile (or caFile)"
+                )),
             };
-            let full = resolve(manifest, name);
-            let value = std::fs::read_to_string(&full)
-                .map(|text| std::collections::BTreeMap::from([(String::new(), text)]))
-                .map_err(|e| format!("cannot read {}: {e}", full.display()));
-            Some((r, value))
+            (r, value)
         })
         .collect()
 }
