@@ -262,76 +262,100 @@ struct Redirect {
     action: RouteAction,
 }
 
+/// A filter turned into what it does: a wire filter, or the route's redirect action.
+enum FilterOutcome {
+    Filter(FilterConfig),
+    Redirect(RouteAction),
+}
+
 fn render_filters(
     at: &str,
     route: &Route,
     c: &mut Checker,
 ) -> (Vec<FilterConfig>, Option<Redirect>) {
-    let prefix_ok = !route.matches.is_empty()
-        && route.matches.iter().all(|m| {
-            m.path.as_ref().is_some_and(|p| {
-                p.kind.unwrap_or(PathMatchType::PathPrefix) == PathMatchType::PathPrefix
-            })
-        });
+    let prefix_ok = every_match_is_a_prefix(route);
     let mut seen = BTreeSet::new();
     let mut filters = Vec::new();
     let mut redirect = None;
     let mut rewrite_at = None;
     for (f, filter) in route.filters.iter().enumerate() {
         let field = format!("{at}.filters[{f}]");
-        if !seen.insert(filter_type_name(filter.kind)) {
+        let name = filter_type_name(filter.kind);
+        if !seen.insert(name) {
             c.report(
                 format!("{field}.type"),
-                format!(
-                    "{} may appear once per route",
-                    filter_type_name(filter.kind)
-                ),
+                format!("{name} may appear once per route"),
             );
         }
         if !filter_fields_match(filter) {
+            let own = filter_field_name(filter.kind);
             c.report(
-                field.clone(),
-                format!(
-                    "type {} needs its own field ({}) and no other",
-                    filter_type_name(filter.kind),
-                    filter_field_name(filter.kind)
-                ),
+                field,
+                format!("type {name} needs its own field ({own}) and no other"),
             );
             continue;
         }
-        match filter.kind {
-            RouteFilterType::RequestHeaderModifier => {
-                if let Some(m) = &filter.request_header_modifier {
-                    let field = format!("{field}.requestHeaderModifier");
-                    filters.push(FilterConfig::RequestHeaders(header_modifier(&field, m, c)));
-                }
+        if filter.kind == RouteFilterType::URLRewrite {
+            rewrite_at = Some(field.clone());
+        }
+        match one_filter(&field, filter, prefix_ok, c) {
+            Some(FilterOutcome::Filter(f)) => filters.push(f),
+            Some(FilterOutcome::Redirect(action)) => {
+                redirect = Some(Redirect { at: field, action })
             }
-            RouteFilterType::ResponseHeaderModifier => {
-                if let Some(m) = &filter.response_header_modifier {
-                    let field = format!("{field}.responseHeaderModifier");
-                    filters.push(FilterConfig::ResponseHeaders(header_modifier(&field, m, c)));
-                }
-            }
-            RouteFilterType::URLRewrite => {
-                if let Some(r) = &filter.url_rewrite {
-                    let field_at = format!("{field}.urlRewrite");
-                    filters.push(url_rewrite(&field_at, r, prefix_ok, c));
-                    rewrite_at = Some(field);
-                }
-            }
-            RouteFilterType::RequestRedirect => {
-                if let Some(r) = &filter.request_redirect {
-                    let action =
-                        request_redirect(&format!("{field}.requestRedirect"), r, prefix_ok, c);
-                    redirect = Some(Redirect { at: field, action });
-                }
-            }
+            None => {}
         }
     }
     if let (Some(_), Some(field)) = (&redirect, rewrite_at) {
         c.report(field, "URLRewrite cannot be combined with RequestRedirect");
     }
     (filters, redirect)
+}
+
+/// ReplacePrefixMatch needs a prefix to replace: every match has a PathPrefix path.
+fn every_match_is_a_prefix(route: &Route) -> bool {
+    !route.matches.is_empty()
+        && route.matches.iter().all(|m| {
+            m.path.as_ref().is_some_and(|p| {
+                p.kind.unwrap_or(PathMatchType::PathPrefix) == PathMatchType::PathPrefix
+            })
+        })
+}
+
+/// One filter whose type and field agree (checked by the caller).
+fn one_filter(
+    field: &str,
+    filter: &api::RouteFilter,
+    prefix_ok: bool,
+    c: &mut Checker,
+) -> Option<FilterOutcome> {
+    let key = filter_field_name(filter.kind);
+    let at = format!("{field}.{key}");
+    Some(match filter.kind {
+        RouteFilterType::RequestHeaderModifier => {
+            FilterOutcome::Filter(FilterConfig::RequestHeaders(header_modifier(
+                &at,
+                filter.request_header_modifier.as_ref()?,
+                c,
+            )))
+        }
+        RouteFilterType::ResponseHeaderModifier => {
+            FilterOutcome::Filter(FilterConfig::ResponseHeaders(header_modifier(
+                &at,
+                filter.response_header_modifier.as_ref()?,
+                c,
+            )))
+        }
+        RouteFilterType::URLRewrite => {
+            FilterOutcome::Filter(url_rewrite(&at, filter.url_rewrite.as_ref()?, prefix_ok, c))
+        }
+        RouteFilterType::RequestRedirect => FilterOutcome::Redirect(request_redirect(
+            &at,
+            filter.request_redirect.as_ref()?,
+            prefix_ok,
+            c,
+        )),
+    })
 }
 
 fn filter_type_name(kind: RouteFilterType) -> &'static str {
@@ -508,23 +532,7 @@ fn action(
     groups: &mut ListenerGroups<'_>,
     c: &mut Checker,
 ) -> RouteAction {
-    if let Some(r) = &redirect {
-        if !route.backend_refs.is_empty() {
-            c.report(&r.at, "RequestRedirect cannot be combined with backendRefs");
-        }
-        if route.fixed_response.is_some() {
-            c.report(
-                &r.at,
-                "RequestRedirect cannot be combined with fixedResponse",
-            );
-        }
-    }
-    if route.fixed_response.is_some() && !route.backend_refs.is_empty() {
-        c.report(
-            format!("{at}.fixedResponse"),
-            "cannot be combined with backendRefs",
-        );
-    }
+    check_one_action(at, route, redirect.as_ref(), c);
     if let Some(r) = redirect {
         return r.action;
     }
@@ -554,6 +562,27 @@ fn action(
         }
     }
     RouteAction::Forward { groups: weighted }
+}
+
+/// A route does one thing: redirect, answer itself, or forward.
+fn check_one_action(at: &str, route: &Route, redirect: Option<&Redirect>, c: &mut Checker) {
+    if let Some(r) = redirect {
+        if !route.backend_refs.is_empty() {
+            c.report(&r.at, "RequestRedirect cannot be combined with backendRefs");
+        }
+        if route.fixed_response.is_some() {
+            c.report(
+                &r.at,
+                "RequestRedirect cannot be combined with fixedResponse",
+            );
+        }
+    }
+    if route.fixed_response.is_some() && !route.backend_refs.is_empty() {
+        c.report(
+            format!("{at}.fixedResponse"),
+            "cannot be combined with backendRefs",
+        );
+    }
 }
 
 fn fixed(at: &str, f: &api::FixedResponse, c: &mut Checker) -> RouteAction {

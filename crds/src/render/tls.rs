@@ -268,37 +268,7 @@ pub(super) fn upstream_tls(
     material: &Material,
     c: &mut Checker,
 ) -> UpstreamTlsConfig {
-    let ca = match (&tls.ca_secret_name, &tls.ca_file) {
-        (Some(_), Some(_)) => {
-            c.report(at, "set caSecretName or caFile, not both");
-            None
-        }
-        (Some(name), None) => Some((
-            format!("{at}.caSecretName"),
-            MaterialRef::Secret {
-                namespace: namespace.to_string(),
-                name: name.clone(),
-            },
-            CA_KEY,
-        )),
-        (None, Some(path)) => Some((format!("{at}.caFile"), MaterialRef::File(path.clone()), "")),
-        (None, None) => {
-            if !tls.insecure_skip_verify {
-                c.report(
-                    at,
-                    "set caSecretName or caFile to verify backends, or insecureSkipVerify",
-                );
-            }
-            None
-        }
-    };
-    if ca.is_some() && tls.insecure_skip_verify {
-        c.report(
-            format!("{at}.insecureSkipVerify"),
-            "a CA is given: verification cannot also be skipped",
-        );
-    }
-    let ca_pem = ca.and_then(|(field, r, key)| {
+    let ca_pem = ca_source(at, tls, namespace, c).and_then(|(field, r, key)| {
         pem(material, &r, key, false)
             .map_err(|e| c.report(field, e))
             .ok()
@@ -316,6 +286,47 @@ pub(super) fn upstream_tls(
         insecure_skip_verify: tls.insecure_skip_verify,
         server_name,
     }
+}
+
+/// Where the backend CA comes from (the field, the source, its key), if anywhere: one
+/// of caSecretName or caFile, or neither with verification explicitly skipped.
+fn ca_source(
+    at: &str,
+    tls: &api::BackendTls,
+    namespace: &str,
+    c: &mut Checker,
+) -> Option<(String, MaterialRef, &'static str)> {
+    let source = match (&tls.ca_secret_name, &tls.ca_file) {
+        (Some(_), Some(_)) => {
+            c.report(at, "set caSecretName or caFile, not both");
+            return None;
+        }
+        (Some(name), None) => (
+            format!("{at}.caSecretName"),
+            MaterialRef::Secret {
+                namespace: namespace.to_string(),
+                name: name.clone(),
+            },
+            CA_KEY,
+        ),
+        (None, Some(path)) => (format!("{at}.caFile"), MaterialRef::File(path.clone()), ""),
+        (None, None) => {
+            if !tls.insecure_skip_verify {
+                c.report(
+                    at,
+                    "set caSecretName or caFile to verify backends, or insecureSkipVerify",
+                );
+            }
+            return None;
+        }
+    };
+    if tls.insecure_skip_verify {
+        c.report(
+            format!("{at}.insecureSkipVerify"),
+            "a CA is given: verification cannot also be skipped",
+        );
+    }
+    Some(source)
 }
 
 #[cfg(test)]
