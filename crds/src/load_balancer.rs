@@ -93,7 +93,8 @@ pub struct Listener {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
     /// Request routing (HTTP, HTTPS) or SNI routing (TLS), shaped like Gateway API's
-    /// HTTPRoute rules; a request no route takes goes to the listener's own backends.
+    /// HTTPRoute rules; a request no route takes goes to the listener's own backends
+    /// (a 404 when it has none).
     /// At most 1024: rules on routes and their filters are costed per possible item.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1024))]
@@ -258,7 +259,8 @@ pub struct BackendTls {
 #[serde(rename_all = "camelCase")]
 pub struct Forwarded {
     /// Append (default): keep what trusted clients sent and add this hop; Replace:
-    /// drop what untrusted clients sent; Off: neither add nor remove.
+    /// drop what untrusted clients sent; Off: neither add nor remove (quote "Off" in
+    /// YAML, which reads a bare Off as false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<ForwardedMode>,
     /// Clients (addresses or CIDRs) whose forwarding headers are kept.
