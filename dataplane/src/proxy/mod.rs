@@ -4,6 +4,7 @@ pub mod backend;
 pub mod balance;
 pub mod bufpool;
 pub mod h1;
+pub mod h2;
 pub mod health;
 pub mod listener;
 pub mod pump;

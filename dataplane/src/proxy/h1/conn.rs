@@ -21,6 +21,7 @@ use super::head::{
 use super::rewrite::{self, ClientConnection, Origin};
 use super::throttle;
 use crate::proxy::backend::Backend;
+use crate::proxy::h2::{self, preface, preface::Start};
 use crate::proxy::{Service, bufpool, pump};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -84,6 +85,19 @@ async fn run(mut client: Client, slot: Arc<ArcSwap<Service>>) {
         Box::pin(refuse(client, slot.load_full())).await;
         return;
     };
+    if slot.load().config.h2c {
+        // Boxed like the exchange: an idle HTTP/1.1 connection must stay small.
+        let wait = ms(slot.load().config.timeouts.http_request_ms);
+        match Box::pin(preface::read_start(&mut client.stream, wait)).await {
+            Start::Http2(head) => {
+                let (stream, peer) = (client.stream, client.peer);
+                Box::pin(h2::serve_h2c(stream, head, peer, slot, admitted)).await;
+                return;
+            }
+            Start::Http1(head) => client.carry = Some(head),
+            Start::Gone => return,
+        }
+    }
     let mut first = true;
     loop {
         if client.carry.is_none() {

@@ -7,6 +7,6 @@ pub mod chunked;
 pub mod conn;
 pub mod head;
 pub mod rewrite;
-mod throttle;
+pub(crate) mod throttle;
 
 pub use conn::serve;

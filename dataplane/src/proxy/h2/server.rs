@@ -1,0 +1,256 @@
+//! One HTTP/2 client connection: hyper's server with extended CONNECT enabled, each
+//! stream handed to the forwarder, and a watchdog for the listener's idle and stall
+//! limits (the library has none of its own).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use halo_crds::node_config::TimeoutsConfig;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::activity::{Activity, Watched};
+use super::forward;
+use super::preface::Prefixed;
+use crate::proxy::h1::head;
+use crate::proxy::{Admitted, Service};
+
+/// Streams one client may have open at once (RFC 9113 recommends at least 100).
+const MAX_STREAMS: u32 = 128;
+/// How long a connection that was asked to go away may take to finish.
+const DRAIN: Duration = Duration::from_secs(1);
+/// Longest a refused connection is kept to tell its requests so.
+const REFUSE_FOR: Duration = Duration::from_secs(5);
+
+/// What every stream of one client connection shares.
+pub struct Conn {
+    pub slot: Arc<ArcSwap<Service>>,
+    pub peer: SocketAddr,
+    /// The listener was full when it connected: every request is answered 503.
+    pub refusing: bool,
+    streams: AtomicUsize,
+}
+
+/// One request in progress; counted open until dropped (after its response body).
+pub struct Stream {
+    pub conn: Arc<Conn>,
+}
+
+impl Stream {
+    fn open(conn: &Arc<Conn>) -> Self {
+        conn.streams.fetch_add(1, Ordering::Relaxed);
+        Self { conn: conn.clone() }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.conn.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves an HTTP/2 connection (TLS with ALPN `h2`, or a stream already known to carry
+/// HTTP/2) until it closes. Counts against the listener's maxConnections.
+pub async fn serve<IO>(io: IO, peer: SocketAddr, slot: Arc<ArcSwap<Service>>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let admitted = slot.load().admit();
+    run(io, peer, slot, admitted).await;
+}
+
+/// Serves a plain connection whose first bytes `head` (already read) began with the
+/// HTTP/2 preface; `admitted` is the slot the HTTP/1.1 accept path took for it.
+pub async fn serve_h2c(
+    stream: TcpStream,
+    head: Vec<u8>,
+    peer: SocketAddr,
+    slot: Arc<ArcSwap<Service>>,
+    admitted: Admitted,
+) {
+    run(Prefixed::new(head, stream), peer, slot, Some(admitted)).await;
+}
+
+async fn run<IO>(io: IO, peer: SocketAddr, slot: Arc<ArcSwap<Service>>, admitted: Option<Admitted>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(Conn {
+        slot,
+        peer,
+        refusing: admitted.is_none(),
+        streams: AtomicUsize::new(0),
+    });
+    let activity = Activity::new();
+    let io = TokioIo::new(Watched::new(io, activity.clone()));
+    let shared = conn.clone();
+    let svc = service_fn(move |req| {
+        let stream = Stream::open(&shared);
+        async move { Ok::<_, Infallible>(forward::handle(stream, req).await) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .enable_connect_protocol()
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(u32::try_from(head::limits().max_head).unwrap_or(u32::MAX));
+    let connection = builder.serve_connection(io, svc);
+    let mut connection = std::pin::pin!(connection);
+    let started = tokio::time::Instant::now();
+    let mut draining: Option<tokio::time::Instant> = None;
+    // Bounded: a connection with no progress is closed by `verdict` within its limits.
+    loop {
+        let t = conn.slot.load().config.timeouts;
+        tokio::select! {
+            r = connection.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "HTTP/2 connection ended");
+                }
+                break;
+            }
+            () = tokio::time::sleep(tick(&t)) => {}
+        }
+        let state = State {
+            streams: conn.streams.load(Ordering::Relaxed),
+            quiet: activity.quiet_for(),
+            age: started.elapsed(),
+            refusing: conn.refusing,
+            draining: draining.map(|d| d.elapsed()),
+        };
+        match verdict(state, &t) {
+            Watch::Keep => {}
+            Watch::Drain => {
+                connection.as_mut().graceful_shutdown();
+                draining = Some(tokio::time::Instant::now());
+            }
+            Watch::Close => break,
+        }
+    }
+    drop(admitted);
+}
+
+/// What the watchdog does with a connection now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Watch {
+    Keep,
+    /// Ask the client to go away (GOAWAY) and let open streams finish.
+    Drain,
+    Close,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct State {
+    streams: usize,
+    quiet: Duration,
+    age: Duration,
+    refusing: bool,
+    /// How long ago the client was asked to go away, if it was.
+    draining: Option<Duration>,
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+/// Idle without streams for `idle`: drain. Streams open but no byte moved for the
+/// client or server limit: close. A refused connection drains at once and closes soon.
+fn verdict(s: State, t: &TimeoutsConfig) -> Watch {
+    if let Some(since) = s.draining {
+        let stalled = s.quiet >= ms(t.client_ms.max(t.server_ms));
+        return if (s.streams == 0 && since >= DRAIN) || stalled {
+            Watch::Close
+        } else {
+            Watch::Keep
+        };
+    }
+    if s.refusing {
+        let limit = ms(t.http_request_ms).min(REFUSE_FOR);
+        return if s.age >= limit {
+            Watch::Close
+        } else {
+            Watch::Drain
+        };
+    }
+    match s.streams {
+        0 if s.quiet >= ms(t.idle_ms) => Watch::Drain,
+        0 => Watch::Keep,
+        _ if s.quiet >= ms(t.client_ms.max(t.server_ms)) => Watch::Close,
+        _ => Watch::Keep,
+    }
+}
+
+fn tick(t: &TimeoutsConfig) -> Duration {
+    let shortest = t.idle_ms.min(t.client_ms).min(t.server_ms);
+    (ms(shortest) / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeouts() -> TimeoutsConfig {
+        TimeoutsConfig {
+            connect_ms: 1_000,
+            client_ms: 20_000,
+            server_ms: 30_000,
+            http_request_ms: 4_000,
+            idle_ms: 10_000,
+            queue_ms: 1_000,
+        }
+    }
+
+    fn state(streams: usize, quiet_s: u64) -> State {
+        State {
+            streams,
+            quiet: Duration::from_secs(quiet_s),
+            age: Duration::from_secs(100),
+            refusing: false,
+            draining: None,
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let t = timeouts();
+        let draining = |streams, quiet_s, since_ms| State {
+            draining: Some(ms(since_ms)),
+            ..state(streams, quiet_s)
+        };
+        let refusing = |age_ms| State {
+            refusing: true,
+            age: ms(age_ms),
+            ..state(0, 0)
+        };
+        let cases = [
+            (state(0, 9), Watch::Keep),
+            (state(0, 10), Watch::Drain),
+            (state(3, 29), Watch::Keep),
+            (state(3, 30), Watch::Close),
+            (draining(0, 0, 500), Watch::Keep),
+            (draining(0, 0, 1_000), Watch::Close),
+            (draining(2, 0, 5_000), Watch::Keep),
+            (draining(2, 30, 5_000), Watch::Close),
+            (refusing(100), Watch::Drain),
+            (refusing(4_000), Watch::Close),
+        ];
+        for (s, want) in cases {
+            assert_eq!(verdict(s, &t), want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn ticks_follow_the_shortest_limit() {
+        let mut t = timeouts();
+        assert_eq!(tick(&t), Duration::from_secs(1));
+        t.idle_ms = 400;
+        assert_eq!(tick(&t), ms(100));
+        t.idle_ms = 10;
+        assert_eq!(tick(&t), ms(50));
+    }
+}
