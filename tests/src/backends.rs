@@ -26,7 +26,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    fn new(name: &str, requests: Arc<AtomicU64>, server: Server) -> Self {
+    pub(crate) fn new(name: &str, requests: Arc<AtomicU64>, server: Server) -> Self {
         Self {
             name: name.to_string(),
             addr: server.addr(),

@@ -4,6 +4,8 @@
 pub mod backends;
 pub mod client;
 pub mod control_plane;
+pub mod curl;
+pub mod h2;
 pub mod keepalived;
 pub mod netns;
 pub mod probe;

@@ -2,6 +2,7 @@
 //! rewritten request over an HTTP/1.1 or HTTP/2 backend connection, stream the response
 //! back. Connect failures move on to another backend; the rest is answered 502/503/504.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use halo_crds::load_balancer::Protocol;
 use halo_crds::node_config::UpstreamProtocol;
 use http::{Method, Request, Response, StatusCode, request};
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 
 use super::body::{self, Body};
 use super::headers::{self, BadRequest, Origin};
@@ -117,11 +119,30 @@ pub fn gateway_error(
 /// What sending a request to one backend came to.
 pub enum Sent {
     Response(Response<Incoming>, Option<upstream::Http1>),
-    /// Not sent (no connection could be opened, or it closed first): another backend
-    /// may take it.
-    NotSent(Request<Body>, OpenError),
+    /// Not sent (no connection could be opened): another backend may take it.
+    Unsent(Request<Body>, OpenError),
     Timeout,
     Failed(hyper::Error),
+}
+
+/// One try on one connection; `Back` returns a request the connection never took.
+enum Try {
+    Done(Sent),
+    Back(Request<Body>),
+}
+
+async fn exchange<F>(server: Duration, sent: F, pooled: Option<upstream::Http1>) -> Try
+where
+    F: Future<Output = Result<Response<Incoming>, TrySendError<Request<Body>>>>,
+{
+    match tokio::time::timeout(server, sent).await {
+        Err(_) => Try::Done(Sent::Timeout),
+        Ok(Ok(response)) => Try::Done(Sent::Response(response, pooled)),
+        Ok(Err(mut e)) => match e.take_message() {
+            Some(back) => Try::Back(back),
+            None => Try::Done(Sent::Failed(e.into_error())),
+        },
+    }
 }
 
 async fn forward(
@@ -149,7 +170,7 @@ async fn forward(
             Sent::Response(response, pooled) => {
                 return relay(service, peer, guard, response, pooled, stream);
             }
-            Sent::NotSent(back, e) => {
+            Sent::Unsent(back, e) => {
                 backend.count_error("connect");
                 tracing::warn!(listener = %service.config.name, backend = backend.name(), error = %e, "backend connect failed, trying another");
                 req = back;
@@ -175,60 +196,53 @@ async fn forward(
 }
 
 /// Sends `req` to `backend`: on a pooled HTTP/1.1 connection (a fresh one if the pooled
-/// one turns out closed) or on the shared HTTP/2 one.
+/// one turns out closed) or on the shared HTTP/2 one (opened again if it closed).
 pub async fn send(
     service: &Service,
     backend: &Arc<Backend>,
     protocol: UpstreamProtocol,
-    mut req: Request<Body>,
+    req: Request<Body>,
 ) -> Sent {
     let t = service.config.timeouts;
-    let connect = ms(t.connect_ms);
-    let server = ms(t.server_ms);
+    let (connect, server) = (ms(t.connect_ms), ms(t.server_ms));
+    let first = match protocol {
+        UpstreamProtocol::Http1 => match upstream::idle_http1(backend).await {
+            Some(mut sender) => {
+                let sent = sender.try_send_request(req);
+                exchange(server, sent, Some(sender)).await
+            }
+            None => Try::Back(req),
+        },
+        UpstreamProtocol::Http2 => match upstream::shared_http2(backend, connect).await {
+            Ok(mut sender) => exchange(server, sender.try_send_request(req), None).await,
+            Err(e) => return Sent::Unsent(req, e),
+        },
+    };
     // A reused connection can have been closed by the backend meanwhile; the request
     // then comes back unsent and goes on a fresh connection.
-    let mut fresh = false;
-    loop {
-        let result = match protocol {
-            UpstreamProtocol::Http1 => {
-                let pooled = if fresh {
-                    None
-                } else {
-                    upstream::idle_http1(backend).await
-                };
-                let mut sender = match pooled {
-                    Some(s) => s,
-                    None => match upstream::open_http1(backend, connect).await {
-                        Ok(s) => s,
-                        Err(e) => return Sent::NotSent(req, e),
-                    },
-                };
-                let sent = tokio::time::timeout(server, sender.try_send_request(req)).await;
-                sent.map(|r| r.map(|resp| (resp, Some(sender))))
+    let req = match first {
+        Try::Done(sent) => return sent,
+        Try::Back(req) => req,
+    };
+    let second = match protocol {
+        UpstreamProtocol::Http1 => match upstream::open_http1(backend, connect).await {
+            Ok(mut sender) => {
+                let sent = sender.try_send_request(req);
+                exchange(server, sent, Some(sender)).await
             }
-            UpstreamProtocol::Http2 => {
-                if fresh {
-                    upstream::drop_http2(backend);
-                }
-                let mut sender = match upstream::shared_http2(backend, connect).await {
-                    Ok(s) => s,
-                    Err(e) => return Sent::NotSent(req, e),
-                };
-                let sent = tokio::time::timeout(server, sender.try_send_request(req)).await;
-                sent.map(|r| r.map(|resp| (resp, None)))
+            Err(e) => return Sent::Unsent(req, e),
+        },
+        UpstreamProtocol::Http2 => {
+            upstream::drop_http2(backend);
+            match upstream::shared_http2(backend, connect).await {
+                Ok(mut sender) => exchange(server, sender.try_send_request(req), None).await,
+                Err(e) => return Sent::Unsent(req, e),
             }
-        };
-        match result {
-            Err(_) => return Sent::Timeout,
-            Ok(Ok((response, pooled))) => return Sent::Response(response, pooled),
-            Ok(Err(mut e)) => match e.take_message() {
-                Some(back) if !fresh => {
-                    req = back;
-                    fresh = true;
-                }
-                _ => return Sent::Failed(e.into_error()),
-            },
         }
+    };
+    match second {
+        Try::Done(sent) => sent,
+        Try::Back(req) => Sent::Unsent(req, OpenError::Closed),
     }
 }
 

@@ -29,7 +29,9 @@ const SWEEP_AT: usize = 1024;
 pub enum OpenError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    #[error("HTTP/2 handshake with {backend}: {source}")]
+    #[error("the new connection closed before taking the request")]
+    Closed,
+    #[error("handshake with {backend}: {source}")]
     Handshake {
         backend: String,
         source: hyper::Error,
@@ -152,7 +154,7 @@ pub async fn shared_http2(backend: &Arc<Backend>, connect: Duration) -> Result<H
     Ok(sender)
 }
 
-/// Forgets the shared connection to `backend` if it is `dead` (it failed a request).
+/// Forgets the shared connection to `backend` (it closed under a request).
 pub fn drop_http2(backend: &Arc<Backend>) {
     SHARED.with(|t| {
         let mut t = t.borrow_mut();
