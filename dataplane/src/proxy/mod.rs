@@ -8,6 +8,7 @@ pub mod h2;
 pub mod health;
 pub mod listener;
 pub mod pump;
+pub mod route;
 pub mod splice;
 pub mod tcp;
 pub mod workers;
