@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use crate::metrics::{Metrics, with};
+use crate::proxy::route::Routes;
 use crate::proxy::workers::Workers;
 use crate::proxy::{Service, listener};
 use crate::vip::VipHolder;
@@ -28,6 +29,11 @@ pub enum ApplyError {
     },
     #[error("VirtualIP {vip}: {message}")]
     Vip { vip: String, message: String },
+    #[error("listener {listener}: {error}")]
+    Routes {
+        listener: String,
+        error: crate::proxy::route::RouteError,
+    },
 }
 
 /// One listening address: a socket per worker, all serving the same swappable service.
@@ -137,6 +143,12 @@ impl Runtime {
         // Which listener each socket address belongs to now.
         let mut wanted: BTreeMap<SocketAddr, String> = BTreeMap::new();
         for l in &config.listeners {
+            if let Err(error) = Routes::compile(l) {
+                return Err(ApplyError::Routes {
+                    listener: l.name.clone(),
+                    error,
+                });
+            }
             for ip in &l.addresses {
                 let addr = SocketAddr::new(*ip, l.port);
                 if let Some(first) = wanted.insert(addr, l.name.clone()) {

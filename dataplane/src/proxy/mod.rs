@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod balance;
 pub mod bufpool;
+pub mod filter;
 pub mod h1;
 pub mod h2;
 pub mod health;
@@ -27,6 +28,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::backend::{ActiveGuard, Backend};
 use self::balance::{BalanceState, PickInput, hash_bytes, mix64};
+use self::filter::RoutePlan;
+use self::route::Routes;
 use crate::metrics::{Labels, Metrics, listener_labels, with};
 
 /// What one listener serves right now: swapped whole on reload, while connections that
@@ -35,6 +38,8 @@ pub struct Service {
     pub config: ListenerConfig,
     /// One per `config.groups`, same order.
     pub groups: Vec<Group>,
+    /// HTTP routing (unused by TCP listeners).
+    pub routes: Routes,
     limit: Option<Arc<Semaphore>>,
     pub labels: Labels,
     pub metrics: Arc<Metrics>,
@@ -146,6 +151,11 @@ impl Service {
                 .max_connections
                 .map(|m| Arc::new(Semaphore::new(m as usize))),
         };
+        let routes = Routes::compile(&config).unwrap_or_else(|e| {
+            // The runtime checks routes before applying a config; this is a fallback.
+            tracing::error!(listener = %config.name, error = %e, "routes not served");
+            Routes::none()
+        });
         let labels = listener_labels(&config.name);
         let connections = metrics.listener_connections.get_or_create(&labels).clone();
         let active = metrics.listener_active.get_or_create(&labels).clone();
@@ -158,6 +168,7 @@ impl Service {
         Arc::new(Self {
             config,
             groups,
+            routes,
             limit,
             labels,
             metrics,
@@ -180,6 +191,11 @@ impl Service {
             }
             _ => None,
         })
+    }
+
+    /// The backend group a forwarded request of `plan` goes to now (by weight).
+    pub fn route_group(&self, plan: &RoutePlan) -> Option<&Group> {
+        plan.action.pick_group().and_then(|g| self.groups.get(g))
     }
 
     /// Counts one HTTP response sent to a client.

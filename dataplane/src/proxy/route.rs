@@ -12,8 +12,12 @@
 
 use std::collections::HashMap;
 
-use halo_crds::node_config::{NamedMatch, PathMatch, RouteConfig, RouteMatch, StringMatch};
+use halo_crds::node_config::{
+    ListenerConfig, NamedMatch, PathMatch, RouteConfig, RouteMatch, StringMatch,
+};
 use regex::bytes::{Regex, RegexBuilder};
+
+use super::filter::RoutePlan;
 
 /// Upper bound on one compiled expression, so a config cannot make the proxy's memory
 /// explode.
@@ -50,12 +54,54 @@ pub struct Matched {
     pub prefix_len: usize,
 }
 
+/// A route the data plane cannot serve: `field` is its place in the listener
+/// (`routes[1].matches[0]`).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("routes[{route}].matches[{index}]: {message}")]
+#[error("{field}: {message}")]
 pub struct RouteError {
-    pub route: usize,
-    pub index: usize,
+    pub field: String,
     pub message: String,
+}
+
+/// A listener's routes ready to serve: the router and, per route, what it does.
+pub struct Routes {
+    pub router: Router,
+    /// Same order as the listener's routes.
+    pub plans: Vec<RoutePlan>,
+}
+
+impl Routes {
+    pub fn compile(config: &ListenerConfig) -> Result<Self, RouteError> {
+        let plans = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                RoutePlan::compile(r, config.groups.len()).map_err(|(field, message)| RouteError {
+                    field: format!("routes[{i}].{field}"),
+                    message,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            router: Router::new(&config.routes)?,
+            plans,
+        })
+    }
+
+    /// Routes that send nothing anywhere (a listener whose config was refused).
+    pub fn none() -> Self {
+        Self {
+            router: Router::empty(),
+            plans: Vec::new(),
+        }
+    }
+
+    /// The route for a request and its plan.
+    pub fn find(&self, req: &RequestView<'_>) -> Option<(Matched, &RoutePlan)> {
+        let m = self.router.route(req)?;
+        Some((m, self.plans.get(m.route)?))
+    }
 }
 
 /// One alternative of one route (a `RouteMatch`), with everything but its path.
@@ -152,15 +198,19 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(routes: &[RouteConfig]) -> Result<Self, RouteError> {
-        let mut router = Self {
+    fn empty() -> Self {
+        Self {
             only: None,
             conditions: Vec::new(),
             regexes: Vec::new(),
             exact_hosts: HashMap::new(),
             wildcard_hosts: HashMap::new(),
             any_host: Bucket::default(),
-        };
+        }
+    }
+
+    pub fn new(routes: &[RouteConfig]) -> Result<Self, RouteError> {
+        let mut router = Self::empty();
         let catch_all = RouteMatch::default();
         for (r, route) in routes.iter().enumerate() {
             let matches = if route.matches.is_empty() {
@@ -170,8 +220,7 @@ impl Router {
             };
             for (m, rm) in matches.iter().enumerate() {
                 let err = |message: String| RouteError {
-                    route: r,
-                    index: m,
+                    field: format!("routes[{r}].matches[{m}]"),
                     message,
                 };
                 router.add(r, &route.hostnames, rm).map_err(err)?;
@@ -213,7 +262,7 @@ impl Router {
             Some(PathMatch::Prefix(p)) => Path::Prefix(trim_slashes(p.as_bytes()).into()),
             None => Path::Prefix(Box::default()),
         };
-        let mut place = |bucket: &mut Bucket| match &path {
+        let place = |bucket: &mut Bucket| match &path {
             Path::Exact(p) => bucket.exact.entry(p.clone()).or_default().push(id),
             Path::Prefix(p) => bucket.prefix.entry(p.clone()).or_default().push(id),
             Path::Regex(i) => bucket.regex.push((*i, id)),
@@ -681,7 +730,7 @@ mod tests {
             route("bad", &[], vec![prefix("/x"), regex("(")]),
         ];
         let err = Router::new(&routes).err().expect("refused");
-        assert_eq!((err.route, err.index), (1, 1));
+        assert_eq!(err.field, "routes[1].matches[1]");
     }
 
     #[test]

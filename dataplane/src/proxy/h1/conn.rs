@@ -9,20 +9,21 @@ use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use halo_crds::node_config::ForwardedMode;
+use halo_crds::load_balancer::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::body::Cursor;
 use super::head::{
-    self, BadResponse, Limits, Method, Reject, RequestHead, ResponseBody, ResponseHead,
+    self, BadResponse, Limits, Method, Reject, RequestBody, RequestHead, ResponseBody, ResponseHead,
 };
-use super::rewrite::{self, ClientConnection, Origin};
-use super::throttle;
+use super::rewrite::{self, ClientConnection, Origin, RequestEdits};
+use super::{routed, throttle};
 use crate::proxy::backend::Backend;
+use crate::proxy::filter::{Action, DEFAULT_CONTENT_TYPE, HeaderEdits, RoutePlan, Scheme};
 use crate::proxy::h2::{self, preface, preface::Start};
-use crate::proxy::{Service, bufpool, pump};
+use crate::proxy::{Group, Service, bufpool, pump};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// How long a refused client gets to finish sending before the socket closes, so the
@@ -186,6 +187,12 @@ async fn read_head(
 /// Everything about one request that the attempts on backends share.
 struct Exchange<'a> {
     head: &'a RequestHead,
+    /// The backend group the route chose.
+    group: &'a Group,
+    /// The route's response header filters.
+    response_headers: &'a HeaderEdits,
+    /// The route's timeout: the response head must have come by then.
+    deadline: Option<Instant>,
     /// The request head for the backend, followed by the body bytes read so far.
     out: Vec<u8>,
     body: Cursor,
@@ -207,10 +214,20 @@ async fn forward(
             .is_none()
             .then(|| client.stream.local_addr().ok())
             .flatten(),
-        forwarded_headers: service.config.forwarded.mode != ForwardedMode::Off,
+        scheme: match service.config.protocol {
+            Protocol::Https => Scheme::Https,
+            _ => Scheme::Http,
+        },
+        forwarding: rewrite::forwarding(&service.config.forwarded, client.peer.ip()),
     };
     let mut out = bufpool::take(bufpool::SMALL);
-    rewrite::request(cbuf, &head, &origin, &mut out);
+    let (plan, group) = match route(service, cbuf, &head, &origin, &mut out) {
+        Ok(chosen) => chosen,
+        Err(local) => {
+            bufpool::give(out);
+            return answer(client, service, cbuf, &head, local).await;
+        }
+    };
     cbuf.drain(..head.len);
     let mut body = Cursor::request(head.body);
     let used = match body.advance(cbuf, &mut out) {
@@ -225,6 +242,9 @@ async fn forward(
     let mut ex = Exchange {
         replayable: body.is_done(),
         head: &head,
+        group,
+        response_headers: &plan.response_headers,
+        deadline: plan.timeout.map(|t| Instant::now() + t),
         out,
         body,
         sent_continue: false,
@@ -232,6 +252,121 @@ async fn forward(
     let next = attempts(client, service, cbuf, &mut ex).await;
     bufpool::give(ex.out);
     next
+}
+
+/// An answer of the proxy's own instead of forwarding.
+struct Local<'s> {
+    status: u16,
+    /// A redirect's target.
+    location: Option<String>,
+    content_type: &'s str,
+    body: &'s [u8],
+}
+
+impl Local<'static> {
+    fn text(status: u16, message: &'static str) -> Self {
+        Self {
+            status,
+            location: None,
+            content_type: DEFAULT_CONTENT_TYPE,
+            body: message.as_bytes(),
+        }
+    }
+}
+
+/// Routes the request: the route's plan and backend group, with the head for the
+/// backend (rewritten by the route) in `out`; or the proxy's own answer.
+fn route<'s>(
+    service: &'s Service,
+    cbuf: &[u8],
+    head: &RequestHead,
+    origin: &Origin,
+    out: &mut Vec<u8>,
+) -> Result<(&'s RoutePlan, &'s Group), Local<'s>> {
+    let fields = routed::HeadFields::new(cbuf, head);
+    let view = fields.view();
+    let Some((matched, plan)) = service.routes.find(&view) else {
+        return Err(Local::text(404, "no route for this request\n"));
+    };
+    match &plan.action {
+        Action::Forward { .. } => {}
+        Action::Redirect(r) => {
+            let port = service.config.port;
+            let location = routed::location(r, &view, matched, origin.scheme, port, origin.local);
+            return Err(Local {
+                location: Some(location),
+                ..Local::text(r.status, "")
+            });
+        }
+        Action::Fixed {
+            status,
+            body,
+            content_type,
+        } => {
+            return Err(Local {
+                status: *status,
+                location: None,
+                content_type,
+                body: body.as_bytes(),
+            });
+        }
+    }
+    let Some(group) = service.route_group(plan) else {
+        return Err(Local::text(503, "no backend group can take the request\n"));
+    };
+    let target = routed::target(plan, &view, matched);
+    let edits = RequestEdits {
+        target: target.as_deref(),
+        host: plan.host.as_deref(),
+        headers: &plan.request_headers,
+    };
+    rewrite::request(cbuf, head, origin, &edits, out);
+    Ok((plan, group))
+}
+
+/// Sends a route's own answer (or 404). The connection stays open when the request
+/// has no body to skip and the client wants it kept.
+async fn answer(
+    client: &mut Client,
+    service: &Service,
+    cbuf: &mut Vec<u8>,
+    head: &RequestHead,
+    local: Local<'_>,
+) -> Next {
+    let keep = head.keep_alive && matches!(head.body, RequestBody::None | RequestBody::Length(0));
+    cbuf.drain(..head.len);
+    let mut fields = Vec::with_capacity(3);
+    if let Some(l) = &local.location {
+        fields.push(("Location", l.as_str()));
+    }
+    if !local.body.is_empty() || local.location.is_none() {
+        fields.push(("Content-Type", local.content_type));
+    }
+    if keep && head.minor == 0 {
+        fields.push(("Connection", "keep-alive"));
+    }
+    let mut out = Vec::new();
+    let head_only = head.method == Method::Head;
+    rewrite::answer(
+        local.status,
+        &fields,
+        local.body,
+        head_only,
+        !keep,
+        &mut out,
+    );
+    service.count_response(local.status);
+    let sent = send(
+        &mut client.stream,
+        &out,
+        ms(service.config.timeouts.client_ms),
+    )
+    .await;
+    if sent && keep {
+        return Next::KeepAlive;
+    }
+    linger(&mut client.stream).await;
+    Next::Close
 }
 
 /// What one attempt on one backend came to.
@@ -252,10 +387,7 @@ async fn attempts(
     cbuf: &mut Vec<u8>,
     ex: &mut Exchange<'_>,
 ) -> Next {
-    let Some(group) = service.stream_group() else {
-        let message = service.no_backend().to_string();
-        return fail(client, service, Failure::Gateway(503, message)).await;
-    };
+    let group = ex.group;
     let mut excluded = vec![false; group.backends.len()];
     let mut left = group.config.retries + 1;
     while left > 0 {
@@ -271,9 +403,12 @@ async fn attempts(
         let mut pooled = backend.take_idle();
         loop {
             let reused = pooled.is_some();
+            if ex.expired() {
+                return fail(client, service, route_timeout()).await;
+            }
             let stream = match pooled.take() {
                 Some(s) => s,
-                None => match backend.connect(service.connect_timeout()).await {
+                None => match backend.connect(ex.bounded(service.connect_timeout())).await {
                     Ok(s) => s,
                     Err(e) => {
                         backend.count_error("connect");
@@ -303,6 +438,23 @@ async fn attempts(
 
 fn may_retry(ex: &Exchange<'_>) -> bool {
     ex.replayable && ex.head.method.idempotent()
+}
+
+impl Exchange<'_> {
+    /// `limit`, or less when the route's deadline comes first.
+    fn bounded(&self, limit: Duration) -> Duration {
+        self.deadline.map_or(limit, |d| {
+            limit.min(d.saturating_duration_since(Instant::now()))
+        })
+    }
+
+    fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+fn route_timeout() -> Failure {
+    Failure::Gateway(504, "no response within the route's timeout".into())
 }
 
 /// One backend connection: send the request, stream the rest of its body, relay the
@@ -397,11 +549,16 @@ async fn respond(
     let limits = head::limits();
     let server = ms(service.config.timeouts.server_ms);
     loop {
-        let head = match read_response_head(&mut upstream, bbuf, ex.head.method, &limits, server)
+        let wait = ex.bounded(server);
+        let head = match read_response_head(&mut upstream, bbuf, ex.head.method, &limits, wait)
             .await
         {
             Ok(h) => h,
             Err(ResponseFailure::NothingBack) => return Attempt::NothingBack { reused },
+            Err(ResponseFailure::Timeout) if ex.expired() => {
+                backend.count_error("timeout");
+                return Attempt::Done(fail(client, service, route_timeout()).await);
+            }
             Err(ResponseFailure::Timeout) => {
                 backend.count_error("timeout");
                 let message = format!(
@@ -507,7 +664,7 @@ async fn relay_response(
     };
     service.count_response(head.status);
     let out = &mut ex.out;
-    rewrite::response(bbuf, &head, connection, dechunk, out);
+    rewrite::response_edited(bbuf, &head, connection, dechunk, ex.response_headers, out);
     bbuf.drain(..head.len);
     let mut body = Cursor::response(head.body, dechunk);
     let relayed = relay_body(

@@ -80,12 +80,13 @@ pub enum FieldKind {
     Expect,
     XForwardedFor,
     XForwardedProto,
+    XForwardedHost,
     Forwarded,
 }
 
 impl FieldKind {
     fn of(name: &[u8]) -> Self {
-        const TABLE: [(&[u8], FieldKind); 12] = [
+        const TABLE: [(&[u8], FieldKind); 13] = [
             (b"host", FieldKind::Host),
             (b"content-length", FieldKind::ContentLength),
             (b"transfer-encoding", FieldKind::TransferEncoding),
@@ -97,6 +98,7 @@ impl FieldKind {
             (b"expect", FieldKind::Expect),
             (b"x-forwarded-for", FieldKind::XForwardedFor),
             (b"x-forwarded-proto", FieldKind::XForwardedProto),
+            (b"x-forwarded-host", FieldKind::XForwardedHost),
             (b"forwarded", FieldKind::Forwarded),
         ];
         TABLE

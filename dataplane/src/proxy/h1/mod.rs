@@ -7,6 +7,7 @@ pub mod chunked;
 pub mod conn;
 pub mod head;
 pub mod rewrite;
+pub mod routed;
 pub(crate) mod throttle;
 
 pub use conn::serve;
