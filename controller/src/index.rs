@@ -12,9 +12,12 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
+
+use crate::material::{CA_BUNDLE_LABEL, SecretData, SecretKey, TLS_SECRET_TYPE, Usage};
+use crate::secrets::SecretWatch;
 
 #[derive(Clone)]
 pub struct Index {
@@ -26,6 +29,10 @@ pub struct Index {
     pub nodes: Store<Node>,
     /// Secrets in the controller's own namespace (VRRP passwords by secretRef).
     pub secrets: Store<Secret>,
+    /// `kubernetes.io/tls` Secrets of every namespace (certificates, and CAs in `ca.crt`).
+    pub tls_secrets: Arc<SecretWatch>,
+    /// Secrets labelled as CA bundles, of any type, in every namespace.
+    pub ca_secrets: Arc<SecretWatch>,
     pub changed: Arc<Notify>,
 }
 
@@ -94,6 +101,14 @@ where
     reader
 }
 
+fn is_tls_secret(s: &Secret) -> bool {
+    s.type_.as_deref() == Some(TLS_SECRET_TYPE)
+}
+
+fn is_ca_bundle(s: &Secret) -> bool {
+    s.labels().get(CA_BUNDLE_LABEL).map(String::as_str) == Some("true")
+}
+
 impl Index {
     pub fn start(client: &Client, namespace: &str) -> Self {
         let changed = Arc::new(Notify::new());
@@ -109,7 +124,31 @@ impl Index {
                 changed.clone(),
                 any_change,
             ),
+            tls_secrets: SecretWatch::start(
+                client,
+                watcher::Config::default().fields(&format!("type={TLS_SECRET_TYPE}")),
+                is_tls_secret,
+                changed.clone(),
+            ),
+            ca_secrets: SecretWatch::start(
+                client,
+                watcher::Config::default().labels(&format!("{CA_BUNDLE_LABEL}=true")),
+                is_ca_bundle,
+                changed.clone(),
+            ),
             changed,
+        }
+    }
+
+    /// A referenced Secret's data: certificates only from `kubernetes.io/tls` Secrets,
+    /// CAs from those or from labelled CA bundles.
+    pub fn secret_data(&self, key: &SecretKey, usage: Usage) -> Option<Arc<SecretData>> {
+        match usage {
+            Usage::Certificate => self.tls_secrets.get(key),
+            Usage::Ca => self
+                .tls_secrets
+                .get(key)
+                .or_else(|| self.ca_secrets.get(key)),
         }
     }
 
@@ -122,6 +161,8 @@ impl Index {
         self.endpoint_slices.wait_until_ready().await?;
         self.nodes.wait_until_ready().await?;
         self.secrets.wait_until_ready().await?;
+        self.tls_secrets.ready().await?;
+        self.ca_secrets.ready().await?;
         Ok(())
     }
 }

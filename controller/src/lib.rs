@@ -4,8 +4,10 @@
 pub mod assign;
 pub mod index;
 pub mod lease;
+pub mod material;
 pub mod metrics;
 pub mod reconcile;
+pub mod secrets;
 pub mod services;
 pub mod status;
 pub mod stream;

@@ -1,6 +1,6 @@
-//! halo-controller: watches VirtualIPs, LoadBalancers, Services, EndpointSlices and
-//! Nodes, renders one NodeConfig per node, streams it to that node's data plane, and
-//! writes status. Two replicas elect a leader on a Lease.
+//! halo-controller: watches VirtualIPs, LoadBalancers, Services, EndpointSlices, Nodes
+//! and the TLS Secrets LoadBalancers reference, renders one NodeConfig per node, streams
+//! it to that node's data plane, and writes status. Two replicas elect a leader on a Lease.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -123,7 +123,9 @@ async fn main() -> Result<()> {
         metrics: metrics.clone(),
         vrid_range: args.vrid_range,
         service_status: Some((client.clone(), leader.clone())),
+        resolver: Default::default(),
     };
+    renderer.load_material().await;
     renderer.render_once();
     tokio::spawn(renderer.run());
 

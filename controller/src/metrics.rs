@@ -31,6 +31,8 @@ pub struct Metrics {
     pub connected: Gauge,
     pub auth_refused: Family<Labels, Counter>,
     pub leader: Gauge,
+    pub secrets_held: Gauge,
+    pub secret_problems: Gauge,
 }
 
 impl Metrics {
@@ -90,6 +92,18 @@ impl Metrics {
             "Whether this replica leads (1) or stands by (0)",
             leader.clone(),
         );
+        let secrets_held = Gauge::default();
+        registry.register(
+            "secrets_held",
+            "TLS and CA Secrets whose contents are held (those LoadBalancers reference)",
+            secrets_held.clone(),
+        );
+        let secret_problems = Gauge::default();
+        registry.register(
+            "secret_problems",
+            "LoadBalancer fields whose Secret is missing or invalid",
+            secret_problems.clone(),
+        );
         Self {
             registry,
             renders,
@@ -101,6 +115,8 @@ impl Metrics {
             connected,
             auth_refused,
             leader,
+            secrets_held,
+            secret_problems,
         }
     }
 

@@ -17,6 +17,7 @@ use kube::ResourceExt;
 
 use crate::assign::{self, Plan};
 use crate::index::Index;
+use crate::material::{self, Resolver, SecretKey, SecretProblem};
 use crate::metrics::Metrics;
 use crate::stream::Hub;
 use crate::world;
@@ -27,6 +28,9 @@ pub struct Shared {
     pub plan: ArcSwap<Plan>,
     /// Problems per object, as "field: message", deduplicated across nodes.
     pub problems: ArcSwap<BTreeMap<ObjectRef, Vec<String>>>,
+    /// Referenced Secrets that are missing or invalid now, per LoadBalancer. Render may
+    /// not see them: it gets the last valid contents while there are some.
+    pub secret_problems: ArcSwap<BTreeMap<ObjectRef, Vec<SecretProblem>>>,
     /// Latest report of each node, with when it came.
     pub reports: Mutex<BTreeMap<String, (NodeReport, Instant)>>,
     triggers: Mutex<Vec<UnboundedSender<()>>>,
@@ -71,7 +75,12 @@ pub struct Renderer {
     pub vrid_range: (u8, u8),
     /// Writes Services' `status.loadBalancer` while this replica leads.
     pub service_status: Option<(kube::Client, Arc<crate::lease::Leader>)>,
+    /// The last valid contents of every referenced Secret.
+    pub resolver: Mutex<Resolver>,
 }
+
+/// How long reading newly referenced Secrets may hold up a render.
+const SECRET_READ_LIMIT: Duration = Duration::from_secs(10);
 
 impl Renderer {
     pub async fn run(self) {
@@ -79,10 +88,57 @@ impl Renderer {
             self.index.changed.notified().await;
             // Coalesce a burst of watch events into one render.
             tokio::time::sleep(Duration::from_millis(5)).await;
+            self.load_material().await;
             // A large render takes a while: let the runtime move other tasks off this
             // worker meanwhile.
             tokio::task::block_in_place(|| self.render_once());
         }
+    }
+
+    /// Reads the referenced Secrets whose contents the watches dropped (they were not
+    /// referenced before); call before `render_once`.
+    pub async fn load_material(&self) {
+        let lbs = self.index.load_balancers.state();
+        let wanted: BTreeSet<SecretKey> = material::references(&lbs)
+            .into_iter()
+            .map(|r| r.secret)
+            .collect();
+        let read = async {
+            self.index.tls_secrets.want(wanted.clone()).await;
+            self.index.ca_secrets.want(wanted).await;
+        };
+        if tokio::time::timeout(SECRET_READ_LIMIT, read).await.is_err() {
+            tracing::warn!("reading referenced Secrets took too long; rendering without them");
+        }
+        self.metrics.secrets_held.set(
+            i64::try_from(self.index.tls_secrets.held() + self.index.ca_secrets.held())
+                .unwrap_or(i64::MAX),
+        );
+    }
+
+    /// Validates the referenced Secrets; the material render gets, and what status reports.
+    fn resolve_material(&self, lbs: &[Arc<LoadBalancer>]) -> Material {
+        let refs = material::references(lbs);
+        let resolved = match self.resolver.lock() {
+            Ok(mut r) => r.resolve(&refs, |k, u| self.index.secret_data(k, u)),
+            Err(_) => return Material::new(),
+        };
+        for (secret, usage, problem) in &resolved.changes {
+            match problem {
+                Some(p) => {
+                    tracing::warn!(%secret, ?usage, reason = p.reason.as_str(), message = %p.message, "Secret unusable")
+                }
+                None => tracing::info!(%secret, ?usage, "Secret usable"),
+            }
+        }
+        let count: usize = resolved.problems.values().map(Vec::len).sum();
+        self.metrics
+            .secret_problems
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.shared
+            .secret_problems
+            .store(Arc::new(resolved.problems));
+        resolved.material
     }
 
     pub fn render_once(&self) {
@@ -111,6 +167,7 @@ impl Renderer {
         let (service_vips, service_lbs) = crate::services::synthesize(&service_refs, &allocations);
         let mut vips = vips;
         vips.extend(service_vips.into_iter().map(Arc::new));
+        let material = self.resolve_material(&lbs);
         let mut lbs = lbs;
         lbs.extend(service_lbs.into_iter().map(Arc::new));
         if let Some((client, leader)) = &self.service_status
@@ -119,12 +176,15 @@ impl Renderer {
             crate::services::publish_status(client.clone(), &service_refs, &allocations);
         }
         let outcome = render_world(
-            &vips,
-            &lbs,
-            &services.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
-            &slices.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
-            &nodes.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
-            &secrets.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+            &World {
+                vips: &vips,
+                lbs: &lbs,
+                services: &services.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+                slices: &slices.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+                nodes: &nodes.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+                secrets: &secrets.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+                material: &material,
+            },
             self.vrid_range,
         );
         for (node, config) in outcome.configs {
@@ -148,16 +208,31 @@ pub struct Outcome {
     pub problems: BTreeMap<ObjectRef, Vec<String>>,
 }
 
+/// Everything one render of the cluster reads.
+#[derive(Clone, Copy)]
+pub struct World<'a> {
+    pub vips: &'a [Arc<VirtualIP>],
+    pub lbs: &'a [Arc<LoadBalancer>],
+    pub services: &'a [&'a k8s_openapi::api::core::v1::Service],
+    pub slices: &'a [&'a k8s_openapi::api::discovery::v1::EndpointSlice],
+    pub nodes: &'a [&'a k8s_openapi::api::core::v1::Node],
+    /// The controller namespace's Secrets (VRRP passwords).
+    pub secrets: &'a [&'a k8s_openapi::api::core::v1::Secret],
+    /// The referenced TLS Secrets' contents, validated (see `material`).
+    pub material: &'a Material,
+}
+
 /// The whole cluster's render: pure, so it is tested and benchmarked without a cluster.
-pub fn render_world(
-    vips: &[Arc<VirtualIP>],
-    lbs: &[Arc<LoadBalancer>],
-    services: &[&k8s_openapi::api::core::v1::Service],
-    slices: &[&k8s_openapi::api::discovery::v1::EndpointSlice],
-    nodes: &[&k8s_openapi::api::core::v1::Node],
-    secrets: &[&k8s_openapi::api::core::v1::Secret],
-    vrid_range: (u8, u8),
-) -> Outcome {
+pub fn render_world(world: &World<'_>, vrid_range: (u8, u8)) -> Outcome {
+    let World {
+        vips,
+        lbs,
+        services,
+        slices,
+        nodes,
+        secrets,
+        material,
+    } = *world;
     let endpoints = world::resolve_endpoints(services, slices);
     let secret_values = world::secret_values(secrets);
     let facts: Vec<_> = vips.iter().map(|v| world::vip_facts(v, nodes)).collect();
@@ -206,7 +281,7 @@ pub fn render_world(
             endpoints: &endpoints,
             assignments: &assignments,
             secrets: &secret_values,
-            material: &Material::new(),
+            material,
         });
         for p in rendered.problems {
             let conflicting =

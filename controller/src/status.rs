@@ -207,12 +207,27 @@ pub fn load_balancer_status(
     reports: &BTreeMap<String, NodeReport>,
 ) -> LoadBalancerStatus {
     let previous = lb.status.clone().unwrap_or_default();
-    let problems = shared
-        .problems
+    let object = load_balancer_ref(lb);
+    let secret_problems = shared
+        .secret_problems
         .load()
-        .get(&load_balancer_ref(lb))
+        .get(&object)
         .cloned()
         .unwrap_or_default();
+    // Render reports a Secret that never was valid too; say it once, with its reason.
+    let problems: Vec<String> = shared
+        .problems
+        .load()
+        .get(&object)
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            !secret_problems
+                .iter()
+                .any(|s| p.starts_with(&format!("{}: ", s.field)))
+        })
+        .cloned()
+        .collect();
     let vip = lb
         .spec
         .virtual_ip
@@ -262,7 +277,14 @@ pub fn load_balancer_status(
     let reported = reports
         .values()
         .any(|r| r.listeners.iter().any(|x| x.name.starts_with(&prefix)));
-    let (ok, reason, message) = if !problems.is_empty() {
+    let (ok, reason, message) = if let Some(first) = secret_problems.first() {
+        let all: Vec<String> = secret_problems
+            .iter()
+            .map(ToString::to_string)
+            .chain(problems)
+            .collect();
+        (false, first.reason.as_str(), all.join("; "))
+    } else if !problems.is_empty() {
         (false, "InvalidSpec", problems.join("; "))
     } else if !reported {
         (false, "Pending", "no data plane serves it yet".to_string())

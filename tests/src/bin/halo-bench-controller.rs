@@ -1175,12 +1175,15 @@ fn render_in_memory(args: &Args) -> Result<()> {
         let t = Instant::now();
         let c0 = thread_cpu();
         let outcome = halo_controller::reconcile::render_world(
-            &vips,
-            &lbs,
-            &service_refs,
-            &slice_refs,
-            &node_refs,
-            &secret_refs,
+            &halo_controller::reconcile::World {
+                vips: &vips,
+                lbs: &lbs,
+                services: &service_refs,
+                slices: &slice_refs,
+                nodes: &node_refs,
+                secrets: &secret_refs,
+                material: &halo_crds::render::Material::new(),
+            },
             (1, 255),
         );
         times.push(ms(t.elapsed()));
