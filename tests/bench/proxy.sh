@@ -17,6 +17,28 @@
 #   bulk             one BULK_MB download through the TCP listener (GB/s)
 #   mem              RSS per idle keep-alive client connection (MEM_CONNS), per
 #                    established L4 session (L4_SESSIONS), and RSS after they close
+#   https-c64        HTTPS keep-alive, 64 connections (wrk over TLS; wrk offers no ALPN,
+#                    so HTTP/1.1), ECDSA P-256 certificate
+#   tls-hs-ecdsa     TLS handshakes per second: a new connection, a full handshake and
+#   tls-hs-rsa       one `Connection: close` request each (HS_PROCS sequential clients,
+#                    proxy_tool.py handshakes), ECDSA P-256 / RSA 2048 certificate.
+#                    Resumption is off the same way for every proxy: the client never
+#                    offers a session (wrk and h2load would resume), the servers keep
+#                    their defaults. TLS 1.3 with each side's default groups and ciphers.
+#   h2-c64           HTTP/2 over TLS (ALPN h2, ECDSA certificate), h2load with 64
+#                    connections of H2_STREAMS concurrent streams, bounded by -D
+#   routes-20        HTTP keep-alive, 64 connections, through a listener with 20 routes
+#   routes-1000      (host rN.bench + path prefix /pN each) to ROUTE_GROUPS backend
+#                    groups with cookie persistence (insert, indirect, nocache); wrk's
+#                    Lua script spreads requests evenly over the routes, a third with
+#                    each backend's cookie and a third without. Either adds routes-1
+#                    (the same with one route), and the table gives the N-route /
+#                    1-route throughput ratio. HAProxy: one use_backend rule per route
+#                    (HAPROXY_ROUTES=acl) or one map_beg lookup (HAPROXY_ROUTES=map).
+#                    nginx has no cookie-insert persistence: it skips these rows.
+# The certificates are made with openssl in the results directory. A proxy that
+# refuses a row's listener or fails its check (TLS, h2, routing, cookie) skips that row;
+# the report lists what did not run and why.
 #
 # Per run it reads the proxy's utime+stime from /proc/PID/stat (every thread of the
 # process) for CPU µs per request, the CPU of the backends (/proc) and of wrk (its
@@ -24,12 +46,15 @@
 # accepted (nginx stub_status), so the table can say which side ran out of CPU: a row
 # where the load side was saturated while the proxy was not is marked LOAD-BOUND and
 # its ratio means little. The memory rows run first, on proxies that have served only
-# the start-up checks. A full run takes about 12 minutes.
+# the start-up checks. A full run of the first six rows takes about 12 minutes, each
+# other row about 1 minute per rep.
 #
 # Environment:
 #   REPS (3), DURATION (seconds per run, 10), WARMUP (seconds before each run, 2),
 #   WRK_THREADS (1), MEM_CONNS (10000), L4_SESSIONS (8000), BULK_MB (1024),
 #   PROXY_CPU (1), LOAD_CPU (0), SAT_PCT (90: "saturated" threshold, percent of a CPU),
+#   HS_PROCS (32 handshake clients), H2_STREAMS (4), ROUTE_GROUPS (1: every route to
+#   one group, so the routes rows differ in route count only), HAPROXY_ROUTES (acl),
 #   PROXIES ("haproxy nginx halo"), SKIP_BUILD=1 (use the existing release binary),
 #   HALO_BIN (default $CARGO_TARGET_DIR/release/halo-dataplane),
 #   HALO_EXTRA_ENV ("VAR=value ..." for Halo), HALO_HTTP_YAML / HALO_TCP_YAML (extra
@@ -65,7 +90,15 @@ WRK_THREADS=${WRK_THREADS:-1}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 SAT_PCT=${SAT_PCT:-90}
-ROWS=${ROWS:-"mem l7-c64 l7-c256 l7-close l4-c64 bulk"}
+ROWS=${ROWS:-"mem l7-c64 l7-c256 l7-close l4-c64 bulk https-c64 tls-hs-ecdsa tls-hs-rsa h2-c64 routes-20 routes-1000"}
+# The route rows are read against one route: add it.
+if [[ " $ROWS " == *" routes-20 "* || " $ROWS " == *" routes-1000 "* ]] && [[ " $ROWS " != *" routes-1 "* ]]; then
+  ROWS="$ROWS routes-1"
+fi
+HS_PROCS=${HS_PROCS:-32}
+H2_STREAMS=${H2_STREAMS:-4}
+ROUTE_GROUPS=${ROUTE_GROUPS:-1}
+HAPROXY_ROUTES=${HAPROXY_ROUTES:-acl}
 PROXIES=${PROXIES:-"haproxy nginx halo"}
 HALO_EXTRA_ENV=${HALO_EXTRA_ENV:-}
 HALO_HTTP_YAML=${HALO_HTTP_YAML:-}
@@ -88,6 +121,9 @@ STATUS_PORTS=(19101 19102)    # the backends' stub_status, for connections accep
 declare -A HTTP_PORT=([halo]=18080 [haproxy]=18180 [nginx]=18280 [halo-b]=18380)
 declare -A TCP_PORT=([halo]=18081 [haproxy]=18181 [nginx]=18281 [halo-b]=18381)
 declare -A ADMIN_PORT=([halo]=18090 [halo-b]=18390)
+# The other listeners: this offset from the proxy's HTTP port.
+declare -A LISTENER_OFFSET=([https]=2 [https-rsa]=3 [routes-1]=4 [routes-20]=5 [routes-1000]=6)
+ROUTES_COOKIE=srv   # the persistence cookie's name, the same everywhere
 START_TIMEOUT=15   # seconds a process gets to answer after it starts
 
 SUDO=""
@@ -99,6 +135,49 @@ die() { echo "error: $*" >&2; exit 1; }
 
 has_row() { [[ " $ROWS " == *" $1 "* ]]; }
 
+listener_of() { # ROW: the listener a row runs through beyond http/tcp (empty: those)
+  case $1 in
+    https-c64 | h2-c64 | tls-hs-ecdsa) echo https ;;
+    tls-hs-rsa) echo https-rsa ;;
+    routes-*) echo "$1" ;;
+  esac
+}
+
+extra_listeners() { # the extra listeners the selected rows need, once each
+  local row l seen=" "
+  for row in $ROWS; do
+    l=$(listener_of "$row")
+    [ -n "$l" ] && [[ "$seen" != *" $l "* ]] && seen+="$l "
+  done
+  echo $seen
+}
+
+port_of() { # LISTENER PROXY
+  echo $((HTTP_PORT[$2] + LISTENER_OFFSET[$1]))
+}
+
+route_count() { echo "${1#routes-}"; } # LISTENER routes-N: N
+
+# Rows a proxy cannot run (it refused the listener or failed its check), with why.
+declare -A SKIP
+skip_rows() { # LISTENER PROXY REASON: every selected row on LISTENER is skipped for PROXY
+  local l=$1 p=$2 reason=$3 row
+  for row in $ROWS; do
+    [ "$(listener_of "$row")" = "$l" ] || continue
+    [ -z "${SKIP[$row/$p]:-}" ] || continue
+    SKIP[$row/$p]=$reason
+    printf '%s\t%s\t%s\n' "$row" "$p" "$reason" >>"$WORK/skipped.tsv"
+    warn "$p skips $row: $reason"
+  done
+}
+skip_row() { # ROW PROXY REASON
+  [ -z "${SKIP[$1/$2]:-}" ] || return 0
+  SKIP[$1/$2]=$3
+  printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$WORK/skipped.tsv"
+  warn "$2 skips $1: $3"
+}
+runs_row() { [ -z "${SKIP[$1/$2]:-}" ]; } # ROW PROXY
+
 # --- 1. tools ---------------------------------------------------------------------------
 install_tools() {
   local need=()
@@ -106,6 +185,8 @@ install_tools() {
   command -v nginx >/dev/null || need+=(nginx)
   [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
   command -v wrk >/dev/null || need+=(wrk)
+  command -v h2load >/dev/null || need+=(nghttp2-client)
+  command -v openssl >/dev/null || need+=(openssl)
   command -v curl >/dev/null || need+=(curl)
   command -v python3 >/dev/null || need+=(python3)
   command -v taskset >/dev/null || need+=(util-linux)
@@ -196,10 +277,11 @@ cleanup() {
   fi
 }
 
-wait_http() { # URL PID: until URL answers 200 (bounded by START_TIMEOUT); PID must stay up
+wait_http() { # URL PID [CURL_ARG...]: until URL answers 200 (bounded by START_TIMEOUT); PID must stay up
   local url=$1 pid=$2 deadline=$((SECONDS + START_TIMEOUT))
+  shift 2
   while ((SECONDS < deadline)); do
-    curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+    curl -fsS -o /dev/null --max-time 1 "$@" "$url" 2>/dev/null && return 0
     alive "$pid" || { echo "process $pid exited" >&2; return 1; }
     sleep 0.1
   done
@@ -210,13 +292,35 @@ wait_http() { # URL PID: until URL answers 200 (bounded by START_TIMEOUT); PID m
 port_in_use() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
 check_ports_free() {
-  local p port
+  local p port l
   for port in "${BACKEND_PORTS[@]}" "${STATUS_PORTS[@]}"; do ! port_in_use "$port" || die "127.0.0.1:$port is already in use"; done
   for p in $PROXIES; do
     for port in "${HTTP_PORT[$p]}" "${TCP_PORT[$p]}" ${ADMIN_PORT[$p]:-}; do
       ! port_in_use "$port" || die "127.0.0.1:$port is already in use"
     done
+    for l in $(extra_listeners); do
+      port=$(port_of "$l" "$p")
+      ! port_in_use "$port" || die "127.0.0.1:$port is already in use"
+    done
   done
+}
+
+# Self-signed server certificates (name `bench`): ECDSA P-256 and RSA 2048, as PEM
+# certificate and key files, and the two joined for HAProxy's `crt`.
+make_certs() {
+  local dir=$WORK/tls kind
+  mkdir -p "$dir"
+  for kind in ecdsa rsa; do
+    local alg=(-newkey ec -pkeyopt ec_paramgen_curve:P-256)
+    [ "$kind" = rsa ] && alg=(-newkey rsa:2048)
+    openssl req -x509 "${alg[@]}" -nodes -days 7 -subj /CN=bench -addext subjectAltName=DNS:bench \
+      -keyout "$dir/$kind.key" -out "$dir/$kind.crt" 2>/dev/null || die "openssl could not make the $kind certificate"
+    cat "$dir/$kind.crt" "$dir/$kind.key" >"$dir/$kind.pem"
+  done
+}
+
+cert_of() { # LISTENER: ecdsa or rsa
+  [ "$1" = https-rsa ] && echo rsa || echo ecdsa
 }
 
 # --- 2. backends: nginx, one worker each, on the load CPU ---------------------------------
@@ -292,6 +396,63 @@ EOF
 # Equivalent settings everywhere: round robin over the two backends, no health checks,
 # no logs, keep-alive to clients and pooled keep-alive connections to the backends,
 # X-Forwarded-For added, connection limits and timeouts well above what a row needs.
+groups_of() { # LISTENER routes-N: the backend groups its routes spread over
+  local n
+  n=$(route_count "$1")
+  echo $((ROUTE_GROUPS < n ? ROUTE_GROUPS : n))
+}
+
+# HAProxy's side of the extra listeners. TLS: the same crt for h2 and http/1.1 by ALPN,
+# session cache and tickets at their defaults. Routes: one rule per route, first match
+# wins, as in Halo's route list (or one prefix-map lookup with HAPROXY_ROUTES=map); the
+# backends shared by every route listener, like Halo's backendGroups.
+haproxy_extra() {
+  local l n i g groups=0
+  for l in $(extra_listeners); do
+    case $l in
+      https | https-rsa)
+        cat <<EOF
+
+frontend $l
+    mode http
+    bind 127.0.0.1:$(port_of "$l" haproxy) ssl crt $WORK/tls/$(cert_of "$l").pem alpn h2,http/1.1
+    option http-keep-alive
+    option forwardfor
+    default_backend http_servers
+EOF
+        ;;
+      routes-*)
+        runs_row "$l" haproxy || continue
+        n=$(route_count "$l")
+        g=$(groups_of "$l")
+        ((g > groups)) && groups=$g
+        printf '\nfrontend %s\n    mode http\n    bind 127.0.0.1:%s\n    option http-keep-alive\n    option forwardfor\n' \
+          "$l" "$(port_of "$l" haproxy)"
+        if [ "$HAPROXY_ROUTES" = map ]; then
+          for ((i = 0; i < n; i++)); do echo "r$i.bench/p$i/ g$((i % g))"; done >"$WORK/haproxy-$l.map"
+          echo "    use_backend %[base,lower,map_beg($WORK/haproxy-$l.map)]"
+        else
+          for ((i = 0; i < n; i++)); do
+            echo "    use_backend g$((i % g)) if { req.hdr(host) -i r$i.bench } { path_beg /p$i/ }"
+          done
+        fi
+        ;;
+    esac
+  done
+  for ((g = 0; g < groups; g++)); do
+    cat <<EOF
+
+backend g$g
+    mode http
+    balance roundrobin
+    http-reuse always
+    cookie $ROUTES_COOKIE insert indirect nocache
+    server b1 127.0.0.1:${BACKEND_PORTS[0]} cookie b1
+    server b2 127.0.0.1:${BACKEND_PORTS[1]} cookie b2
+EOF
+  done
+}
+
 start_haproxy() {
   local maxconn=$((MEM_CONNS > L4_SESSIONS ? MEM_CONNS : L4_SESSIONS))
   maxconn=$((maxconn + 1000))
@@ -334,10 +495,38 @@ backend tcp_servers
     balance roundrobin
     server b1 127.0.0.1:${BACKEND_PORTS[0]}
     server b2 127.0.0.1:${BACKEND_PORTS[1]}
+$(haproxy_extra)
 EOF
   haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejected $WORK/haproxy.cfg"
   # -db: foreground, no master process: the PID is the proxy itself.
   spawn haproxy "$PROXY_CPU" "$WORK/haproxy.log" haproxy -db -f "$WORK/haproxy.cfg"
+}
+
+# nginx's side of the TLS listeners (TLS 1.3 is not in nginx 1.22's default protocols;
+# session cache and tickets at their defaults). The route rows are skipped.
+nginx_extra() {
+  local l c
+  for l in $(extra_listeners); do
+    case $l in
+      https | https-rsa)
+        c=$WORK/tls/$(cert_of "$l")
+        cat <<EOF
+  server {
+    listen 127.0.0.1:$(port_of "$l" nginx) ssl http2 backlog=4096;
+    ssl_certificate $c.crt;
+    ssl_certificate_key $c.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://http_servers;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+EOF
+        ;;
+    esac
+  done
 }
 
 start_nginx_proxy() {
@@ -365,6 +554,7 @@ start_nginx_proxy() {
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
     }
   }
+$(nginx_extra)
 }
 stream {
   upstream tcp_servers {
@@ -387,11 +577,67 @@ indent_yaml() { # TEXT: extra listener keys, indented into the listener
   return 0
 }
 
-start_halo() { # NAME BIN "ENV..." HTTP_YAML TCP_YAML
-  local name=$1 bin=$2 env_words=$3 http_yaml=$4 tcp_yaml=$5 extra=()
-  local cfg=$WORK/$name.yaml
-  read -r -a extra <<<"$env_words"
-  cat >"$cfg" <<EOF
+# One extra listener of Halo's manifest: the same certificates, backends, timeouts and
+# persistence as HAProxy's; a route listener has no servers of its own, so a request no
+# route takes gets no backend (as HAProxy without a default_backend).
+halo_listener() { # LISTENER PROXY
+  local l=$1 p=$2 n g i c protocol=HTTP
+  [[ $l == https* ]] && protocol=HTTPS
+  cat <<EOF
+    - name: $l
+      port: $(port_of "$l" "$p")
+      protocol: $protocol
+      algorithm: RoundRobin
+      maxConnections: 1000000
+      timeouts: {connect: 5s, client: 600s, server: 600s, httpRequest: 10s, idle: 600s}
+EOF
+  case $l in
+    https | https-rsa)
+      c=$WORK/tls/$(cert_of "$l")
+      cat <<EOF
+      tls:
+        certificates: [{certFile: $c.crt, keyFile: $c.key}]
+      backends:
+        - {name: b1, address: 127.0.0.1, port: ${BACKEND_PORTS[0]}}
+        - {name: b2, address: 127.0.0.1, port: ${BACKEND_PORTS[1]}}
+EOF
+      ;;
+    routes-*)
+      n=$(route_count "$l")
+      g=$(groups_of "$l")
+      echo "      routes:"
+      for ((i = 0; i < n; i++)); do
+        echo "        - {name: r$i, hostnames: [r$i.bench], matches: [{path: {type: PathPrefix, value: /p$i}}], backendRefs: [{name: g$((i % g))}]}"
+      done
+      ;;
+  esac
+}
+
+halo_groups() { # LISTENER...: spec.backendGroups for the route listeners among them
+  local l g groups=0
+  for l in "$@"; do
+    [[ $l == routes-* ]] || continue
+    g=$(groups_of "$l")
+    ((g > groups)) && groups=$g
+  done
+  ((groups > 0)) || return 0
+  echo "  backendGroups:"
+  for ((g = 0; g < groups; g++)); do
+    cat <<EOF
+    - name: g$g
+      algorithm: RoundRobin
+      sessionPersistence: {type: Cookie, cookie: {name: $ROUTES_COOKIE}}
+      backends:
+        - {name: b1, address: 127.0.0.1, port: ${BACKEND_PORTS[0]}}
+        - {name: b2, address: 127.0.0.1, port: ${BACKEND_PORTS[1]}}
+EOF
+  done
+}
+
+halo_manifest() { # NAME HTTP_YAML TCP_YAML LISTENER...: the whole manifest on stdout
+  local name=$1 http_yaml=$2 tcp_yaml=$3 l
+  shift 3
+  cat <<EOF
 apiVersion: halo.dev/v1alpha1
 kind: LoadBalancer
 metadata: {name: bench, namespace: default}
@@ -419,6 +665,38 @@ $(indent_yaml "$http_yaml")
         - {name: b2, address: 127.0.0.1, port: ${BACKEND_PORTS[1]}}
 $(indent_yaml "$tcp_yaml")
 EOF
+  for l in "$@"; do halo_listener "$l" "$name"; done
+  halo_groups "$@"
+}
+
+# The extra listeners this Halo accepts: each one the full manifest is refused over is
+# tried alone, and the rows on those it refuses are skipped with its message.
+halo_accepted() { # NAME BIN HTTP_YAML TCP_YAML: sets HALO_LISTENERS to the accepted ones
+  local name=$1 bin=$2 http_yaml=$3 tcp_yaml=$4 l try=$WORK/$name.try.yaml msg
+  local all
+  read -r -a all <<<"$(extra_listeners)"
+  HALO_LISTENERS=()
+  halo_manifest "$name" "$http_yaml" "$tcp_yaml" "${all[@]+"${all[@]}"}" >"$try"
+  if "$bin" check --config "$try" --node bench >/dev/null 2>&1; then
+    HALO_LISTENERS=("${all[@]+"${all[@]}"}")
+    return 0
+  fi
+  for l in "${all[@]+"${all[@]}"}"; do
+    halo_manifest "$name" "$http_yaml" "$tcp_yaml" "$l" >"$try"
+    if msg=$("$bin" check --config "$try" --node bench 2>&1 >/dev/null); then
+      HALO_LISTENERS+=("$l")
+    else
+      skip_rows "$l" "$name" "refused the listener: $(printf '%s' "$msg" | tr '\n' ' ' | cut -c1-200)"
+    fi
+  done
+}
+
+start_halo() { # NAME BIN "ENV..." HTTP_YAML TCP_YAML
+  local name=$1 bin=$2 env_words=$3 http_yaml=$4 tcp_yaml=$5 extra=()
+  local cfg=$WORK/$name.yaml
+  read -r -a extra <<<"$env_words"
+  halo_accepted "$name" "$bin" "$http_yaml" "$tcp_yaml"
+  halo_manifest "$name" "$http_yaml" "$tcp_yaml" "${HALO_LISTENERS[@]+"${HALO_LISTENERS[@]}"}" >"$cfg"
   "$bin" check --config "$cfg" --node bench >/dev/null || die "$name rejected $cfg"
   spawn "$name" "$PROXY_CPU" "$WORK/$name.log" env RUST_LOG=warn "${extra[@]+"${extra[@]}"}" \
     "$bin" run --config "$cfg" --admin "127.0.0.1:${ADMIN_PORT[$name]}" --node bench
@@ -440,6 +718,17 @@ start_proxies() {
   for p in $PROXIES; do check_proxy "$p"; done
 }
 
+# Rows the proxy does not have the feature for: known before it starts.
+skip_unsupported() {
+  local l
+  if [[ " $PROXIES " == *" nginx "* ]]; then
+    for l in $(extra_listeners); do
+      [[ $l == routes-* ]] && skip_rows "$l" nginx "nginx (open source) has no cookie-insert persistence"
+    done
+  fi
+  return 0
+}
+
 # Both listeners answer, from both backends in turn (four fresh connections each).
 check_proxy() { # NAME
   local p=$1 kind port answers i
@@ -454,6 +743,79 @@ check_proxy() { # NAME
     [[ " ${answers[*]} " == *" b1 "* && " ${answers[*]} " == *" b2 "* ]] \
       || warn "$p $kind does not spread requests over b1 and b2: ${answers[*]}"
   done
+  for kind in $(extra_listeners); do
+    has_listener_rows "$kind" "$p" && check_listener "$kind" "$p"
+  done
+  return 0
+}
+
+has_listener_rows() { # LISTENER PROXY: some selected row on LISTENER still runs on PROXY
+  local row
+  for row in $ROWS; do
+    [ "$(listener_of "$row")" = "$1" ] && runs_row "$row" "$2" && return 0
+  done
+  return 1
+}
+
+# An extra listener does what its rows measure; if not, they are skipped for the proxy.
+check_listener() { # LISTENER PROXY
+  local l=$1 p=$2 port url answers=() i v
+  port=$(port_of "$l" "$p")
+  case $l in
+    https | https-rsa)
+      url=https://127.0.0.1:$port/
+      wait_http "$url" "${PID_OF[$p]}" -k 2>/dev/null || { skip_rows "$l" "$p" "no HTTPS answer on :$port"; return 0; }
+      for i in 1 2 3 4; do
+        answers+=("$(curl -fsSk --max-time 2 "$url" | cut -d' ' -f1 || echo ERROR)")
+      done
+      v=$(openssl s_client -connect "127.0.0.1:$port" -servername bench -brief </dev/null 2>&1 \
+        | awk -F': ' '/^Protocol version|^Ciphersuite|^Server Temp Key/ { printf "%s ", $2 }')
+      log "$p $l answers: ${answers[*]}; TLS: $v"
+      if [ "$l" = https ] && has_row h2-c64 && runs_row h2-c64 "$p"; then
+        v=$(curl -sSk --http2 --max-time 2 -o /dev/null -w '%{http_version}' "$url" || true)
+        [ "$v" = 2 ] || skip_row h2-c64 "$p" "ALPN h2 not negotiated (curl got HTTP/${v:-?})"
+      fi
+      ;;
+    routes-*) check_routes "$l" "$p" ;;
+  esac
+  return 0
+}
+
+# A route listener: routes apply (host and path), both backends hand out the cookie, and
+# a request with a backend's cookie stays on it, on the last route as on the first.
+# Sets ROUTE_COOKIES[LISTENER/PROXY] to the cookie values of b1 and b2.
+declare -A ROUTE_COOKIES
+check_routes() { # LISTENER PROXY
+  local l=$1 p=$2 port last i who cookie c1="" c2="" code want c bad=""
+  port=$(port_of "$l" "$p")
+  last=$(($(route_count "$l") - 1))
+  local url=http://127.0.0.1:$port head=$WORK/route.head body=$WORK/route.body
+  wait_http "$url/p0/item" "${PID_OF[$p]}" -H "Host: r0.bench" 2>/dev/null \
+    || { skip_rows "$l" "$p" "route r0 does not answer 200"; return 0; }
+  for i in 1 2 3 4 5 6; do
+    curl -sS --max-time 2 -D "$head" -o "$body" -H "Host: r0.bench" "$url/p0/item" || continue
+    who=$(cut -d' ' -f1 "$body")
+    cookie=$(tr -d '\r' <"$head" | sed -n "s/^[Ss]et-[Cc]ookie: *$ROUTES_COOKIE=\([^;]*\).*/\1/p" | head -n1)
+    [ "$who" = b1 ] && [ -n "$cookie" ] && c1=$cookie
+    [ "$who" = b2 ] && [ -n "$cookie" ] && c2=$cookie
+  done
+  [ -n "$c1" ] && [ -n "$c2" ] || { skip_rows "$l" "$p" "no $ROUTES_COOKIE cookie set for both backends"; return 0; }
+  code=$(curl -s -o /dev/null --max-time 2 -w '%{http_code}' -H "Host: nowhere.bench" "$url/p0/item" || true)
+  [ "$code" != 200 ] || bad="a host no route names was answered 200"
+  if ((last > 0)); then
+    code=$(curl -s -o /dev/null --max-time 2 -w '%{http_code}' -H "Host: r0.bench" "$url/p$last/item" || true)
+    [ "$code" != 200 ] || bad="route r0 took a path of route r$last"
+  fi
+  for want in b1 b2; do
+    [ "$want" = b1 ] && c=$c1 || c=$c2
+    for i in 1 2 3; do
+      who=$(curl -sS --max-time 2 -H "Host: r$last.bench" -H "Cookie: $ROUTES_COOKIE=$c" "$url/p$last/item" | cut -d' ' -f1 || true)
+      [ "$who" = "$want" ] || bad="the $want cookie went to ${who:-nothing} on route r$last"
+    done
+  done
+  [ -z "$bad" ] || { skip_rows "$l" "$p" "$bad"; return 0; }
+  ROUTE_COOKIES[$l/$p]="$c1 $c2"
+  log "$p $l: $((last + 1)) routes apply; cookies $ROUTES_COOKIE=$c1 (b1), $ROUTES_COOKIE=$c2 (b2)"
 }
 
 # --- 4. measurement ------------------------------------------------------------------------
@@ -518,34 +880,117 @@ record() { # ROW PROXY REP MEASURE(6 fields) requests rps p50 p99 errors bytes s
   echo "$*" | tr ' ' '\t' >>"$RUNS_TSV"
 }
 
-wrk_target() { # ROW PROXY: "PORT CONNS EXTRA" for a wrk row
+wrk_target() { # ROW PROXY: "URL CONNS EXTRA" for a wrk row
+  local h=http://127.0.0.1
   case $1 in
-    l7-c64) echo "${HTTP_PORT[$2]} 64" ;;
-    l7-c256) echo "${HTTP_PORT[$2]} 256" ;;
-    l7-close) echo "${HTTP_PORT[$2]} 64 close" ;;
-    l4-c64) echo "${TCP_PORT[$2]} 64" ;;
+    l7-c64) echo "$h:${HTTP_PORT[$2]}/ 64" ;;
+    l7-c256) echo "$h:${HTTP_PORT[$2]}/ 256" ;;
+    l7-close) echo "$h:${HTTP_PORT[$2]}/ 64 close" ;;
+    l4-c64) echo "$h:${TCP_PORT[$2]}/ 64" ;;
+    https-c64) echo "https://127.0.0.1:$(port_of https "$2")/ 64" ;;
+    routes-*) echo "$h:$(port_of "$1" "$2")/ 64 routes" ;;
   esac
 }
 
+# The route rows' requests: every route in turn, first all with b1's cookie, then all
+# with b2's, then all without (the proxy picks a backend and sets the cookie). Built
+# once per thread, so the load side's cost does not grow with the route count.
+write_routes_lua() {
+  cat >"$WORK/routes.lua" <<'EOF'
+local requests, i = {}, 0
+function init(args)
+  local n, name = tonumber(args[1]), args[2]
+  for v = 1, 3 do
+    for r = 0, n - 1 do
+      local headers = { Host = "r" .. r .. ".bench" }
+      if v < 3 then headers["Cookie"] = name .. "=" .. args[2 + v] end
+      requests[#requests + 1] = wrk.format("GET", "/p" .. r .. "/item", headers)
+    end
+  end
+end
+function request()
+  i = i % #requests + 1
+  return requests[i]
+end
+EOF
+}
+
+wrk_args() { # ROW PROXY EXTRA: sets ARGS to wrk's options for the row (before the URL)
+  local cookies
+  ARGS=()
+  case ${3:-} in
+    close) ARGS=(-H 'Connection: close') ;;
+    routes)
+      read -r -a cookies <<<"${ROUTE_COOKIES[$1/$2]}"
+      ARGS=(-s "$WORK/routes.lua") ;;
+  esac
+  ARGS_AFTER=()
+  [ "${3:-}" = routes ] && ARGS_AFTER=(-- "$(route_count "$1")" "$ROUTES_COOKIE" "${cookies[@]}")
+  return 0
+}
+
 run_wrk() { # ROW PROXY REP
-  local row=$1 p=$2 rep=$3 port conns extra args=() out req rps p50 p99 errs
-  read -r port conns extra < <(wrk_target "$row" "$p")
-  [ "${extra:-}" = close ] && args=(-H 'Connection: close')
-  local url=http://127.0.0.1:$port/
+  local row=$1 p=$2 rep=$3 url conns extra out req rps p50 p99 errs
+  read -r url conns extra < <(wrk_target "$row" "$p")
+  wrk_args "$row" "$p" "${extra:-}"
   # Warm-up, not measured: backend pools grow to the connection count, caches warm.
   timeout -k 5 $((WARMUP + 30)) taskset -c "$LOAD_CPU" \
-    wrk -t"$WRK_THREADS" -c"$conns" -d"${WARMUP}s" "${args[@]+"${args[@]}"}" "$url" >/dev/null 2>&1 \
-    || warn "warm-up against $p failed"
+    wrk -t"$WRK_THREADS" -c"$conns" -d"${WARMUP}s" "${ARGS[@]+"${ARGS[@]}"}" "$url" "${ARGS_AFTER[@]+"${ARGS_AFTER[@]}"}" \
+    >/dev/null 2>&1 || warn "warm-up against $p failed"
   out=$WORK/wrk/$row-$p-$rep.txt
   measure "${PID_OF[$p]}" "$out" timeout -k 5 $((DURATION + 30)) taskset -c "$LOAD_CPU" \
-    wrk -t"$WRK_THREADS" -c"$conns" -d"${DURATION}s" --timeout 5s --latency "${args[@]+"${args[@]}"}" "$url"
+    wrk -t"$WRK_THREADS" -c"$conns" -d"${DURATION}s" --timeout 5s --latency "${ARGS[@]+"${ARGS[@]}"}" "$url" \
+    "${ARGS_AFTER[@]+"${ARGS_AFTER[@]}"}"
   read -r req rps p50 p99 errs < <(python3 "$TOOL" wrk "$out") || die "cannot parse $out"
+  run_done "$row" "$p" "$rep" "$out" "$req" "$rps" "$p50" "$p99" "$errs"
+}
+
+run_done() { # ROW PROXY REP OUT requests rps p50 p99 errors: records and prints one run
+  local row=$1 p=$2 rep=$3 out=$4 req=$5 rps=$6 p50=$7 p99=$8 errs=$9
   record "$row" "$p" "$rep" "$M" "$req" "$rps" "$p50" "$p99" "$errs" 0 0
   awk -v r="$row" -v p="$p" -v rep="$rep" -v rps="$rps" -v p99="$p99" -v req="$req" -v m="$M" 'BEGIN {
     split(m, x, " ")
-    printf "   %-8s %-7s rep %d: %8.0f req/s  p99 %6.2f ms  %5.1f us/req  proxy CPU %3.0f%%  CPU%s busy %3.0f%%\n",
+    printf "   %-12s %-7s rep %d: %8.0f req/s  p99 %6.2f ms  %6.1f us/req  proxy CPU %3.0f%%  CPU%s busy %3.0f%%\n",
       r, p, rep, rps, p99, x[2] * 1e6 / (req ? req : 1), x[2] / x[1] * 100, "'"$LOAD_CPU"'", x[4] * 100 }' >&2
   [ "$errs" = 0 ] || warn "$row $p rep $rep: $errs errors (see $out)"
+}
+
+# A new TLS connection per request, HS_PROCS clients at once.
+run_hs() { # ROW PROXY REP
+  local row=$1 p=$2 rep=$3 port out req rps p50 p99 errs tls
+  port=$(port_of "$(listener_of "$row")" "$p")
+  timeout -k 5 $((WARMUP + 30)) taskset -c "$LOAD_CPU" \
+    python3 "$TOOL" handshakes --port "$port" --procs "$HS_PROCS" --duration "$WARMUP" >/dev/null 2>&1 \
+    || warn "warm-up against $p failed"
+  out=$WORK/hs/$row-$p-$rep.txt
+  measure "${PID_OF[$p]}" "$out" timeout -k 5 $((DURATION + 30)) taskset -c "$LOAD_CPU" \
+    python3 "$TOOL" handshakes --port "$port" --procs "$HS_PROCS" --duration "$DURATION"
+  read -r req rps p50 p99 errs <"$out" || die "cannot parse $out"
+  tls=$(sed -n 's/^tls //p' "$out")
+  printf '%s\t%s\t%s\n' "$row" "$p" "$tls" >>"$WORK/tls.tsv"
+  run_done "$row" "$p" "$rep" "$out" "$req" "$rps" "$p50" "$p99" "$errs"
+}
+
+# HTTP/2 over TLS: 64 connections of H2_STREAMS streams, for DURATION seconds.
+run_h2() { # ROW PROXY REP
+  local row=$1 p=$2 rep=$3 url out req rps p50 p99 errs
+  url=https://127.0.0.1:$(port_of https "$p")/
+  timeout -k 5 $((WARMUP + 30)) taskset -c "$LOAD_CPU" \
+    h2load -t1 -c64 -m"$H2_STREAMS" -D "$WARMUP" "$url" >/dev/null 2>&1 || warn "warm-up against $p failed"
+  out=$WORK/h2/$row-$p-$rep.txt
+  measure "${PID_OF[$p]}" "$out" timeout -k 5 $((DURATION + 30)) taskset -c "$LOAD_CPU" \
+    h2load -t1 -c64 -m"$H2_STREAMS" -D "$DURATION" --log-file "$out.log" "$url"
+  read -r req rps p50 p99 errs < <(python3 "$TOOL" h2load "$out" "$out.log") || die "cannot parse $out"
+  rm -f "$out.log"
+  run_done "$row" "$p" "$rep" "$out" "$req" "$rps" "$p50" "$p99" "$errs"
+}
+
+run_row() { # ROW PROXY REP
+  case $1 in
+    tls-hs-*) run_hs "$@" ;;
+    h2-c64) run_h2 "$@" ;;
+    *) run_wrk "$@" ;;
+  esac
 }
 
 run_bulk() { # PROXY REP
@@ -572,14 +1017,18 @@ proxies_in_order() { # REP: the proxies, reversed on every other rep
   fi
 }
 
+THROUGHPUT_ROWS="l7-c64 l7-c256 l7-close l4-c64 https-c64 tls-hs-ecdsa tls-hs-rsa h2-c64 routes-1 routes-20 routes-1000"
+
 throughput_rows() {
   local rep row p
-  mkdir -p "$WORK/wrk" "$WORK/bulk"
+  mkdir -p "$WORK/wrk" "$WORK/bulk" "$WORK/hs" "$WORK/h2"
   for ((rep = 1; rep <= REPS; rep++)); do
-    for row in l7-c64 l7-c256 l7-close l4-c64; do
+    for row in $THROUGHPUT_ROWS; do
       has_row "$row" || continue
       log "rep $rep/$REPS: $row"
-      for p in $(proxies_in_order "$rep"); do run_wrk "$row" "$p" "$rep"; done
+      for p in $(proxies_in_order "$rep"); do
+        runs_row "$row" "$p" && run_row "$row" "$p" "$rep"
+      done
     done
   done
   if has_row bulk; then
@@ -660,21 +1109,21 @@ memory_rows() {
 
 # --- 6. optional profiles --------------------------------------------------------------------
 profile_rows() {
-  local row p port conns extra args perf_pid
+  local row p url conns extra perf_pid
   for p in $PROXIES; do
     [[ $p == halo* ]] || continue
-    for row in l7-c64 l7-c256 l7-close l4-c64; do
-      has_row "$row" || continue
-      read -r port conns extra < <(wrk_target "$row" "$p")
-      args=()
-      [ "${extra:-}" = close ] && args=(-H 'Connection: close')
+    for row in l7-c64 l7-c256 l7-close l4-c64 https-c64 routes-1 routes-20 routes-1000; do
+      has_row "$row" && runs_row "$row" "$p" || continue
+      read -r url conns extra < <(wrk_target "$row" "$p")
+      wrk_args "$row" "$p" "${extra:-}"
       log "perf record -g: $p $row"
       timeout -k 5 $((DURATION + 30)) perf record -q -g -p "${PID_OF[$p]}" -o "$WORK/perf-$row-$p.data" \
         -- sleep "$DURATION" >/dev/null 2>&1 &
       perf_pid=$!
       PIDS+=("$perf_pid")
       timeout -k 5 $((DURATION + 30)) taskset -c "$LOAD_CPU" \
-        wrk -t"$WRK_THREADS" -c"$conns" -d"${DURATION}s" "${args[@]+"${args[@]}"}" "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
+        wrk -t"$WRK_THREADS" -c"$conns" -d"${DURATION}s" "${ARGS[@]+"${ARGS[@]}"}" "$url" \
+        "${ARGS_AFTER[@]+"${ARGS_AFTER[@]}"}" >/dev/null 2>&1 || true
       wait "$perf_pid" 2>/dev/null || true
       stop_pid "$perf_pid"
       timeout 120 perf report -i "$WORK/perf-$row-$p.data" --stdio --no-children --percent-limit 1 \
@@ -687,7 +1136,8 @@ profile_rows() {
 write_meta() {
   local versions labels p
   versions="HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }'), $(nginx -v 2>&1 | sed 's|.*/||;s|^|nginx |'), "
-  versions+="wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'), Halo $(git -C "$ROOT" log -1 --format=%h -- dataplane 2>/dev/null || echo '?')"
+  versions+="wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'), $(h2load --version 2>&1 | awk 'NR == 1 { print $2 }'), "
+  versions+="$(openssl version | awk '{ print $1, $2 }'), Halo $(git -C "$ROOT" log -1 --format=%h -- dataplane 2>/dev/null || echo '?')"
   [ -z "$(git -C "$ROOT" status --porcelain -- dataplane 2>/dev/null)" ] || versions+="+changes"
   [[ " $PROXIES " != *" halo-b "* ]] || versions+="; $HALO_B_LABEL: ${HALO_B_BIN##*/} ${HALO_B_ENV} ${HALO_B_HTTP_YAML//$'\n'/, } ${HALO_B_TCP_YAML//$'\n'/, }"
   versions+="; $(nproc) CPUs, $(uname -r)."
@@ -698,6 +1148,8 @@ json.dump({
   "reps": $REPS, "duration": $DURATION, "warmup": $WARMUP, "wrk_threads": $WRK_THREADS,
   "proxy_cpu": $PROXY_CPU, "load_cpu": $LOAD_CPU, "sat_pct": $SAT_PCT, "body_bytes": $BODY_BYTES,
   "bulk_mb": $BULK_MB, "proxies": "$PROXIES".split(), "labels": {$labels},
+  "hs_procs": $HS_PROCS, "h2_streams": $H2_STREAMS, "route_groups": $ROUTE_GROUPS,
+  "haproxy_routes": "$HAPROXY_ROUTES",
   "versions": """$versions""",
 }, open(sys.argv[1], "w"))
 EOF
@@ -707,6 +1159,8 @@ report() {
   write_meta
   local args=(--runs "$RUNS_TSV" --meta "$WORK/meta.json" --details "$WORK/runs.md")
   [ -s "$WORK/mem.tsv" ] && args+=(--mem "$WORK/mem.tsv")
+  [ -s "$WORK/skipped.tsv" ] && args+=(--skipped "$WORK/skipped.tsv")
+  [ -s "$WORK/tls.tsv" ] && args+=(--tls "$WORK/tls.tsv")
   python3 "$TOOL" report "${args[@]}" >"$WORK/results.md"
   cat "$WORK/runs.md" >>"$WORK/results.md"
   echo
@@ -734,6 +1188,11 @@ main() {
   printf 'row\tproxy\trep\twall_s\tproxy_cpu_s\tload_cpu_s\tload_busy\tproxy_busy\tbackend_conns\trequests\trps\tp50\tp99\terrors\tbytes\tseconds\n' >"$RUNS_TSV"
   log "proxies: $PROXIES; rows: $ROWS; $REPS reps of ${DURATION}s; proxy on CPU $PROXY_CPU, load on CPU $LOAD_CPU; open files $NOFILE"
 
+  : >"$WORK/skipped.tsv"
+  : >"$WORK/tls.tsv"
+  make_certs
+  write_routes_lua
+  skip_unsupported
   start_backends
   start_proxies
   # Memory first, on processes that have served only the checks: the figures are what

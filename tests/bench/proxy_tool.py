@@ -8,8 +8,17 @@
   proxy_tool.py bulk --port P [--path /bulk] [--limit S]
       Downloads one response through a fresh connection into a 1 MiB buffer and prints
       "BYTES SECONDS" (from the request being sent to the last body byte).
+  proxy_tool.py handshakes --port P [--procs N] [--duration S] [--name SNI]
+      TLS handshake load: N processes, each in a loop opening a connection, doing a full
+      TLS handshake (no session is ever offered, so nothing is resumed), one
+      `Connection: close` GET and reading to the end. Prints "requests rps p50_ms p99_ms
+      errors" (a request: handshake plus response, timed from the connect), then
+      "tls VERSION CIPHER resumed=N" as seen by the first connection.
   proxy_tool.py wrk FILE
       Prints "requests rps p50_ms p99_ms errors" from a `wrk --latency` output.
+  proxy_tool.py h2load FILE LOG
+      The same from an h2load output and its --log-file (per-request times); fails
+      unless the connections negotiated h2.
   proxy_tool.py report --runs RUNS.tsv --mem MEM.tsv --meta META.json
       Renders the markdown summary (medians over the reps, ratios, goals, saturation).
 """
@@ -19,8 +28,10 @@ import asyncio
 import csv
 import json
 import re
+import os
 import signal
 import socket
+import ssl
 import statistics
 import sys
 import time
@@ -125,6 +136,83 @@ def bulk(args):
     print(f"{got} {elapsed:.6f}")
 
 
+# --- handshakes: a new TLS connection per request -----------------------------------------
+
+
+def handshake_worker(args, fd):
+    """One sequential client; writes its counts and latencies (ms) to fd as JSON."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    request = f"GET / HTTP/1.1\r\nHost: {args.name}\r\nConnection: close\r\n\r\n".encode()
+    buf = bytearray(16384)
+    done, errors, resumed, lat, info = 0, 0, 0, [], None
+    first = time.monotonic()
+    end = first + args.duration
+    while time.monotonic() < end:
+        start = time.perf_counter()
+        try:
+            raw = socket.create_connection(("127.0.0.1", args.port), timeout=5)
+            with ctx.wrap_socket(raw, server_hostname=args.name) as tls:
+                tls.sendall(request)
+                got = bytearray()
+                while True:
+                    n = tls.recv_into(buf)
+                    if n == 0:
+                        break
+                    got += buf[:n]
+                if info is None:
+                    info = [tls.version(), tls.cipher()[0]]
+                resumed += tls.session_reused
+        except (OSError, ssl.SSLError):
+            errors += 1
+            continue
+        if got.startswith(b"HTTP/1.1 200 ") and b"\r\n\r\n" in got:
+            done += 1
+            lat.append((time.perf_counter() - start) * 1e3)
+        else:
+            errors += 1
+    os.write(fd, json.dumps({"done": done, "errors": errors, "resumed": resumed, "lat": lat,
+                             "info": info, "start": first, "end": time.monotonic()}).encode())
+
+
+def handshakes(args):
+    readers = []
+    for _ in range(args.procs):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            code = 0
+            try:
+                handshake_worker(args, w)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        os.close(w)
+        readers.append((pid, r))
+    results = []
+    for pid, r in readers:
+        with os.fdopen(r, "rb") as f:
+            data = f.read()
+        os.waitpid(pid, 0)
+        if data:
+            results.append(json.loads(data))
+    # The window in which clients ran: from the first start to the last finish.
+    elapsed = (max(r["end"] for r in results) - min(r["start"] for r in results)) if results else 1
+    if len(results) < args.procs:
+        print(f"handshakes: {args.procs - len(results)} workers failed", file=sys.stderr)
+    done = sum(r["done"] for r in results)
+    errors = sum(r["errors"] for r in results) + args.procs - len(results)
+    lat = sorted(x for r in results for x in r["lat"])
+    p50 = lat[len(lat) // 2] if lat else 0
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0
+    info = next((r["info"] for r in results if r["info"]), ["?", "?"])
+    print(f"{done} {done / elapsed:.1f} {p50:.4f} {p99:.4f} {errors}")
+    print(f"tls {info[0]} {info[1]} resumed={sum(r['resumed'] for r in results)}")
+
+
 # --- wrk output -------------------------------------------------------------------------
 
 UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
@@ -158,6 +246,31 @@ def wrk(args):
     print(f"{requests} {rps:.1f} {p50:.4f} {p99:.4f} {errors}")
 
 
+def h2load(args):
+    text = open(args.file).read()
+    if not re.search(r"^Application protocol: h2$", text, re.M):
+        sys.exit(f"h2load: h2 not negotiated ({args.file})")
+    m = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", text, re.M)
+    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    secs = re.search(r"^finished in ([\d.]+)(ms|s),", text, re.M)
+    if not (m and codes and secs):
+        sys.exit(f"h2load: cannot parse {args.file}")
+    elapsed = float(secs.group(1)) / (1e3 if secs.group(2) == "ms" else 1)
+    ok = int(codes.group(1))
+    errors = sum(int(x) for x in m.group(5, 6, 7)) + sum(int(x) for x in codes.group(2, 3, 4))
+    lat = []
+    with open(args.log) as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) >= 3 and parts[1] == "200":
+                lat.append(int(parts[2]) / 1e3)
+    lat.sort()
+    p50 = lat[len(lat) // 2] if lat else 0
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0
+    print(f"{ok} {ok / elapsed:.1f} {p50:.4f} {p99:.4f} {errors}")
+
+
 # --- report -----------------------------------------------------------------------------
 
 # What each throughput row measures and the goal for Halo against HAProxy (issue 8).
@@ -167,7 +280,16 @@ ROWS = [
     ("l7-c256", "L7 keep-alive, c256", [("rps", ">=", 1.1), ("p99", "<=", 1.0), ("cpu", "<=", 0.9)]),
     ("l7-close", "L7 `Connection: close`, c64", [("rps", ">=", 1.0)]),
     ("l4-c64", "L4 keep-alive HTTP, c64", [("cpu", "<=", 0.9)]),
+    ("https-c64", "HTTPS keep-alive (HTTP/1.1), c64, ECDSA", []),
+    ("tls-hs-ecdsa", "TLS full handshake + 1 request, ECDSA P-256", []),
+    ("tls-hs-rsa", "TLS full handshake + 1 request, RSA 2048", []),
+    ("h2-c64", "HTTP/2 over TLS (ALPN h2), c64 × {h2_streams} streams", []),
+    ("routes-1", "L7 1 route, cookie persistence, c64", []),
+    ("routes-20", "L7 20 routes, cookie persistence, c64", []),
+    ("routes-1000", "L7 1,000 routes, cookie persistence, c64", []),
 ]
+# Route rows read against routes-1: (row, goal for Halo's throughput ratio or None).
+ROUTE_RATIOS = [("routes-20", None), ("routes-1000", 0.9)]
 METRICS = [
     # key, label, formatter
     ("rps", "req/s", lambda v: f"{v / 1000:.1f} k"),
@@ -298,6 +420,7 @@ def report(args):
     for row, label, goals in ROWS:
         if not any((row, p) in runs for p in proxies):
             continue
+        label = label.format(**meta)
         for r in [r for p in proxies for r in runs.get((row, p), [])]:
             r["cpu"] = r["proxy_cpu_s"] * 1e6 / r["requests"] if r["requests"] else None
             r["conns"] = r["backend_conns"] * 1000 / r["requests"] if r["requests"] else None
@@ -314,6 +437,25 @@ def report(args):
                 goal, verdict = "–", ""
             line(label if first else "", mlabel, cells, rtext, goal, verdict, note if first else "")
             first = False
+
+    # Route count: throughput with N routes against one route, per proxy.
+    for row, goal in ROUTE_RATIOS:
+        base = {p: med([r["rps"] for r in runs.get(("routes-1", p), [])]) for p in proxies}
+        vals = {p: med([r["rps"] for r in runs.get((row, p), [])]) for p in proxies}
+        ratio = {p: vals[p] / base[p] if vals[p] and base[p] else None for p in proxies}
+        if not any(ratio.values()):
+            continue
+        n = row.split("-")[1]
+        cells = [f"{ratio[p]:.3f}" if ratio[p] else "–" for p in proxies]
+        if goal is None:
+            gtext, verdict = "–", ""
+        else:
+            gtext = f"≥ {goal:.2f} (cost ≤ {1 - goal:.0%})"
+            verdict = ", ".join(
+                (met(ratio[h], ">=", goal) if len(halos) == 1 else f"{NAMES.get(h, h)} {met(ratio[h], '>=', goal)}")
+                for h in halos)
+        line(f"{n} routes / 1 route", "req/s ratio", cells, ["" for _ in halos], gtext, verdict,
+             "the saturation notes of both rows apply")
 
     # Bulk: bytes through the TCP listener.
     if any(("bulk", p) in runs for p in proxies):
@@ -373,6 +515,43 @@ def report(args):
              [f"{m['before_kb'] / 1024:.1f} → {m['after_kb'] / 1024:.1f}" if m else "–" for m in ms.values()],
              ["" for _ in halos], GROWTH_GOAL, growth_verdicts(grown, peaks), "")
     w("")
+    rows_run = {row for row, _ in runs}
+    notes = []
+    if "https-c64" in rows_run:
+        notes.append("https-c64: wrk over TLS, keep-alive (wrk offers no ALPN: HTTP/1.1).")
+    if rows_run & {"tls-hs-ecdsa", "tls-hs-rsa"}:
+        notes.append(f"tls-hs-*: {meta['hs_procs']} sequential clients (proxy_tool.py handshakes), each "
+                     "request a new connection, a full TLS handshake (the client never offers a session: "
+                     "resumption off for every proxy alike; wrk and h2load would resume) and one "
+                     "`Connection: close` GET; req/s = handshakes/s, latency from connect to the last byte.")
+    if "h2-c64" in rows_run:
+        notes.append(f"h2-c64: h2load -t1 -c64 -m{meta['h2_streams']} -D{meta['duration']} over TLS with "
+                     "ALPN h2 (ECDSA certificate); h1 to the backends.")
+    if rows_run & {"routes-1", "routes-20", "routes-1000"}:
+        how = ("one `use_backend ... if { req.hdr(host) -i rN.bench } { path_beg /pN/ }` rule per route"
+               if meta["haproxy_routes"] == "acl" else "one `map_beg` lookup on `base`")
+        notes.append(f"routes-N: N routes (host rN.bench, path prefix /pN) to {meta['route_groups']} "
+                     "backend group(s) of b1+b2 with cookie persistence (insert, indirect, nocache); wrk's "
+                     "Lua script takes every route in turn, a third of requests with b1's cookie, a third "
+                     f"with b2's, a third without; HAProxy: {how}.")
+    for n in notes:
+        w(f"- {n}")
+    if args.tls:
+        seen = {}
+        with open(args.tls) as f:
+            for line_ in f:
+                parts = line_.rstrip("\n").split("\t")
+                if len(parts) == 3:
+                    seen.setdefault((parts[0], parts[1]), parts[2])
+        if seen:
+            w("- TLS as negotiated (first connection of a run): " + "; ".join(
+                f"{row} {NAMES.get(p, p)}: {v}" for (row, p), v in sorted(seen.items())))
+    if args.skipped:
+        with open(args.skipped) as f:
+            skipped = [l_.rstrip("\n").split("\t") for l_ in f if l_.strip()]
+        if skipped:
+            w("- Not run: " + "; ".join(f"{row} on {NAMES.get(p, p)} ({why})" for row, p, why in skipped))
+    w("")
     w("Saturation: proxy-bound = the proxy process used ≥ "
       f"{meta['sat_pct']}% of its CPU (the meaningful case); LOAD-BOUND = CPU {meta['load_cpu']} "
       f"(wrk + backends) was ≥ {meta['sat_pct']}% busy while the proxy was not, so the load side "
@@ -422,11 +601,21 @@ def main():
     b.add_argument("--limit", type=float, default=120)
     p = sub.add_parser("wrk")
     p.add_argument("file")
+    t = sub.add_parser("handshakes")
+    t.add_argument("--port", type=int, required=True)
+    t.add_argument("--procs", type=int, default=32)
+    t.add_argument("--duration", type=float, default=10)
+    t.add_argument("--name", default="bench", help="SNI and Host")
+    q = sub.add_parser("h2load")
+    q.add_argument("file")
+    q.add_argument("log")
     r = sub.add_parser("report")
     r.add_argument("--runs", required=True)
     r.add_argument("--mem")
     r.add_argument("--meta", required=True)
     r.add_argument("--details", help="also write a per-run table here")
+    r.add_argument("--skipped", help="rows not run: row, proxy, reason (TSV)")
+    r.add_argument("--tls", help="negotiated TLS per run: row, proxy, text (TSV)")
     args = ap.parse_args()
     if args.cmd == "hold":
         asyncio.run(hold(args))
@@ -434,6 +623,10 @@ def main():
         bulk(args)
     elif args.cmd == "wrk":
         wrk(args)
+    elif args.cmd == "handshakes":
+        handshakes(args)
+    elif args.cmd == "h2load":
+        h2load(args)
     else:
         report(args)
 
