@@ -20,6 +20,7 @@ pub struct Metrics {
     pub backend_errors: Family<Labels, Counter>,
     pub backend_connections_opened: Family<Labels, Counter>,
     pub http_client_errors: Family<Labels, Counter>,
+    pub proxy_protocol_errors: Family<Labels, Counter>,
     pub backend_active: Family<Labels, Gauge>,
     pub backend_up: Family<Labels, Gauge>,
     pub health_checks: Family<Labels, Counter>,
@@ -102,6 +103,12 @@ impl Metrics {
             "http_client_errors",
             "Requests refused as malformed or over a limit, by reason",
             http_client_errors.clone(),
+        );
+        let proxy_protocol_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "proxy_protocol_errors",
+            "Connections from a PROXY protocol source closed for a missing or bad header, by reason",
+            proxy_protocol_errors.clone(),
         );
         let backend_active = Family::<Labels, Gauge>::default();
         registry.register(
@@ -197,6 +204,7 @@ impl Metrics {
             backend_errors,
             backend_connections_opened,
             http_client_errors,
+            proxy_protocol_errors,
             backend_active,
             backend_up,
             health_checks,

@@ -5,14 +5,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use halo_crds::node_config::{BackendConfig, HealthCheckConfig};
+use halo_crds::node_config::{BackendConfig, HealthCheckConfig, ProxyProtocolVersion};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
 use super::balance::{Candidate, hash_bytes};
-use super::workers;
+use super::{proxy_protocol, workers};
 use crate::metrics::{Labels, Metrics, backend_labels, with};
 
 /// Idle keep-alive connections kept per backend and worker: enough that a burst of
@@ -23,6 +23,9 @@ pub struct Backend {
     pub config: BackendConfig,
     pub listener: String,
     pub health_check: Option<HealthCheckConfig>,
+    /// Every connection starts with a PROXY protocol header naming its one client, so
+    /// none is pooled for another.
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
     pub id: u64,
     up: AtomicBool,
     active: AtomicU32,
@@ -54,6 +57,7 @@ impl Backend {
         listener: &str,
         config: BackendConfig,
         health_check: Option<HealthCheckConfig>,
+        proxy_protocol: Option<ProxyProtocolVersion>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let labels = backend_labels(listener, &config.name);
@@ -70,6 +74,7 @@ impl Backend {
             listener: listener.to_string(),
             config,
             health_check,
+            proxy_protocol,
             up: AtomicBool::new(true),
             active: AtomicU32::new(0),
             idle: (0..workers::count())
@@ -85,14 +90,18 @@ impl Backend {
         })
     }
 
-    /// Same server, same check: its state can carry over a reload.
+    /// Same server, same check, same connection start: its state can carry over a reload.
     pub fn reusable_for(
         &self,
         listener: &str,
         config: &BackendConfig,
         hc: Option<&HealthCheckConfig>,
+        proxy_protocol: Option<ProxyProtocolVersion>,
     ) -> bool {
-        self.listener == listener && &self.config == config && self.health_check.as_ref() == hc
+        self.listener == listener
+            && &self.config == config
+            && self.health_check.as_ref() == hc
+            && self.proxy_protocol == proxy_protocol
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -169,8 +178,32 @@ impl Backend {
         }
     }
 
+    /// A new connection for the client `client` that connected to `accepted`, opening
+    /// with the PROXY protocol header when the group sends one.
+    pub async fn open(
+        &self,
+        timeout: Duration,
+        client: SocketAddr,
+        accepted: &TcpStream,
+    ) -> Result<TcpStream, ConnectError> {
+        let mut stream = self.connect(timeout).await?;
+        if let Some(version) = self.proxy_protocol {
+            let addr = self.addr();
+            let local = accepted
+                .local_addr()
+                .map_err(|source| ConnectError::Io { addr, source })?;
+            proxy_protocol::send(&mut stream, version, client, local, timeout)
+                .await
+                .map_err(|source| ConnectError::Io { addr, source })?;
+        }
+        Ok(stream)
+    }
+
     /// A pooled connection of this worker that the backend has not closed meanwhile.
     pub fn take_idle(&self) -> Option<TcpStream> {
+        if self.proxy_protocol.is_some() {
+            return None;
+        }
         let mut idle = self.idle.get(workers::current()?)?.lock().ok()?;
         while let Some(stream) = idle.pop() {
             // Readiness is cached by the event loop: this makes no system call unless
@@ -185,7 +218,7 @@ impl Backend {
     }
 
     pub fn put_idle(&self, stream: TcpStream) {
-        if !self.is_up() {
+        if !self.is_up() || self.proxy_protocol.is_some() {
             return;
         }
         let Some(list) = workers::current().and_then(|i| self.idle.get(i)) else {

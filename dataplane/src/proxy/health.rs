@@ -3,11 +3,12 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use halo_crds::node_config::{HealthCheckConfig, Probe};
+use halo_crds::node_config::{HealthCheckConfig, Probe, ProxyProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::backend::Backend;
+use super::proxy_protocol;
 
 /// Starts the check loop; it ends by itself when the backend is dropped.
 pub fn spawn(backend: &Arc<Backend>) {
@@ -50,7 +51,8 @@ async fn run(backend: Weak<Backend>, check: HealthCheckConfig) {
             target.set_port(port);
         }
         let timeout = Duration::from_millis(check.timeout_ms);
-        let result = tokio::time::timeout(timeout, probe(target, &check.probe)).await;
+        let result =
+            tokio::time::timeout(timeout, probe(target, &check.probe, b.proxy_protocol)).await;
         let outcome = match result {
             Err(_) => Err(format!("no answer within {timeout:?}")),
             Ok(r) => r,
@@ -79,10 +81,22 @@ async fn run(backend: Weak<Backend>, check: HealthCheckConfig) {
     }
 }
 
-async fn probe(target: std::net::SocketAddr, probe: &Probe) -> Result<(), String> {
+async fn probe(
+    target: std::net::SocketAddr,
+    probe: &Probe,
+    proxy_protocol: Option<ProxyProtocolVersion>,
+) -> Result<(), String> {
     let mut stream = TcpStream::connect(target)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    if let Some(version) = proxy_protocol {
+        // A backend that expects the header for every connection gets one naming no
+        // client, so the check is not refused for lacking it.
+        stream
+            .write_all(&proxy_protocol::encode_local(version))
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+    }
     let Probe::Http {
         path,
         expect_status,

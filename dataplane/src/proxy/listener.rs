@@ -8,9 +8,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use halo_crds::load_balancer::Protocol;
 use socket2::{Domain, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
-use super::{Service, h1, tcp};
+use super::{Service, h1, proxy_protocol, tcp};
 
 fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let domain = if addr.is_ipv4() {
@@ -66,17 +66,36 @@ pub async fn accept_loop(socket: std::net::TcpListener, slot: Arc<ArcSwap<Servic
         };
         let _ = stream.set_nodelay(true);
         let service = slot.load_full();
-        match service.config.protocol {
-            Protocol::Tcp | Protocol::Tls => {
-                let Some(admitted) = service.admit() else {
-                    drop(stream);
-                    continue;
-                };
-                tokio::spawn(tcp::serve(stream, peer, service, admitted));
-            }
-            Protocol::Http | Protocol::Https => {
-                tokio::spawn(h1::serve(stream, peer, slot.clone()));
-            }
+        if proxy_protocol::expected(&service.config, peer.ip()) {
+            // Read in the connection's own task: a slow sender must not hold up accepts.
+            let slot = slot.clone();
+            tokio::spawn(async move {
+                if let Some(client) = proxy_protocol::accept(&stream, peer, &service).await {
+                    dispatch(stream, client, service, &slot);
+                }
+            });
+            continue;
+        }
+        dispatch(stream, peer, service, &slot);
+    }
+}
+
+/// Hands an accepted connection from `client` to its protocol's driver.
+fn dispatch(
+    stream: TcpStream,
+    client: SocketAddr,
+    service: Arc<Service>,
+    slot: &Arc<ArcSwap<Service>>,
+) {
+    match service.config.protocol {
+        Protocol::Tcp | Protocol::Tls => {
+            let Some(admitted) = service.admit() else {
+                return;
+            };
+            tokio::spawn(tcp::serve(stream, client, service, admitted));
+        }
+        Protocol::Http | Protocol::Https => {
+            tokio::spawn(h1::serve(stream, client, slot.clone()));
         }
     }
 }

@@ -8,13 +8,14 @@ pub mod h1;
 pub mod h2;
 pub mod health;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod pump;
 pub mod route;
 pub mod splice;
 pub mod tcp;
 pub mod workers;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,13 +83,23 @@ impl Group {
                 previous
                     .and_then(|p| {
                         p.backends.iter().find(|old| {
-                            old.reusable_for(listener, &b, config.health_check.as_ref())
+                            old.reusable_for(
+                                listener,
+                                &b,
+                                config.health_check.as_ref(),
+                                config.proxy_protocol,
+                            )
                         })
                     })
                     .cloned()
                     .unwrap_or_else(|| {
-                        let fresh =
-                            Backend::new(listener, b, config.health_check.clone(), metrics.clone());
+                        let fresh = Backend::new(
+                            listener,
+                            b,
+                            config.health_check.clone(),
+                            config.proxy_protocol,
+                            metrics.clone(),
+                        );
                         health::spawn(&fresh);
                         fresh
                     })
@@ -239,22 +250,24 @@ impl Service {
         })
     }
 
-    /// Opens a connection to a backend of `group`, moving on to another one after a
-    /// connect failure up to the group's `retries` times.
+    /// Opens a connection to a backend of `group` for `client` (who connected to
+    /// `accepted`), moving on to another one after a connect failure up to the group's
+    /// `retries` times.
     pub async fn connect(
         &self,
         group: &Group,
-        client: IpAddr,
+        client: SocketAddr,
+        accepted: &TcpStream,
     ) -> Result<(ActiveGuard, TcpStream), NoBackend> {
         let mut excluded = vec![false; group.backends.len()];
         for _ in 0..=group.config.retries {
-            let Some(i) = group.pick(client, &excluded) else {
+            let Some(i) = group.pick(client.ip(), &excluded) else {
                 break;
             };
             excluded[i] = true;
             let backend = &group.backends[i];
             let guard = backend.track();
-            match backend.connect(self.connect_timeout()).await {
+            match backend.open(self.connect_timeout(), client, accepted).await {
                 Ok(stream) => return Ok((guard, stream)),
                 Err(e) => {
                     backend.count_error("connect");

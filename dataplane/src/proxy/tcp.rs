@@ -14,7 +14,7 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>, a
         tracing::warn!(%peer, listener = %service.config.name, "no backend group; closing client connection");
         return;
     };
-    let (guard, upstream) = match service.connect(group, peer.ip()).await {
+    let (guard, upstream) = match service.connect(group, peer, &client).await {
         Ok(pair) => pair,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "closing client connection");

@@ -408,7 +408,14 @@ async fn attempts(
             }
             let stream = match pooled.take() {
                 Some(s) => s,
-                None => match backend.connect(ex.bounded(service.connect_timeout())).await {
+                None => match backend
+                    .open(
+                        ex.bounded(service.connect_timeout()),
+                        client.peer,
+                        &client.stream,
+                    )
+                    .await
+                {
                     Ok(s) => s,
                     Err(e) => {
                         backend.count_error("connect");

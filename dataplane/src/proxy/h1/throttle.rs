@@ -40,6 +40,12 @@ pub fn info_client(peer: SocketAddr, listener: &str, status: u16, reason: &str) 
     }
 }
 
+pub fn info_proxy_header(peer: SocketAddr, listener: &str, error: &dyn std::fmt::Display) {
+    if due(peer.ip(), Instant::now()) {
+        tracing::info!(%peer, listener, %error, "connection closed: bad PROXY protocol header (further ones from this peer are counted, not logged, for a minute)");
+    }
+}
+
 pub fn warn_backend(backend: &Backend, error: &dyn std::fmt::Display) {
     if due(backend.config.address, Instant::now()) {
         tracing::warn!(listener = %backend.listener, backend = backend.name(), %error, "bad response from backend (further ones are counted, not logged, for a minute)");
