@@ -402,6 +402,8 @@ mod tests {
         out
     }
 
+    type Outcome = Result<Option<Decoded>, DecodeError>;
+
     fn sa(text: &str) -> SocketAddr {
         text.parse().expect("socket address")
     }
@@ -421,7 +423,7 @@ mod tests {
             source: sa(s),
             destination: sa(d),
         };
-        let cases: &[(&[u8], Result<Option<Decoded>, DecodeError>)] = &[
+        let cases: &[(&[u8], Outcome)] = &[
             (
                 b"PROXY TCP4 192.0.2.1 198.51.100.2 51000 443\r\nGET / HTTP/1.1\r\n",
                 Ok(Some((proxied("192.0.2.1:51000", "198.51.100.2:443"), 45))),
@@ -514,7 +516,7 @@ mod tests {
         };
         let mut with_tlv = inet.to_vec();
         with_tlv.extend_from_slice(&[0x04, 0x00, 0x03, 1, 2, 3]); // NOOP TLV
-        let cases: Vec<(Vec<u8>, Result<Option<Decoded>, DecodeError>)> = vec![
+        let cases: Vec<(Vec<u8>, Outcome)> = vec![
             (
                 v2(0x21, 0x11, &inet),
                 Ok(Some((proxied("192.0.2.1:51000", "198.51.100.2:443"), 28))),
