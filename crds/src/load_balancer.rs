@@ -339,8 +339,9 @@ pub struct Route {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub matches: Vec<RouteMatch>,
+    /// At most one of each type, as in Gateway API (also keeps the CEL cost in budget).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 4))]
     pub filters: Vec<RouteFilter>,
     /// Backend groups of this LoadBalancer, by name, with weights.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
