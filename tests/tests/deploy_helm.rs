@@ -567,6 +567,11 @@ fn service_accounts_get_least_privilege() {
         ),
         (ctl, "list", "secrets", &in_ns, true),
         (ctl, "watch", "secrets", &in_ns, true),
+        // TLS material referenced by LoadBalancers in any namespace: RBAC cannot narrow by
+        // Secret type or label, so reading is cluster-wide; writing is nowhere.
+        (ctl, "list", "secrets", &all, true),
+        (ctl, "watch", "secrets", &all, true),
+        (ctl, "get", "secrets", &shop, true),
         // ... and nothing more.
         (
             ctl,
@@ -576,9 +581,10 @@ fn service_accounts_get_least_privilege() {
             false,
         ),
         (ctl, "create", "leases.coordination.k8s.io", &shop, false),
-        (ctl, "list", "secrets", &shop, false),
-        (ctl, "get", "secrets", &all, false),
-        (ctl, "get", "secrets/halo-controller-tls", &in_ns, false),
+        (ctl, "create", "secrets", &shop, false),
+        (ctl, "update", "secrets", &shop, false),
+        (ctl, "patch", "secrets", &shop, false),
+        (ctl, "delete", "secrets", &in_ns, false),
         (ctl, "delete", "nodes", &[], false),
         (ctl, "patch", "nodes", &[], false),
         (ctl, "create", "pods", &in_ns, false),
