@@ -408,6 +408,8 @@ async fn attempts(
     let group = ex.group;
     let mut excluded = vec![false; group.backends.len()];
     let mut left = group.config.retries + 1;
+    // Where the last backend tried failed, for the access log.
+    let mut failed_in = Phase::Connect;
     while left > 0 {
         let Some(i) = group.pick(client.peer.ip(), &excluded) else {
             break;
@@ -440,6 +442,7 @@ async fn attempts(
                     Err(e) => {
                         backend.count_error("connect");
                         tracing::warn!(listener = %service.config.name, backend = backend.name(), error = %e, "backend connect failed, trying another");
+                        failed_in = Phase::Connect;
                         break;
                     }
                 },
@@ -450,6 +453,7 @@ async fn attempts(
                 Attempt::NothingBack { reused: true } if may_retry(ex) => continue,
                 Attempt::NothingBack { .. } if may_retry(ex) => {
                     backend.count_error("response");
+                    failed_in = Phase::Headers;
                     break;
                 }
                 Attempt::NothingBack { .. } => {
@@ -462,7 +466,7 @@ async fn attempts(
         }
     }
     let message = service.no_backend().to_string();
-    let failure = gateway(By::Server, Phase::Connect, 503, message);
+    let failure = gateway(By::Server, failed_in, 503, message);
     fail(client, service, failure).await
 }
 
