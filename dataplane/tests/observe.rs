@@ -19,8 +19,8 @@ const REPLY: Duration = Duration::from_secs(5);
 const LOGGED: Duration = Duration::from_secs(10);
 const LISTENER: &str = "test/site/main";
 
-/// Answers with its name; `/cut` gets half of a 1000-byte body and a close, `/missing`
-/// a 404.
+/// Answers with its name; `/cut` gets half of a 1000-byte body and a close, `/close` a
+/// close before any answer, `/missing` a 404.
 async fn backend(name: &'static str) -> Recorder {
     raw::recording(move |r| {
         let target = r.target();
@@ -32,6 +32,8 @@ async fn backend(name: &'static str) -> Recorder {
                 ))),
                 Step::Close,
             ]
+        } else if target.ends_with("/close") {
+            vec![Step::Close]
         } else if target.ends_with("/missing") {
             vec![Step::Send(Bytes::from_static(
                 b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
@@ -182,20 +184,49 @@ async fn access_log_has_one_json_line_per_request_with_route_backend_status_and_
 }
 
 #[tokio::test]
-async fn a_backend_closing_mid_response_is_logged_as_ended_by_the_server_in_data() {
-    let rig = Rig::start("log-cut", Some(100)).await;
+async fn termination_codes_say_who_ended_the_exchange_and_when() {
+    let rig = Rig::start("log-ends", Some(100)).await;
     let mut c = Client::open(front(rig.main)).await.expect("connect");
     c.send(get("/api/cut").as_bytes()).await.expect("send");
     assert!(c.closed_within(REPLY).await, "the client connection is cut");
-    let log = wait_lines(&rig.log, 1).await;
-    let line = log.first().expect("a line for the cut request");
-    assert_eq!(line["termination"], "SD", "{line}");
+    let (status, _) = exchange(rig.main, &get("/api/close")).await;
+    assert!(status >= 500, "{status}");
+    let bad = "GET /dup HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n";
+    assert_eq!(exchange(rig.main, bad).await.0, 400);
+
+    let log = wait_lines(&rig.log, 3).await;
+    let by_path = |path: &str| {
+        log.iter()
+            .find(|l| l["path"] == path)
+            .unwrap_or_else(|| panic!("no line for {path}: {log:?}"))
+    };
+    let cut = by_path("/api/cut");
+    assert_eq!(cut["termination"], "SD", "closed mid-response: {cut}");
     assert_eq!(
-        (&line["status"], &line["backend"]),
+        (&cut["status"], &cut["backend"]),
         (&200.into(), &"api/one".into())
     );
-    let out = line["bytesOut"].as_u64().expect("bytesOut");
-    assert!((500..1000).contains(&out), "{line}");
+    let out = cut["bytesOut"].as_u64().expect("bytesOut");
+    assert!((500..1000).contains(&out), "{cut}");
+    let closed = by_path("/api/close");
+    assert_eq!(
+        closed["termination"], "SH",
+        "closed before the head: {closed}"
+    );
+    assert_eq!(closed["status"], status);
+    // A head that does not parse has no method or path to log.
+    let refused = log
+        .iter()
+        .find(|l| l["status"] == 400)
+        .expect("a line for the 400");
+    assert_eq!(
+        refused["termination"], "PR",
+        "refused by the proxy: {refused}"
+    );
+    assert!(
+        refused["backend"].is_null() && refused["path"].is_null(),
+        "{refused}"
+    );
 }
 
 #[tokio::test]

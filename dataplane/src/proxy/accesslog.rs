@@ -589,6 +589,18 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_sample_is_no_log() {
+        let metrics = Metrics::new();
+        let config = |sample_percent| AccessLogConfig {
+            target: LogTarget::Stderr,
+            sample_percent,
+        };
+        assert!(Logger::open("l", Some(&config(0)), &metrics).is_none());
+        assert!(Logger::open("l", None, &metrics).is_none());
+        assert!(Logger::open("l", Some(&config(1)), &metrics).is_some());
+    }
+
+    #[test]
     fn table_of_times() {
         let at = |ms: u64| rfc3339(UNIX_EPOCH + Duration::from_millis(ms));
         assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
