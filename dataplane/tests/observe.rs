@@ -416,3 +416,43 @@ async fn per_backend_statistics_move_with_requests_and_the_status_command_shows_
     let web = row("web");
     assert_eq!(web[4..14].join(" "), "up 5 0 1 0 0 0 1 0 -", "{text}");
 }
+
+#[tokio::test]
+async fn http2_requests_are_logged_and_counted_on_their_backend() {
+    let web = backends::http("web", "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("backend");
+    let lab = Lab::new(BIN, "log-h2");
+    let log = lab.dir.join("access.log");
+    let port = free_port().expect("port");
+    let extra = format!("      http2PriorKnowledge: true\n{}", file_log(&log, 100));
+    let yaml = halo_tests::standalone::lb(port, "HTTP", &extra, &[("web", web.port())]);
+    let dp = lab.start(&yaml);
+    let url = format!("http://127.0.0.1:{port}/h2/path?q=1");
+    let reply = tokio::task::spawn_blocking(move || {
+        halo_tests::curl::curl(&["--http2-prior-knowledge", &url])
+    })
+    .await
+    .expect("client thread")
+    .expect("curl h2c");
+    assert_eq!((reply.version.as_str(), reply.status), ("2", 200));
+    let lines = wait_lines(&log, 1).await;
+    let line = lines.first().expect("a line for the HTTP/2 request");
+    assert_eq!(
+        (&line["method"], &line["path"]),
+        (&"GET".into(), &"/h2/path".into()),
+        "{line}"
+    );
+    assert_eq!(
+        (&line["status"], &line["backend"]),
+        (&200.into(), &"web".into()),
+        "{line}"
+    );
+    assert!(line["responseMs"].is_u64(), "{line}");
+    let metrics = dp.metrics().expect("metrics");
+    let labels = [("listener", LISTENER), ("backend", "web"), ("code", "2xx")];
+    assert_eq!(
+        metric_sum(&metrics, "halo_backend_responses_total", &labels),
+        1.0
+    );
+}

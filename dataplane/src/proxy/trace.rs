@@ -10,6 +10,10 @@ use super::Service;
 use super::accesslog::{self, By, Phase, Record, Termination};
 use super::backend::Backend;
 
+/// The backend that produced a response (an extension on HTTP/2 responses).
+#[derive(Clone)]
+pub struct Served(pub Arc<Backend>);
+
 /// Empty (no cost) until [`Trace::begin`]; marks on an empty trace do nothing.
 #[derive(Default)]
 pub struct Trace(Option<Box<Marks>>);
@@ -54,13 +58,25 @@ impl Trace {
             req.method().as_str().as_bytes(),
             req.uri().path().as_bytes(),
         );
+        // The response wait is timed from the request's arrival (connect included).
+        trace.sent();
         trace
     }
 
-    /// An HTTP/2 request was answered with `status`: the head is sent, the body streams
-    /// on (its bytes, backend and phase timings are not traced yet).
-    pub fn answered(mut self, service: &Service, client: SocketAddr, status: u16) {
-        self.status(status);
+    /// An HTTP/2 request was answered with `response`, whose head goes out now (its body
+    /// streams on: bytes and the phase of a late failure are not traced yet). A backend's
+    /// response names the backend in a [`Served`] extension.
+    pub fn answered<B>(
+        mut self,
+        service: &Service,
+        client: SocketAddr,
+        response: &http::Response<B>,
+    ) {
+        if let Some(Served(backend)) = response.extensions().get::<Served>() {
+            self.picked(backend);
+            self.first_byte();
+        }
+        self.status(response.status().as_u16());
         self.finish(service, client);
     }
 

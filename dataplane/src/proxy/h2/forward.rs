@@ -19,7 +19,7 @@ use super::upstream::{self, OpenError};
 use super::{Stream, tunnel};
 use crate::proxy::backend::{ActiveGuard, Backend};
 use crate::proxy::h1::throttle;
-use crate::proxy::trace::Trace;
+use crate::proxy::trace::{Served, Trace};
 use crate::proxy::{Group, Service};
 
 pub fn ms(v: u64) -> Duration {
@@ -44,7 +44,7 @@ pub async fn handle(stream: Stream, mut req: Request<Incoming>) -> Response<Body
         }
     };
     service.count_response(response.status().as_u16());
-    trace.answered(&service, peer, response.status().as_u16());
+    trace.answered(&service, peer, &response);
     response
 }
 
@@ -269,6 +269,7 @@ pub(super) fn relay(
         return gateway_error(service, peer, 502, &message);
     }
     headers::strip_hop_by_hop(&mut parts.headers);
+    parts.extensions.insert(Served(guard.backend().clone()));
     let server = ms(service.config.timeouts.server_ms);
     let body = body::timed(incoming, server);
     let held = Held {
