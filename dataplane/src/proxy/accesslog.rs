@@ -394,8 +394,10 @@ impl Output {
             Self::File { file: Some(f), .. } => f.write_all(lines),
             Self::File { file: None, .. } => Ok(()),
         };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "access log write failed");
+        if let Err(e) = result
+            && complaint_due(Instant::now())
+        {
+            tracing::warn!(error = %e, "access log write failed (further failures for a minute are not logged)");
         }
     }
 
@@ -434,10 +436,32 @@ fn open_file(path: &PathBuf) -> Option<File> {
     match OpenOptions::new().create(true).append(true).open(path) {
         Ok(f) => Some(f),
         Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot open the access log file; lines are lost until it can be");
+            if complaint_due(Instant::now()) {
+                tracing::error!(path = %path.display(), error = %e, "cannot open the access log file; lines are lost until it can be");
+            }
             None
         }
     }
+}
+
+/// How often a writer complains about a failing target at most.
+const COMPLAIN: Duration = Duration::from_secs(60);
+
+thread_local! {
+    /// When this writer thread last complained.
+    static COMPLAINED: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// True at most once a minute per writer: a full disk or a closed stdout must not turn
+/// every request into a log line of its own.
+fn complaint_due(now: Instant) -> bool {
+    COMPLAINED.with(|last| {
+        let due = last.get().is_none_or(|t| now.duration_since(t) >= COMPLAIN);
+        if due {
+            last.set(Some(now));
+        }
+        due
+    })
 }
 
 /// The writer thread: batches what is waiting into one write.
@@ -586,6 +610,14 @@ mod tests {
         // The first request is always in, so a sample shows something at once.
         assert!((1..=100).all(|p| sampled(0, p)));
         assert!(!sampled(1, 1) && sampled(100, 1));
+    }
+
+    #[test]
+    fn failures_are_complained_about_once_a_minute() {
+        let t0 = Instant::now();
+        assert!(complaint_due(t0));
+        assert!(!complaint_due(t0 + Duration::from_secs(59)));
+        assert!(complaint_due(t0 + Duration::from_secs(60)));
     }
 
     #[test]
