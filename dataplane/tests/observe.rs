@@ -456,3 +456,41 @@ async fn http2_requests_are_logged_and_counted_on_their_backend() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn a_request_refused_at_max_connections_is_logged_as_a_resource_limit() {
+    let web = backend("web").await;
+    let lab = Lab::new(BIN, "log-full");
+    let log = lab.dir.join("access.log");
+    let port = free_port().expect("port");
+    let extra = format!("      maxConnections: 1\n{}", file_log(&log, 100));
+    let yaml = halo_tests::standalone::lb(port, "HTTP", &extra, &[("web", web.port())]);
+    let _dp = lab.start(&yaml);
+    // One kept-alive connection holds the only slot.
+    let mut holder = Client::open(front(port)).await.expect("connect");
+    holder
+        .send(b"GET /held HTTP/1.1\r\nHost: site\r\n\r\n")
+        .await
+        .expect("send");
+    assert_eq!(
+        holder
+            .response(false, REPLY)
+            .await
+            .expect("response")
+            .status,
+        200
+    );
+    assert_eq!(exchange(port, &get("/refused")).await.0, 503);
+    let lines = wait_lines(&log, 2).await;
+    let refused = lines
+        .iter()
+        .find(|l| l["path"] == "/refused")
+        .unwrap_or_else(|| panic!("no line for the refused request: {lines:?}"));
+    assert_eq!(
+        (&refused["termination"], &refused["status"]),
+        (&"RR".into(), &503.into()),
+        "{refused}"
+    );
+    assert!(refused["backend"].is_null(), "{refused}");
+    drop(holder);
+}
