@@ -3,7 +3,9 @@
 //!
 //! Fields: `time` (RFC 3339, UTC, milliseconds, when the request started), `client`
 //! (ip:port), `listener`, `route`, `group`, `backend`, `method`, `path`, `status`,
-//! `bytesIn` (read from the client), `bytesOut` (sent to the client), `queueMs` (request
+//! `bytesIn` (read from the client while the request was handled: a pipelined request
+//! that arrived with the previous one counts there), `bytesOut` (sent to the client),
+//! `queueMs` (request
 //! head received to a backend chosen), `connectMs` (opening the backend connection, 0 for
 //! a pooled one), `responseMs` (request sent to the response head: time to first byte),
 //! `totalMs`, and `termination`. A field that does not apply (no backend, a phase not
