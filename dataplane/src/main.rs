@@ -252,6 +252,14 @@ async fn follow(
     serve_admin(admin_addr, &runtime, options).await?;
     runtime.start_background();
     tokio::spawn(client.run(runtime.clone()));
+    if let Some(mut hangup) = signals.take_hangup() {
+        // No file to reload here: SIGHUP only reopens the access log files.
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                halo_dataplane::proxy::accesslog::reopen();
+            }
+        });
+    }
     tracing::info!(admin = %admin_addr, "halo-dataplane following the controller");
     signals.stopped().await;
     runtime.shutdown().await;

@@ -4,9 +4,19 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 pub type Labels = Vec<(&'static str, String)>;
+/// Seconds, as HAProxy's stats show connect and response times: 1 ms to 10 s.
+pub type Seconds = Family<Labels, Histogram, fn() -> Histogram>;
+type FloatCounter = Counter<f64, std::sync::atomic::AtomicU64>;
+
+fn seconds() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -23,6 +33,15 @@ pub struct Metrics {
     pub proxy_protocol_errors: Family<Labels, Counter>,
     pub backend_active: Family<Labels, Gauge>,
     pub backend_up: Family<Labels, Gauge>,
+    pub backend_bytes_in: Family<Labels, Counter>,
+    pub backend_bytes_out: Family<Labels, Counter>,
+    pub backend_responses: Family<Labels, Counter>,
+    pub backend_connect_seconds: Seconds,
+    pub backend_response_seconds: Seconds,
+    pub backend_weight: Family<Labels, Gauge>,
+    pub backend_last_change: Family<Labels, Gauge>,
+    pub backend_downtime: Family<Labels, FloatCounter>,
+    pub access_log_dropped: Family<Labels, Counter>,
     pub health_checks: Family<Labels, Counter>,
     pub vrrp_state: Family<Labels, Gauge>,
     pub vrrp_priority: Family<Labels, Gauge>,
@@ -122,6 +141,60 @@ impl Metrics {
             "1 when the backend passes its health check",
             backend_up.clone(),
         );
+        let backend_bytes_in = Family::<Labels, Counter>::default();
+        registry.register(
+            "backend_bytes_in",
+            "Bytes received from clients for requests (or TCP sessions) this backend served",
+            backend_bytes_in.clone(),
+        );
+        let backend_bytes_out = Family::<Labels, Counter>::default();
+        registry.register(
+            "backend_bytes_out",
+            "Bytes sent to clients for requests (or TCP sessions) this backend served",
+            backend_bytes_out.clone(),
+        );
+        let backend_responses = Family::<Labels, Counter>::default();
+        registry.register(
+            "backend_responses",
+            "HTTP responses from a backend sent to clients, by status class",
+            backend_responses.clone(),
+        );
+        let backend_connect_seconds = Seconds::new_with_constructor(seconds as fn() -> Histogram);
+        registry.register(
+            "backend_connect_seconds",
+            "Time to open a connection to a backend (0 for a pooled one)",
+            backend_connect_seconds.clone(),
+        );
+        let backend_response_seconds = Seconds::new_with_constructor(seconds as fn() -> Histogram);
+        registry.register(
+            "backend_response_seconds",
+            "Time from the request sent to the backend's response head",
+            backend_response_seconds.clone(),
+        );
+        let backend_weight = Family::<Labels, Gauge>::default();
+        registry.register(
+            "backend_weight",
+            "Configured balancing weight of a backend",
+            backend_weight.clone(),
+        );
+        let backend_last_change = Family::<Labels, Gauge>::default();
+        registry.register(
+            "backend_last_change_timestamp_seconds",
+            "When the backend last went up or down (Unix time; its start if never)",
+            backend_last_change.clone(),
+        );
+        let backend_downtime = Family::<Labels, FloatCounter>::default();
+        registry.register(
+            "backend_downtime_seconds",
+            "Time the backend was down, counted when it comes back up",
+            backend_downtime.clone(),
+        );
+        let access_log_dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
         let health_checks = Family::<Labels, Counter>::default();
         registry.register(
             "health_checks",
@@ -207,6 +280,15 @@ impl Metrics {
             proxy_protocol_errors,
             backend_active,
             backend_up,
+            backend_bytes_in,
+            backend_bytes_out,
+            backend_responses,
+            backend_connect_seconds,
+            backend_response_seconds,
+            backend_weight,
+            backend_last_change,
+            backend_downtime,
+            access_log_dropped,
             health_checks,
         }
     }
@@ -223,7 +305,26 @@ impl Metrics {
         let labels = backend_labels(listener, backend);
         self.backend_active.remove(&labels);
         self.backend_up.remove(&labels);
+        self.backend_bytes_in.remove(&labels);
+        self.backend_bytes_out.remove(&labels);
+        self.backend_connect_seconds.remove(&labels);
+        self.backend_response_seconds.remove(&labels);
+        self.backend_weight.remove(&labels);
+        self.backend_last_change.remove(&labels);
+        self.backend_downtime.remove(&labels);
+        for class in CLASSES {
+            self.backend_responses
+                .remove(&with(labels.clone(), "code", class));
+        }
     }
+}
+
+/// Status classes, as the `code` label says them.
+pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Index into [`CLASSES`] of an HTTP status.
+pub fn class_index(status: u16) -> usize {
+    usize::from((status / 100).clamp(1, 5)) - 1
 }
 
 pub fn listener_labels(listener: &str) -> Labels {

@@ -371,14 +371,18 @@ impl Runtime {
                         .collect(),
                     ready_backends: s.ready_backends(),
                     backends: s
-                        .backends()
-                        .map(|b| BackendStatus {
+                        .groups
+                        .iter()
+                        .flat_map(|g| g.backends.iter().map(|b| (&g.config.name, b)))
+                        .map(|(group, b)| BackendStatus {
                             name: b.name().to_string(),
+                            group: group.clone(),
                             address: b.addr().to_string(),
                             up: b.is_up(),
                             backup: b.config.backup,
                             weight: b.config.weight,
                             active: b.active(),
+                            stats: b.stats.view(),
                         })
                         .collect(),
                 })
@@ -437,9 +441,14 @@ pub struct ListenerStatus {
 #[serde(rename_all = "camelCase")]
 pub struct BackendStatus {
     pub name: String,
+    /// The backend group (`default` for the listener's own backends).
+    pub group: String,
     pub address: String,
     pub up: bool,
     pub backup: bool,
     pub weight: u32,
     pub active: u32,
+    /// Sessions, bytes, responses, times, check and up/down history.
+    #[serde(flatten)]
+    pub stats: crate::proxy::stats::StatsView,
 }

@@ -143,7 +143,7 @@ fn render_listeners(out: &mut String, status: &Value) {
         return;
     }
     let _ = writeln!(out, "listeners:");
-    for l in listeners {
+    for l in &listeners {
         let binds: Vec<&str> = items(l, "bind").filter_map(Value::as_str).collect();
         let total = items(l, "backends").count();
         let _ = writeln!(
@@ -159,32 +159,181 @@ fn render_listeners(out: &mut String, status: &Value) {
             l["readyBackends"],
             total
         );
+    }
+    let mut rows = vec![
+        [
+            "LISTENER",
+            "GROUP",
+            "BACKEND",
+            "ADDRESS",
+            "STATE",
+            "WEIGHT",
+            "CUR",
+            "TOTAL",
+            "1xx",
+            "2xx",
+            "3xx",
+            "4xx",
+            "5xx",
+            "CHECK",
+            "LAST CHANGE",
+            "DOWNTIME",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for l in listeners {
         for b in items(l, "backends") {
-            let up = if b["up"].as_bool() == Some(true) {
-                "up"
-            } else {
-                "DOWN"
-            };
-            let backup = if b["backup"].as_bool() == Some(true) {
-                " backup"
-            } else {
-                ""
-            };
-            let _ = writeln!(
-                out,
-                "      {:<20} {:<22} {up:<4} active {}{backup}",
-                b["name"].as_str().unwrap_or("-"),
-                b["address"].as_str().unwrap_or("-"),
-                b["active"]
-            );
+            rows.push(backend_row(l["name"].as_str().unwrap_or("-"), b));
         }
     }
+    if rows.len() > 1 {
+        let _ = writeln!(out, "backends:");
+        out.push_str(&table(&rows, "  "));
+    }
+}
+
+/// One backend's line of the backends table.
+fn backend_row(listener: &str, b: &Value) -> Vec<String> {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let num = |v: &Value| v.as_u64().map_or("-".to_string(), |n| n.to_string());
+    let group = text(&b["group"]);
+    let name = text(&b["name"]);
+    // Names of a named group's backends carry the group: shown once, in its column.
+    let short = name
+        .strip_prefix(&format!("{group}/"))
+        .unwrap_or(&name)
+        .to_string();
+    let mut state = if b["up"].as_bool() == Some(true) {
+        "up".to_string()
+    } else {
+        "DOWN".to_string()
+    };
+    if b["backup"].as_bool() == Some(true) {
+        state.push_str(" backup");
+    }
+    let responses = &b["responses"];
+    let check = match (b["check"]["result"].as_str(), b["check"]["reason"].as_str()) {
+        (Some("failed"), Some(why)) => format!("FAIL {why}"),
+        (Some("passed"), _) => "ok".to_string(),
+        (Some("pending"), _) => "pending".to_string(),
+        _ => "-".to_string(),
+    };
+    vec![
+        listener.to_string(),
+        group,
+        short,
+        text(&b["address"]),
+        state,
+        num(&b["weight"]),
+        num(&b["active"]),
+        num(&b["sessionsTotal"]),
+        num(&responses["1xx"]),
+        num(&responses["2xx"]),
+        num(&responses["3xx"]),
+        num(&responses["4xx"]),
+        num(&responses["5xx"]),
+        check,
+        b["lastChangeSecsAgo"].as_u64().map_or("-".into(), ago),
+        b["downtimeSecs"].as_u64().map_or("-".into(), duration),
+    ]
+}
+
+/// `rows` as aligned columns, each line starting with `indent` (pure).
+fn table(rows: &[Vec<String>], indent: &str) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = indent.to_string();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A span of seconds for a person: `42s`, `3m05s`, `2h10m`, `4d03h`.
+fn duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..86_400 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{:02}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+fn ago(secs: u64) -> String {
+    format!("{} ago", duration(secs))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn backends_are_a_table_with_their_counts() {
+        let status = json!({
+            "node": "n", "version": 1, "hash": "h", "vips": [], "vrrp": [],
+            "listeners": [{"name": "l/main", "protocol": "HTTP", "bind": ["127.0.0.1:80"],
+                           "readyBackends": 1, "backends": [
+                {"name": "api/one", "group": "api", "address": "127.0.0.1:9001", "up": true,
+                 "backup": false, "weight": 3, "active": 2, "sessionsTotal": 120,
+                 "responses": {"1xx": 0, "2xx": 100, "3xx": 4, "4xx": 9, "5xx": 7},
+                 "check": {"result": "passed"}, "lastChangeSecsAgo": 185, "downtimeSecs": 0},
+                {"name": "web-2", "group": "default", "address": "127.0.0.1:9002", "up": false,
+                 "backup": true, "weight": 1, "active": 0, "sessionsTotal": 5,
+                 "responses": {"1xx": 0, "2xx": 5, "3xx": 0, "4xx": 0, "5xx": 0},
+                 "check": {"result": "failed", "reason": "status 500"},
+                 "lastChangeSecsAgo": 7300, "downtimeSecs": 7300}]}]
+        });
+        let text = render_status(&status, (StatusCode::OK, "ok\n"));
+        let table: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != "backends:")
+            .skip(1)
+            .collect();
+        assert_eq!(
+            table,
+            [
+                "  LISTENER  GROUP    BACKEND  ADDRESS         STATE        WEIGHT  CUR  TOTAL  1xx  2xx  3xx  4xx  5xx  CHECK            LAST CHANGE  DOWNTIME",
+                "  l/main    api      one      127.0.0.1:9001  up           3       2    120    0    100  4    9    7    ok               3m05s ago    0s",
+                "  l/main    default  web-2    127.0.0.1:9002  DOWN backup  1       0    5      0    5    0    0    0    FAIL status 500  2h01m ago    2h01m",
+            ],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn table_of_durations() {
+        for (secs, text) in [
+            (0, "0s"),
+            (59, "59s"),
+            (60, "1m00s"),
+            (3599, "59m59s"),
+            (3600, "1h00m"),
+            (86_399, "23h59m"),
+            (90_000, "1d01h"),
+        ] {
+            assert_eq!(duration(secs), text);
+        }
+        assert_eq!(ago(5), "5s ago");
+    }
 
     #[test]
     fn status_is_rendered_for_a_person() {
@@ -212,7 +361,7 @@ mod tests {
             text.contains("test/site/main") && text.contains("backends 1/2 up"),
             "{text}"
         );
-        assert!(text.contains("DOWN") && text.contains("backup"), "{text}");
+        assert!(text.contains("DOWN backup"), "{text}");
         let sick = render_status(
             &status,
             (

@@ -274,6 +274,7 @@ pub async fn watch(
         tokio::select! {
             _ = hup => {
                 tracing::info!(path = %path.display(), "SIGHUP: reloading");
+                crate::proxy::accesslog::reopen();
                 settle = Settle::loaded(watched.content(&path));
                 reload(&path, &node, &runtime, options.allow_empty).await;
             }

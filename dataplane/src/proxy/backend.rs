@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
 use super::balance::{Candidate, hash_bytes};
+use super::stats::BackendStats;
 use super::{proxy_protocol, workers};
 use crate::metrics::{Labels, Metrics, backend_labels, with};
 
@@ -39,6 +40,7 @@ pub struct Backend {
     active_gauge: Gauge,
     up_gauge: Gauge,
     metrics: Arc<Metrics>,
+    pub stats: BackendStats,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,7 @@ impl Backend {
             .get_or_create(&labels)
             .clone();
         up_gauge.set(1);
+        let stats = BackendStats::new(&metrics, &labels, config.weight, health_check.is_some());
         Arc::new(Self {
             id: hash_bytes(config.name.as_bytes()),
             listener: listener.to_string(),
@@ -87,6 +90,7 @@ impl Backend {
             active_gauge,
             up_gauge,
             metrics,
+            stats,
         })
     }
 
@@ -117,7 +121,9 @@ impl Backend {
     }
 
     pub fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::Relaxed);
+        if self.up.swap(up, Ordering::Relaxed) != up {
+            self.stats.changed(up);
+        }
         self.up_gauge.set(i64::from(up));
         if !up {
             self.drop_idle();

@@ -60,6 +60,8 @@ async fn run(backend: Weak<Backend>, check: HealthCheckConfig) {
         let was_up = b.is_up();
         let now_up = hysteresis.record(was_up, outcome.is_ok(), check.rise, check.fall);
         b.count_check(if outcome.is_ok() { "pass" } else { "fail" });
+        b.stats
+            .checked(outcome.as_ref().map(|_| ()).map_err(String::as_str));
         if was_up != now_up {
             match &outcome {
                 Ok(()) => {

@@ -1,5 +1,6 @@
 //! The L4/L7 proxy: listening sockets, balancing, health checks, HTTP and TCP forwarding.
 
+pub mod accesslog;
 pub mod backend;
 pub mod balance;
 pub mod bufpool;
@@ -12,7 +13,9 @@ pub mod proxy_protocol;
 pub mod pump;
 pub mod route;
 pub mod splice;
+pub mod stats;
 pub mod tcp;
+pub mod trace;
 pub mod workers;
 
 use std::net::{IpAddr, SocketAddr};
@@ -44,6 +47,8 @@ pub struct Service {
     limit: Option<Arc<Semaphore>>,
     pub labels: Labels,
     pub metrics: Arc<Metrics>,
+    /// `None` when the listener has no access log.
+    pub access_log: Option<accesslog::Logger>,
     connections: Counter,
     active: Gauge,
     /// HTTP responses by status class 1xx..5xx, looked up once instead of per request.
@@ -176,7 +181,10 @@ impl Service {
                 .get_or_create(&with(labels.clone(), "code", class))
                 .clone()
         });
+        let access_log =
+            accesslog::Logger::open(&config.name, config.access_log.as_ref(), &metrics);
         Arc::new(Self {
+            access_log,
             config,
             groups,
             routes,

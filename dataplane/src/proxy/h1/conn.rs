@@ -20,9 +20,11 @@ use super::head::{
 };
 use super::rewrite::{self, ClientConnection, Origin, RequestEdits};
 use super::{routed, throttle};
+use crate::proxy::accesslog::{By, Phase, Termination};
 use crate::proxy::backend::Backend;
 use crate::proxy::filter::{Action, DEFAULT_CONTENT_TYPE, HeaderEdits, RoutePlan, Scheme};
 use crate::proxy::h2::{self, preface, preface::Start};
+use crate::proxy::trace::Trace;
 use crate::proxy::{Group, Service, bufpool, pump};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -44,6 +46,8 @@ struct Client {
     peer: SocketAddr,
     /// Bytes of the next request that arrived with the previous one (pipelining).
     carry: Option<Vec<u8>>,
+    /// The exchange in progress, for statistics and the access log.
+    trace: Trace,
 }
 
 enum Next {
@@ -57,8 +61,9 @@ enum Failure {
     Silent,
     Client(Reject),
     Timeout,
-    /// A problem on the backend side: 502, 503 or 504 with a message.
-    Gateway(u16, String),
+    /// A problem on the backend side: 502, 503 or 504 with a message, and who ended it
+    /// in which phase.
+    Gateway(Termination, u16, String),
 }
 
 /// Serves one accepted client connection until it closes.
@@ -74,6 +79,7 @@ pub fn serve(
             stream,
             peer,
             carry: None,
+            trace: Trace::default(),
         },
         slot,
     )
@@ -143,10 +149,12 @@ async fn exchange(client: &mut Client, service: Arc<Service>) -> Next {
         .take()
         .unwrap_or_else(|| bufpool::take(bufpool::HEAD));
     let limits = head::limits();
+    client.trace = Trace::begin(service);
     let next = match read_head(client, service, &mut cbuf, &limits).await {
         Ok(head) => forward(client, service, &mut cbuf, head).await,
         Err(failure) => fail(client, service, failure).await,
     };
+    std::mem::take(&mut client.trace).finish(service, client.peer);
     match next {
         Next::KeepAlive if !cbuf.is_empty() => client.carry = Some(cbuf),
         _ => bufpool::give(cbuf),
@@ -179,7 +187,7 @@ async fn read_head(
             Err(_) if cbuf.is_empty() => return Err(Failure::Silent),
             Err(_) => return Err(Failure::Timeout),
             Ok(Ok(0) | Err(_)) => return Err(Failure::Silent),
-            Ok(Ok(_)) => {}
+            Ok(Ok(n)) => client.trace.bytes(n as u64, 0),
         }
     }
 }
@@ -221,8 +229,14 @@ async fn forward(
         forwarding: rewrite::forwarding(&service.config.forwarded, client.peer.ip()),
     };
     let mut out = bufpool::take(bufpool::SMALL);
+    client
+        .trace
+        .request(head.method_span.get(cbuf), head.path.get(cbuf));
     let (plan, group) = match route(service, cbuf, &head, &origin, &mut out) {
-        Ok(chosen) => chosen,
+        Ok(chosen) => {
+            client.trace.routed(&chosen.0.name, &chosen.1.config.name);
+            chosen
+        }
         Err(local) => {
             bufpool::give(out);
             return answer(client, service, cbuf, &head, local).await;
@@ -355,13 +369,17 @@ async fn answer(
         !keep,
         &mut out,
     );
-    service.count_response(local.status);
+    count(client, service, local.status);
+    client.trace.end(By::Local, Phase::Request);
     let sent = send(
         &mut client.stream,
         &out,
         ms(service.config.timeouts.client_ms),
     )
     .await;
+    if sent {
+        client.trace.bytes(0, out.len() as u64);
+    }
     if sent && keep {
         return Next::KeepAlive;
     }
@@ -390,6 +408,8 @@ async fn attempts(
     let group = ex.group;
     let mut excluded = vec![false; group.backends.len()];
     let mut left = group.config.retries + 1;
+    // Where the last backend tried failed, for the access log.
+    let mut failed_in = Phase::Connect;
     while left > 0 {
         let Some(i) = group.pick(client.peer.ip(), &excluded) else {
             break;
@@ -397,6 +417,7 @@ async fn attempts(
         excluded[i] = true;
         left -= 1;
         let backend = group.backends[i].clone();
+        client.trace.picked(&backend);
         let _guard = backend.track();
         // A pooled connection the backend closed meanwhile is not the backend's fault:
         // one fresh connection to the same server follows.
@@ -406,6 +427,7 @@ async fn attempts(
             if ex.expired() {
                 return fail(client, service, route_timeout()).await;
             }
+            let began = Instant::now();
             let stream = match pooled.take() {
                 Some(s) => s,
                 None => match backend
@@ -420,27 +442,32 @@ async fn attempts(
                     Err(e) => {
                         backend.count_error("connect");
                         tracing::warn!(listener = %service.config.name, backend = backend.name(), error = %e, "backend connect failed, trying another");
+                        failed_in = Phase::Connect;
                         break;
                     }
                 },
             };
+            client.trace.connected(began.elapsed());
             match attempt(client, service, &backend, (stream, reused), cbuf, ex).await {
                 Attempt::Done(next) => return next,
                 Attempt::NothingBack { reused: true } if may_retry(ex) => continue,
                 Attempt::NothingBack { .. } if may_retry(ex) => {
                     backend.count_error("response");
+                    failed_in = Phase::Headers;
                     break;
                 }
                 Attempt::NothingBack { .. } => {
                     backend.count_error("response");
                     let message = format!("backend {} closed without a response", backend.name());
-                    return fail(client, service, Failure::Gateway(502, message)).await;
+                    let failure = gateway(By::Server, Phase::Headers, 502, message);
+                    return fail(client, service, failure).await;
                 }
             }
         }
     }
     let message = service.no_backend().to_string();
-    fail(client, service, Failure::Gateway(503, message)).await
+    let failure = gateway(By::Server, failed_in, 503, message);
+    fail(client, service, failure).await
 }
 
 fn may_retry(ex: &Exchange<'_>) -> bool {
@@ -460,8 +487,13 @@ impl Exchange<'_> {
     }
 }
 
+fn gateway(by: By, phase: Phase, status: u16, message: String) -> Failure {
+    Failure::Gateway(Termination::new(by, phase), status, message)
+}
+
 fn route_timeout() -> Failure {
-    Failure::Gateway(504, "no response within the route's timeout".into())
+    let message = "no response within the route's timeout".into();
+    gateway(By::ServerTimeout, Phase::Headers, 504, message)
 }
 
 /// One backend connection: send the request, stream the rest of its body, relay the
@@ -479,6 +511,7 @@ async fn attempt(
     if !ex.body.is_done() && ex.head.expect_continue && !ex.sent_continue {
         ex.sent_continue = true;
         if !send(&mut client.stream, CONTINUE, ms(t.client_ms)).await {
+            client.trace.end(By::Client, Phase::Data);
             return Attempt::Done(Next::Close);
         }
     }
@@ -491,6 +524,7 @@ async fn attempt(
             return Attempt::Done(fail(client, service, failure).await);
         }
     }
+    client.trace.sent();
     let mut bbuf = bufpool::take(bufpool::SMALL);
     let outcome = respond(
         client,
@@ -517,26 +551,38 @@ async fn upload(
     let t = service.config.timeouts;
     // The head and the first body bytes in `out` have been written already.
     ex.out.clear();
+    let mut moved = Moved::default();
     let streamed = relay_body(
         &mut client.stream,
         upstream,
         cbuf,
         &mut ex.out,
         &mut ex.body,
-        t.client_ms,
-        t.server_ms,
+        (t.client_ms, t.server_ms),
+        &mut moved,
     )
     .await;
+    client.trace.bytes(moved.read, 0);
     match streamed {
         Ok(()) => Ok(()),
-        Err(BodyEnd::SourceTimeout) => Err(Failure::Timeout),
-        Err(BodyEnd::SourceClosed) => Err(Failure::Silent),
+        Err(BodyEnd::SourceTimeout) => {
+            client.trace.end(By::ClientTimeout, Phase::Data);
+            Err(Failure::Timeout)
+        }
+        Err(BodyEnd::SourceClosed) => {
+            client.trace.end(By::Client, Phase::Data);
+            Err(Failure::Silent)
+        }
         Err(BodyEnd::Malformed(e)) => Err(Failure::Client(Reject::Malformed(e.0))),
-        Err(BodyEnd::DestinationTimeout) => Err(Failure::Gateway(
+        Err(BodyEnd::DestinationTimeout) => Err(gateway(
+            By::ServerTimeout,
+            Phase::Data,
             504,
             "backend stopped reading the request".into(),
         )),
-        Err(BodyEnd::DestinationFailed(e)) => Err(Failure::Gateway(
+        Err(BodyEnd::DestinationFailed(e)) => Err(gateway(
+            By::Server,
+            Phase::Data,
             502,
             format!("sending the request body: {e}"),
         )),
@@ -557,30 +603,31 @@ async fn respond(
     let server = ms(service.config.timeouts.server_ms);
     loop {
         let wait = ex.bounded(server);
-        let head = match read_response_head(&mut upstream, bbuf, ex.head.method, &limits, wait)
-            .await
-        {
-            Ok(h) => h,
-            Err(ResponseFailure::NothingBack) => return Attempt::NothingBack { reused },
-            Err(ResponseFailure::Timeout) if ex.expired() => {
-                backend.count_error("timeout");
-                return Attempt::Done(fail(client, service, route_timeout()).await);
-            }
-            Err(ResponseFailure::Timeout) => {
-                backend.count_error("timeout");
-                let message = format!(
-                    "backend {} sent no response within {server:?}",
-                    backend.name()
-                );
-                return Attempt::Done(fail(client, service, Failure::Gateway(504, message)).await);
-            }
-            Err(ResponseFailure::Bad(e)) => {
-                backend.count_error("response");
-                throttle::warn_backend(backend, &e);
-                let message = format!("backend {}: {e}", backend.name());
-                return Attempt::Done(fail(client, service, Failure::Gateway(502, message)).await);
-            }
-        };
+        let head =
+            match read_response_head(&mut upstream, bbuf, ex.head.method, &limits, wait).await {
+                Ok(h) => h,
+                Err(ResponseFailure::NothingBack) => return Attempt::NothingBack { reused },
+                Err(ResponseFailure::Timeout) if ex.expired() => {
+                    backend.count_error("timeout");
+                    return Attempt::Done(fail(client, service, route_timeout()).await);
+                }
+                Err(ResponseFailure::Timeout) => {
+                    backend.count_error("timeout");
+                    let message = format!(
+                        "backend {} sent no response within {server:?}",
+                        backend.name()
+                    );
+                    let failure = gateway(By::ServerTimeout, Phase::Headers, 504, message);
+                    return Attempt::Done(fail(client, service, failure).await);
+                }
+                Err(ResponseFailure::Bad(e)) => {
+                    backend.count_error("response");
+                    throttle::warn_backend(backend, &e);
+                    let message = format!("backend {}: {e}", backend.name());
+                    let failure = gateway(By::Proxy, Phase::Headers, 502, message);
+                    return Attempt::Done(fail(client, service, failure).await);
+                }
+            };
         match head.status {
             101 if ex.head.upgrade => {
                 return Attempt::Done(tunnel(client, service, upstream, bbuf, cbuf, &head).await);
@@ -588,7 +635,8 @@ async fn respond(
             101 => {
                 backend.count_error("response");
                 let message = format!("backend {} switched protocols unasked", backend.name());
-                return Attempt::Done(fail(client, service, Failure::Gateway(502, message)).await);
+                let failure = gateway(By::Proxy, Phase::Headers, 502, message);
+                return Attempt::Done(fail(client, service, failure).await);
             }
             100..=199 => {
                 let interim = head.status == 100 && ex.sent_continue;
@@ -597,8 +645,10 @@ async fn respond(
                     rewrite::response(bbuf, &head, ClientConnection::KeepAlive, false, &mut out);
                     let limit = ms(service.config.timeouts.client_ms);
                     if !send(&mut client.stream, &out, limit).await {
+                        client.trace.end(By::Client, Phase::Headers);
                         return Attempt::Done(Next::Close);
                     }
+                    client.trace.bytes(0, out.len() as u64);
                 }
                 bbuf.drain(..head.len);
             }
@@ -669,21 +719,28 @@ async fn relay_response(
         (true, 0) => ClientConnection::KeepAlive10,
         (true, _) => ClientConnection::KeepAlive,
     };
-    service.count_response(head.status);
+    client.trace.first_byte();
+    count(client, service, head.status);
     let out = &mut ex.out;
     rewrite::response_edited(bbuf, &head, connection, dechunk, ex.response_headers, out);
     bbuf.drain(..head.len);
     let mut body = Cursor::response(head.body, dechunk);
+    let mut moved = Moved::default();
     let relayed = relay_body(
         &mut upstream,
         &mut client.stream,
         bbuf,
         out,
         &mut body,
-        t.server_ms,
-        t.client_ms,
+        (t.server_ms, t.client_ms),
+        &mut moved,
     )
     .await;
+    client.trace.bytes(0, moved.written);
+    if let Err(end) = &relayed {
+        let (by, phase) = response_end(end);
+        client.trace.end(by, phase);
+    }
     match relayed {
         Ok(()) => {
             if head.keep_alive && bbuf.is_empty() {
@@ -717,6 +774,24 @@ enum BodyEnd {
     DestinationFailed(std::io::Error),
 }
 
+/// Who ended a response body relay that failed, in the access log's terms (pure).
+fn response_end(end: &BodyEnd) -> (By, Phase) {
+    match end {
+        BodyEnd::SourceTimeout => (By::ServerTimeout, Phase::Data),
+        BodyEnd::SourceClosed => (By::Server, Phase::Data),
+        BodyEnd::Malformed(_) => (By::Proxy, Phase::Data),
+        BodyEnd::DestinationTimeout => (By::ClientTimeout, Phase::Data),
+        BodyEnd::DestinationFailed(_) => (By::Client, Phase::Data),
+    }
+}
+
+/// Bytes a body relay read from its source and wrote to its destination.
+#[derive(Default)]
+struct Moved {
+    read: u64,
+    written: u64,
+}
+
 /// Copies a body from `src` to `dst` through `rbuf` (which may already hold its first
 /// bytes), writing `out` first. One bounded buffer each way: a slow reader slows the
 /// writer instead of growing memory.
@@ -726,15 +801,18 @@ async fn relay_body(
     rbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
     body: &mut Cursor,
-    src_ms: u64,
-    dst_ms: u64,
+    (src_ms, dst_ms): (u64, u64),
+    moved: &mut Moved,
 ) -> Result<(), BodyEnd> {
     loop {
         let used = body.advance(rbuf, out).map_err(BodyEnd::Malformed)?;
         rbuf.drain(..used);
         if !out.is_empty() {
             match timeout(ms(dst_ms), dst.write_all(out)).await {
-                Ok(Ok(())) => out.clear(),
+                Ok(Ok(())) => {
+                    moved.written += out.len() as u64;
+                    out.clear();
+                }
                 Ok(Err(e)) => return Err(BodyEnd::DestinationFailed(e)),
                 Err(_) => return Err(BodyEnd::DestinationTimeout),
             }
@@ -749,7 +827,7 @@ async fn relay_body(
                 return Ok(());
             }
             Ok(Ok(0) | Err(_)) => return Err(BodyEnd::SourceClosed),
-            Ok(Ok(_)) => {}
+            Ok(Ok(n)) => moved.read += n as u64,
         }
     }
 }
@@ -763,53 +841,80 @@ async fn tunnel(
     cbuf: &mut Vec<u8>,
     head: &ResponseHead,
 ) -> Next {
-    service.count_response(101);
+    client.trace.first_byte();
+    count(client, service, 101);
     let t = service.config.timeouts;
     let mut out = Vec::new();
     rewrite::response(bbuf, head, ClientConnection::Upgrade, false, &mut out);
     out.extend_from_slice(&bbuf[head.len..]);
     bbuf.clear();
     if !send(&mut client.stream, &out, ms(t.client_ms)).await {
+        client.trace.end(By::Client, Phase::Data);
         return Next::Close;
     }
+    client.trace.bytes(0, out.len() as u64);
     // Bytes the client sent after its upgrade request belong to the new protocol.
     if !cbuf.is_empty() && !send(&mut upstream, cbuf, ms(t.server_ms)).await {
         return Next::Close;
     }
     cbuf.clear();
     let idle = ms(t.client_ms.max(t.server_ms));
-    let _ = pump::relay(&client.stream, &upstream, idle).await;
+    match pump::relay(&client.stream, &upstream, idle).await {
+        Ok(totals) => client.trace.bytes(totals.a_to_b, totals.b_to_a),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            client.trace.end(By::ClientTimeout, Phase::Data);
+        }
+        Err(_) => client.trace.end(By::Server, Phase::Data),
+    }
     Next::Close
 }
 
 /// Answers a failed exchange, counts it and closes.
 async fn fail(client: &mut Client, service: &Service, failure: Failure) -> Next {
     let (status, message, reason) = match failure {
-        Failure::Silent => return Next::Close,
-        Failure::Client(reject) => (reject.status(), reject.to_string(), reject.reason()),
-        Failure::Timeout => (
-            408,
-            "request not received in time".to_string(),
-            "request_timeout",
-        ),
-        Failure::Gateway(status, message) => (status, message, ""),
+        Failure::Silent => {
+            client.trace.end(By::Client, Phase::Request);
+            return Next::Close;
+        }
+        Failure::Client(reject) => {
+            client.trace.end(By::Proxy, Phase::Request);
+            (reject.status(), reject.to_string(), reject.reason())
+        }
+        Failure::Timeout => {
+            client.trace.end(By::ClientTimeout, Phase::Request);
+            let message = "request not received in time".to_string();
+            (408, message, "request_timeout")
+        }
+        Failure::Gateway(end, status, message) => {
+            client.trace.end(end.by, end.phase);
+            (status, message, "")
+        }
     };
-    service.count_response(status);
+    count(client, service, status);
     if reason.is_empty() {
         tracing::warn!(peer = %client.peer, listener = %service.config.name, %message, "request failed");
     } else {
         service.count_client_error(reason);
         throttle::info_client(client.peer, &service.config.name, status, &message);
     }
-    reply_and_close(&mut client.stream, status, &message).await;
+    let sent = reply_and_close(&mut client.stream, status, &message).await;
+    client.trace.bytes(0, sent);
     Next::Close
 }
 
+/// Counts a response to the client, on the listener and in the trace.
+fn count(client: &mut Client, service: &Service, status: u16) {
+    service.count_response(status);
+    client.trace.status(status);
+}
+
 /// Sends a response of the proxy's own, then closes without losing it to a reset.
-async fn reply_and_close(stream: &mut TcpStream, status: u16, message: &str) {
+/// Returns the bytes sent.
+async fn reply_and_close(stream: &mut TcpStream, status: u16, message: &str) -> u64 {
     let reply = rewrite::local_response(status, message, true);
-    let _ = send(stream, &reply, LINGER).await;
+    let sent = send(stream, &reply, LINGER).await;
     linger(stream).await;
+    if sent { reply.len() as u64 } else { 0 }
 }
 
 /// Half-closes, then reads what the client still sends for a moment, so the response
@@ -829,6 +934,7 @@ async fn linger(stream: &mut TcpStream) {
 /// The listener is at maxConnections: read the request, answer 503, close.
 async fn refuse(mut client: Client, service: Arc<Service>) {
     let service = &service;
+    client.trace = Trace::begin(service);
     let mut cbuf = bufpool::take(bufpool::HEAD);
     let wait = ms(service.config.timeouts.http_request_ms.min(5_000));
     let read = timeout(
@@ -836,11 +942,17 @@ async fn refuse(mut client: Client, service: Arc<Service>) {
         read_head(&mut client, service, &mut cbuf, &head::limits()),
     )
     .await;
-    bufpool::give(cbuf);
-    if let Ok(Ok(_)) = read {
-        service.count_response(503);
-        reply_and_close(&mut client.stream, 503, "listener at capacity").await;
+    if let Ok(Ok(head)) = read {
+        client
+            .trace
+            .request(head.method_span.get(&cbuf), head.path.get(&cbuf));
+        count(&mut client, service, 503);
+        client.trace.end(By::Resource, Phase::Request);
+        let sent = reply_and_close(&mut client.stream, 503, "listener at capacity").await;
+        client.trace.bytes(0, sent);
     }
+    bufpool::give(cbuf);
+    std::mem::take(&mut client.trace).finish(service, client.peer);
 }
 
 #[cfg(test)]
@@ -852,6 +964,29 @@ mod tests {
 
     use crate::metrics::Metrics;
     use crate::proxy::Service;
+
+    #[test]
+    fn table_of_response_body_ends() {
+        use super::{BodyEnd, response_end};
+        use crate::proxy::accesslog::Termination;
+        let code = |end: &BodyEnd| {
+            let (by, phase) = response_end(end);
+            Termination::new(by, phase).code()
+        };
+        let io = || std::io::Error::other("reset");
+        for (end, want) in [
+            (BodyEnd::SourceTimeout, b"sD"),
+            (BodyEnd::SourceClosed, b"SD"),
+            (
+                BodyEnd::Malformed(super::super::chunked::ChunkError("x")),
+                b"PD",
+            ),
+            (BodyEnd::DestinationTimeout, b"cD"),
+            (BodyEnd::DestinationFailed(io()), b"CD"),
+        ] {
+            assert_eq!(&code(&end), want);
+        }
+    }
 
     fn size<F: std::future::Future>(_: &F) -> usize {
         std::mem::size_of::<F>()

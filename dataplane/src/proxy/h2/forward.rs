@@ -19,6 +19,7 @@ use super::upstream::{self, OpenError};
 use super::{Stream, tunnel};
 use crate::proxy::backend::{ActiveGuard, Backend};
 use crate::proxy::h1::throttle;
+use crate::proxy::trace::{Served, Trace};
 use crate::proxy::{Group, Service};
 
 pub fn ms(v: u64) -> Duration {
@@ -28,6 +29,7 @@ pub fn ms(v: u64) -> Duration {
 /// Answers one client request; the status is counted once here.
 pub async fn handle(stream: Stream, mut req: Request<Incoming>) -> Response<Body> {
     let service = stream.conn.slot.load_full();
+    let (peer, trace) = (stream.conn.peer, Trace::http2(&service, &req));
     let response = if stream.conn.refusing {
         local(503, "listener at capacity")
     } else {
@@ -42,6 +44,7 @@ pub async fn handle(stream: Stream, mut req: Request<Incoming>) -> Response<Body
         }
     };
     service.count_response(response.status().as_u16());
+    trace.answered(&service, peer, &response);
     response
 }
 
@@ -266,6 +269,7 @@ pub(super) fn relay(
         return gateway_error(service, peer, 502, &message);
     }
     headers::strip_hop_by_hop(&mut parts.headers);
+    parts.extensions.insert(Served(guard.backend().clone()));
     let server = ms(service.config.timeouts.server_ms);
     let body = body::timed(incoming, server);
     let held = Held {
