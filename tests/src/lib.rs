@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod control_plane;
 pub mod curl;
 pub mod h2;
+pub mod haproxy;
 pub mod keepalived;
 pub mod netns;
 pub mod pki;
