@@ -91,8 +91,8 @@ async fn haproxy_in_front_sends_the_client_address_halo_takes_it_from_listed_sou
         0.0
     );
 
-    // A header from a source not listed is not taken as a client address: it is an
-    // HTTP request line like any other, refused, and the connection closed.
+    // A header from a source not listed is not taken as a client address: refused
+    // with a 400 and closed, nothing reaches the backend, counted as `unlisted`.
     let spoofed = get_from(CLIENT, &format!("http://{spoof}/spoof"), &[]).expect("curl");
     assert_eq!(spoofed.status, 400, "{}", hap.log_text());
     let direct = get_from(
@@ -107,12 +107,11 @@ async fn haproxy_in_front_sends_the_client_address_halo_takes_it_from_listed_sou
         "a request behind an unlisted header reached the backend: {:?}",
         backend.requests()
     );
-    assert!(
-        metric_sum(
-            &dp.metrics().unwrap_or_default(),
-            "halo_http_client_errors_total",
-            &[("listener", LISTENER)]
-        ) >= 2.0
+    assert_eq!(
+        errors(&dp, "halo_proxy_protocol_errors_total", "unlisted"),
+        2.0,
+        "{}",
+        dp.metrics().unwrap_or_default()
     );
 
     // A listed source must send the header: without one (plain curl from 127.0.0.1),
