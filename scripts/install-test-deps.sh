@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-apt_packages=(iproute2 keepalived nftables procps curl openssl nghttp2-client)
+apt_packages=(iproute2 keepalived nftables procps curl openssl nghttp2-client haproxy)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -16,9 +16,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# keepalived is a test peer, never a running service here.
+# keepalived and haproxy are test peers, never running services here.
 if command -v systemctl >/dev/null 2>&1; then
   $SUDO systemctl disable --now keepalived >/dev/null 2>&1 || true
+  $SUDO systemctl disable --now haproxy >/dev/null 2>&1 || true
 fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust stable (https://rustup.rs)" >&2; exit 1; }

@@ -3,11 +3,14 @@
 
 pub mod backends;
 pub mod client;
+pub mod cluster;
 pub mod control_plane;
 pub mod curl;
 pub mod h2;
+pub mod haproxy;
 pub mod keepalived;
 pub mod netns;
+pub mod pki;
 pub mod probe;
 pub mod process;
 pub mod raw;

@@ -371,6 +371,28 @@ pub async fn accept(stream: &TcpStream, peer: SocketAddr, service: &Service) -> 
     }
 }
 
+/// Whether a connection opens like a PROXY header (v1 or v2). From a source that is
+/// not listed it is no request an HTTP parser takes, and a sign that the proxy in
+/// front sends headers this listener was not told to expect.
+pub fn opens_like_header(buf: &[u8]) -> bool {
+    buf.starts_with(b"PROXY ") || buf.starts_with(&V2_SIGNATURE)
+}
+
+/// Counts (reason `unlisted`) and logs, throttled, a header from a source that is not
+/// listed in `acceptProxyProtocol`; it was not taken as a client address.
+pub fn count_unlisted(service: &Service, peer: SocketAddr) {
+    service
+        .metrics
+        .proxy_protocol_errors
+        .get_or_create(&with(service.labels.clone(), "reason", "unlisted"))
+        .inc();
+    throttle::info_proxy_header(
+        peer,
+        &service.config.name,
+        &"header from a source not listed in acceptProxyProtocol, not taken",
+    );
+}
+
 /// Writes the header for `source` (the client) and `destination` (the address it
 /// connected to) as the first bytes of a backend connection.
 pub async fn send(
@@ -415,6 +437,25 @@ mod tests {
         out.extend_from_slice(&u16::try_from(body.len()).expect("len").to_be_bytes());
         out.extend_from_slice(body);
         out
+    }
+
+    #[test]
+    fn headers_recognised_by_their_opening() {
+        let cases: [(&[u8], bool); 7] = [
+            (
+                b"PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r\nGET / HTTP/1.1\r\n",
+                true,
+            ),
+            (b"PROXY UNKNOWN\r\n", true),
+            (&V2_SIGNATURE, true),
+            (b"\r\n\r\n\0\r\nQUIT\n\x21\x11\0\x0c", true),
+            (b"GET / HTTP/1.1\r\n", false),
+            (b"PROXYX / HTTP/1.1\r\n", false),
+            (b"\r\nGET / HTTP/1.1\r\n", false),
+        ];
+        for (input, want) in cases {
+            assert_eq!(opens_like_header(input), want, "{input:?}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::proxy::backend::Backend;
 use crate::proxy::filter::{Action, DEFAULT_CONTENT_TYPE, HeaderEdits, RoutePlan, Scheme};
 use crate::proxy::h2::{self, preface, preface::Start};
 use crate::proxy::trace::Trace;
-use crate::proxy::{Group, Service, bufpool, pump};
+use crate::proxy::{Group, Service, bufpool, proxy_protocol, pump};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// How long a refused client gets to finish sending before the socket closes, so the
@@ -152,6 +152,9 @@ async fn exchange(client: &mut Client, service: Arc<Service>) -> Next {
     client.trace = Trace::begin(service);
     let next = match read_head(client, service, &mut cbuf, &limits).await {
         Ok(head) => forward(client, service, &mut cbuf, head).await,
+        Err(Failure::Client(_)) if proxy_protocol::opens_like_header(&cbuf) => {
+            unlisted_header(client, service).await
+        }
         Err(failure) => fail(client, service, failure).await,
     };
     std::mem::take(&mut client.trace).finish(service, client.peer);
@@ -906,6 +909,17 @@ async fn fail(client: &mut Client, service: &Service, failure: Failure) -> Next 
 fn count(client: &mut Client, service: &Service, status: u16) {
     service.count_response(status);
     client.trace.status(status);
+}
+
+/// A PROXY header from a source the listener does not list: refused as the bad request
+/// it is here, counted as a PROXY protocol error rather than a client's HTTP error.
+async fn unlisted_header(client: &mut Client, service: &Service) -> Next {
+    client.trace.end(By::Proxy, Phase::Request);
+    count(client, service, 400);
+    proxy_protocol::count_unlisted(service, client.peer);
+    let message = "PROXY protocol header from a source not listed in acceptProxyProtocol";
+    reply_and_close(&mut client.stream, 400, message).await;
+    Next::Close
 }
 
 /// Sends a response of the proxy's own, then closes without losing it to a reset.
