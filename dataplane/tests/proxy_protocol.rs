@@ -38,10 +38,10 @@ fn errors(dp: &halo_tests::process::DataPlane, metric: &str, reason: &str) -> f6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_in_front_sends_the_client_address_halo_takes_it_from_listed_sources_only() {
-    if !haproxy::available() {
-        eprintln!("skipped: haproxy not installed (scripts/install-test-deps.sh)");
-        return;
-    }
+    assert!(
+        haproxy::available(),
+        "haproxy not installed: scripts/install-test-deps.sh installs it"
+    );
     let lab = Lab::new(BIN, "pp-front");
     let backend: Recorder = raw::recording(|_| raw::ok("web")).await.expect("backend");
     let port = free_port().expect("port");
@@ -148,10 +148,10 @@ fn echo_section(name: &str, at: SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn halo_sends_v1_and_v2_that_haproxy_reads_on_http_tcp_and_health_checks() {
-    if !haproxy::available() {
-        eprintln!("skipped: haproxy not installed (scripts/install-test-deps.sh)");
-        return;
-    }
+    assert!(
+        haproxy::available(),
+        "haproxy not installed: scripts/install-test-deps.sh installs it"
+    );
     let lab = Lab::new(BIN, "pp-back");
     let (e1, e2, e3) = (
         front(free_port().expect("port")),
