@@ -4,9 +4,19 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::proxy::queue::QueueMetrics;
+
 pub type Labels = Vec<(&'static str, String)>;
+
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Queue waits from 1 ms to about 16 s.
+fn queue_wait_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -24,6 +34,9 @@ pub struct Metrics {
     pub backend_active: Family<Labels, Gauge>,
     pub backend_up: Family<Labels, Gauge>,
     pub health_checks: Family<Labels, Counter>,
+    pub queue_length: Family<Labels, Gauge>,
+    pub queue_wait: HistogramFamily,
+    pub queue_refused: Family<Labels, Counter>,
     pub vrrp_state: Family<Labels, Gauge>,
     pub vrrp_priority: Family<Labels, Gauge>,
     pub vrrp_transitions: Family<Labels, Counter>,
@@ -128,6 +141,24 @@ impl Metrics {
             "Health checks run, by result",
             health_checks.clone(),
         );
+        let queue_length = Family::<Labels, Gauge>::default();
+        registry.register(
+            "backend_queue_length",
+            "Requests waiting in a backend group's queue for a backend under its maxConnections",
+            queue_length.clone(),
+        );
+        let queue_wait = HistogramFamily::new_with_constructor(queue_wait_histogram);
+        registry.register(
+            "backend_queue_wait_seconds",
+            "Time requests spent in a backend group's queue (served, failed or timed out)",
+            queue_wait.clone(),
+        );
+        let queue_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "backend_queue_refused",
+            "Requests answered 503 by a backend group's queue, by reason (timeout, overflow)",
+            queue_refused.clone(),
+        );
         let vrrp_state = Family::<Labels, Gauge>::default();
         registry.register(
             "vrrp_state",
@@ -208,6 +239,29 @@ impl Metrics {
             backend_active,
             backend_up,
             health_checks,
+            queue_length,
+            queue_wait,
+            queue_refused,
+        }
+    }
+
+    /// The queue series of backend group `group` of `listener`.
+    pub fn queue(&self, listener: &str, group: &str) -> QueueMetrics {
+        let labels = vec![
+            ("listener", listener.to_string()),
+            ("group", group.to_string()),
+        ];
+        QueueMetrics {
+            length: self.queue_length.get_or_create(&labels).clone(),
+            wait: self.queue_wait.get_or_create(&labels).clone(),
+            timeouts: self
+                .queue_refused
+                .get_or_create(&with(labels.clone(), "reason", "timeout"))
+                .clone(),
+            overflows: self
+                .queue_refused
+                .get_or_create(&with(labels, "reason", "overflow"))
+                .clone(),
         }
     }
 

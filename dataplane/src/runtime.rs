@@ -13,9 +13,10 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use crate::metrics::{Metrics, with};
+use crate::proxy::backend::clock_ms;
 use crate::proxy::route::Routes;
 use crate::proxy::workers::Workers;
-use crate::proxy::{Service, listener};
+use crate::proxy::{Build, Service, listener, slow_start};
 use crate::vip::VipHolder;
 use crate::vrrp::{TakeoverError, TrackInputs, VrrpManager};
 
@@ -195,9 +196,13 @@ impl Runtime {
         self.vrrp.apply(&config.vips, &self.metrics).await;
         let mut state = self.lock();
         let mut services = BTreeMap::new();
+        // Backends that appear after the first config ramp up (slow start).
+        let build = Build {
+            ramp_new: state.config.is_some(),
+        };
         for l in &config.listeners {
             let previous = state.services.get(&l.name).cloned();
-            let service = Service::new(l.clone(), previous.as_deref(), self.metrics.clone());
+            let service = Service::new(l.clone(), previous.as_deref(), self.metrics.clone(), build);
             services.insert(l.name.clone(), service);
         }
         for old in state.services.values() {
@@ -371,14 +376,20 @@ impl Runtime {
                         .collect(),
                     ready_backends: s.ready_backends(),
                     backends: s
-                        .backends()
-                        .map(|b| BackendStatus {
+                        .groups
+                        .iter()
+                        .flat_map(|g| g.backends.iter().map(move |b| (g, b)))
+                        .map(|(g, b)| BackendStatus {
                             name: b.name().to_string(),
                             address: b.addr().to_string(),
                             up: b.is_up(),
                             backup: b.config.backup,
                             weight: b.config.weight,
+                            effective_weight: slow_start::display(
+                                b.effective_weight(clock_ms(), g.config.slow_start_ms),
+                            ),
                             active: b.active(),
+                            max_connections: b.config.max_connections,
                         })
                         .collect(),
                 })
@@ -441,5 +452,9 @@ pub struct BackendStatus {
     pub up: bool,
     pub backup: bool,
     pub weight: u32,
+    /// The weight it balances with now: below `weight` while slow start ramps it up.
+    pub effective_weight: f64,
     pub active: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
 }

@@ -18,12 +18,12 @@ use super::body::Cursor;
 use super::head::{
     self, BadResponse, Limits, Method, Reject, RequestBody, RequestHead, ResponseBody, ResponseHead,
 };
-use super::rewrite::{self, ClientConnection, Origin, RequestEdits};
+use super::rewrite::{self, ClientConnection, Origin, RequestEdits, SetCookie};
 use super::{routed, throttle};
 use crate::proxy::backend::Backend;
 use crate::proxy::filter::{Action, DEFAULT_CONTENT_TYPE, HeaderEdits, RoutePlan, Scheme};
 use crate::proxy::h2::{self, preface, preface::Start};
-use crate::proxy::{Group, Service, bufpool, pump};
+use crate::proxy::{Group, Service, bufpool, persist, pump};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// How long a refused client gets to finish sending before the socket closes, so the
@@ -193,6 +193,8 @@ struct Exchange<'a> {
     response_headers: &'a HeaderEdits,
     /// The route's timeout: the response head must have come by then.
     deadline: Option<Instant>,
+    /// The backend the request's persistence cookie names (a valid one).
+    cookie: Option<usize>,
     /// The request head for the backend, followed by the body bytes read so far.
     out: Vec<u8>,
     body: Cursor,
@@ -228,6 +230,7 @@ async fn forward(
             return answer(client, service, cbuf, &head, local).await;
         }
     };
+    let cookie = cookie_backend(group, cbuf, &head);
     cbuf.drain(..head.len);
     let mut body = Cursor::request(head.body);
     let used = match body.advance(cbuf, &mut out) {
@@ -245,6 +248,7 @@ async fn forward(
         group,
         response_headers: &plan.response_headers,
         deadline: plan.timeout.map(|t| Instant::now() + t),
+        cookie,
         out,
         body,
         sent_continue: false,
@@ -319,9 +323,25 @@ fn route<'s>(
         target: target.as_deref(),
         host: plan.host.as_deref(),
         headers: &plan.request_headers,
+        strip_cookie: group
+            .cookie
+            .as_ref()
+            .filter(|c| c.indirect)
+            .map(|c| c.name.as_str()),
     };
     rewrite::request(cbuf, head, origin, &edits, out);
     Ok((plan, group))
+}
+
+/// The group backend the request's persistence cookie names, if any.
+fn cookie_backend(group: &Group, cbuf: &[u8], head: &RequestHead) -> Option<usize> {
+    let rule = group.cookie.as_ref()?;
+    let values = head
+        .fields
+        .iter()
+        .filter(|f| f.name.get(cbuf).eq_ignore_ascii_case(b"cookie"))
+        .map(|f| f.value.get(cbuf));
+    group.cookie_backend(persist::find(values, &rule.name)?)
 }
 
 /// Sends a route's own answer (or 404). The connection stays open when the request
@@ -391,13 +411,20 @@ async fn attempts(
     let mut excluded = vec![false; group.backends.len()];
     let mut left = group.config.retries + 1;
     while left > 0 {
-        let Some(i) = group.pick(client.peer.ip(), &excluded) else {
-            break;
+        let wait = ex.bounded(service.queue_timeout());
+        let acquired = group.acquire(client.peer.ip(), ex.cookie, &excluded, wait);
+        let guard = match acquired.await {
+            Ok(guard) => guard,
+            Err(refused) => {
+                let message = service.refused(refused).to_string();
+                return fail(client, service, Failure::Gateway(503, message)).await;
+            }
         };
-        excluded[i] = true;
+        let backend = guard.backend().clone();
+        if let Some(i) = group.index_of(&backend) {
+            excluded[i] = true;
+        }
         left -= 1;
-        let backend = group.backends[i].clone();
-        let _guard = backend.track();
         // A pooled connection the backend closed meanwhile is not the backend's fault:
         // one fresh connection to the same server follows.
         let mut pooled = backend.take_idle();
@@ -670,8 +697,14 @@ async fn relay_response(
         (true, _) => ClientConnection::KeepAlive,
     };
     service.count_response(head.status);
+    let set_cookie = set_cookie(ex, backend);
+    let cookie = set_cookie.as_deref().map(|value| SetCookie {
+        value,
+        nocache: ex.group.cookie.as_ref().is_some_and(|c| c.nocache),
+    });
     let out = &mut ex.out;
-    rewrite::response_edited(bbuf, &head, connection, dechunk, ex.response_headers, out);
+    let edits = ex.response_headers;
+    rewrite::response_persisted(bbuf, &head, connection, dechunk, edits, cookie, out);
     bbuf.drain(..head.len);
     let mut body = Cursor::response(head.body, dechunk);
     let relayed = relay_body(
@@ -707,6 +740,16 @@ async fn relay_response(
         }
         Err(BodyEnd::DestinationTimeout | BodyEnd::DestinationFailed(_)) => Next::Close,
     }
+}
+
+/// The `Set-Cookie` value pinning the client to `backend`, unless its cookie did already.
+fn set_cookie(ex: &Exchange<'_>, backend: &Arc<Backend>) -> Option<String> {
+    let rule = ex.group.cookie.as_ref()?;
+    let chosen = ex.group.index_of(backend)?;
+    persist::must_insert(ex.cookie, chosen)
+        .then(|| ex.group.cookie_value(chosen))
+        .flatten()
+        .map(|value| persist::set_cookie(rule, value))
 }
 
 enum BodyEnd {
@@ -872,7 +915,8 @@ mod tests {
             "timeouts": {"connectMs": 1, "clientMs": 1, "serverMs": 1, "httpRequestMs": 1, "idleMs": 1},
         }))
         .expect("config");
-        let service = Service::new(config, None, Arc::new(Metrics::new()));
+        let build = crate::proxy::Build { ramp_new: false };
+        let service = Service::new(config, None, Arc::new(Metrics::new()), build);
         let serve = super::serve(stream, addr, Arc::new(ArcSwap::new(service)));
         assert!(
             size(&serve) <= 512,

@@ -1,0 +1,195 @@
+//! A backend slot for one request or connection: its pin (cookie or client address),
+//! else the balancer's pick, reserved atomically under the backend's maxConnections;
+//! when every backend it may use is full, a place in the group's FIFO queue until a
+//! slot frees (or `timeouts.queue`, or `maxQueue` waiting already: 503).
+
+use std::net::IpAddr;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use halo_crds::node_config::PersistenceConfig;
+use tokio::sync::oneshot;
+
+use super::Group;
+use super::backend::{ActiveGuard, clock_ms};
+use super::balance::{self, Candidate};
+use super::queue::{self, Admission, Class, Queue, Served, Waiter};
+
+pub type GroupQueue = Queue<Want, ActiveGuard, Refused>;
+
+/// Why a request got no backend slot (each answered 503).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("no backend is up")]
+    NoBackend,
+    #[error("every backend is at its connection limit and the queue is full")]
+    QueueFull,
+    #[error("no backend had a free connection slot within the queue timeout")]
+    QueueTimeout,
+}
+
+/// What a queued request needs, to be served by whoever frees a slot.
+pub struct Want {
+    group: Weak<Group>,
+    client: IpAddr,
+    cookie: Option<usize>,
+    excluded: Vec<bool>,
+    class: Class,
+}
+
+enum Take {
+    Got(ActiveGuard),
+    /// Every backend it may use is at its limit.
+    Full,
+    /// No backend it may use is up.
+    NoneUp,
+}
+
+impl Group {
+    /// Reserves a slot on a backend for a request of `client` whose persistence cookie
+    /// names backend `cookie`, avoiding `excluded` ones; waits in the group's queue up
+    /// to `queue_wait` when all are full.
+    pub async fn acquire(
+        &self,
+        client: IpAddr,
+        cookie: Option<usize>,
+        excluded: &[bool],
+        queue_wait: Duration,
+    ) -> Result<ActiveGuard, Refused> {
+        let Some(queue) = &self.queue else {
+            // No backend has a limit: nothing is ever full, nothing waits.
+            return match self.take(client, cookie, excluded) {
+                Take::Got(guard) => Ok(guard),
+                Take::Full | Take::NoneUp => Err(Refused::NoBackend),
+            };
+        };
+        let since = Instant::now();
+        let joined = queue.with(|next, list| {
+            if list.is_empty() {
+                match self.take(client, cookie, excluded) {
+                    Take::Got(guard) => return Ok(Ok(guard)),
+                    Take::NoneUp => return Ok(Err(Refused::NoBackend)),
+                    Take::Full => {}
+                }
+            }
+            if queue::admit(list.len(), self.config.max_queue) == Admission::Overflow {
+                return Ok(Err(Refused::QueueFull));
+            }
+            let (reply, rx) = oneshot::channel();
+            *next += 1;
+            let want = self.want(client, cookie, excluded);
+            list.push_back(Waiter {
+                ticket: *next,
+                want,
+                since,
+                reply,
+            });
+            Err((*next, rx))
+        });
+        let (ticket, rx) = match joined {
+            Ok(Err(Refused::QueueFull)) => {
+                queue.metrics.overflows.inc();
+                return Err(Refused::QueueFull);
+            }
+            Ok(done) => return done,
+            Err(waiting) => waiting,
+        };
+        // Requests ahead may not need what is free: this one may be served at once.
+        run(queue);
+        let mut rx = rx;
+        match tokio::time::timeout(queue_wait, &mut rx).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(Refused::NoBackend),
+            Err(_) => {
+                let left = queue.leave(ticket);
+                // Served just as the wait ran out: take it.
+                if let Ok(outcome) = rx.try_recv() {
+                    return outcome;
+                }
+                if left {
+                    queue.metrics.wait.observe(since.elapsed().as_secs_f64());
+                }
+                queue.metrics.timeouts.inc();
+                Err(Refused::QueueTimeout)
+            }
+        }
+    }
+
+    fn want(&self, client: IpAddr, cookie: Option<usize>, excluded: &[bool]) -> Want {
+        let particular = cookie.is_some()
+            || excluded.iter().any(|&e| e)
+            || self.config.persistence == Some(PersistenceConfig::SourceIp);
+        Want {
+            group: self.me.clone(),
+            client,
+            cookie,
+            excluded: excluded.to_vec(),
+            class: if particular {
+                Class::Specific
+            } else {
+                Class::Any
+            },
+        }
+    }
+
+    /// Picks and reserves without waiting. A reservation lost to a concurrent request
+    /// looks again with fresh load (bounded by the number of backends).
+    fn take(&self, client: IpAddr, cookie: Option<usize>, excluded: &[bool]) -> Take {
+        let now = clock_ms();
+        let source = (self.config.persistence == Some(PersistenceConfig::SourceIp))
+            .then(|| super::source_hash(client));
+        for _ in 0..=self.backends.len() {
+            let candidates: Vec<Candidate> = self
+                .backends
+                .iter()
+                .map(|b| b.candidate(now, self.config.slow_start_ms))
+                .collect();
+            let pinned = balance::pinned(&candidates, excluded, cookie, source);
+            let chosen = match pinned {
+                Some(i) => Some(i),
+                None => self.pick_from(&candidates, excluded, client),
+            };
+            let Some(i) = chosen else {
+                return if balance::tier(&candidates, excluded).is_empty() {
+                    Take::NoneUp
+                } else {
+                    Take::Full
+                };
+            };
+            match self.backends[i].try_reserve() {
+                Some(guard) => return Take::Got(guard),
+                // A pinned request waits for its own backend.
+                None if pinned.is_some() => return Take::Full,
+                None => {}
+            }
+        }
+        Take::Full
+    }
+}
+
+/// Hands what is free now to the queue's waiters, in order.
+pub fn run(queue: &GroupQueue) {
+    queue.dispatch(
+        |w| w.class,
+        |w| match w.group.upgrade() {
+            None => Served::Fail(Refused::NoBackend),
+            Some(group) => match group.take(w.client, w.cookie, &w.excluded) {
+                Take::Got(guard) => Served::Slot(guard),
+                Take::Full => Served::Wait,
+                Take::NoneUp => Served::Fail(Refused::NoBackend),
+            },
+        },
+    );
+}
+
+/// A new queue (for a group with a backend limit) or the previous group's one.
+pub fn queue_for(
+    group: &halo_crds::node_config::GroupConfig,
+    previous: Option<Arc<GroupQueue>>,
+    metrics: impl FnOnce() -> queue::QueueMetrics,
+) -> Option<Arc<GroupQueue>> {
+    if !group.backends.iter().any(|b| b.max_connections.is_some()) {
+        return None;
+    }
+    Some(previous.unwrap_or_else(|| Arc::new(Queue::new(metrics()))))
+}
