@@ -251,17 +251,23 @@ impl Metrics {
             ("listener", listener.to_string()),
             ("group", group.to_string()),
         ];
+        // One statement each: a family's read guard lives to the end of its statement,
+        // and a second lookup in the same family there would wait for it forever.
+        let length = self.queue_length.get_or_create(&labels).clone();
+        let wait = self.queue_wait.get_or_create(&labels).clone();
+        let timeouts = self
+            .queue_refused
+            .get_or_create(&with(labels.clone(), "reason", "timeout"))
+            .clone();
+        let overflows = self
+            .queue_refused
+            .get_or_create(&with(labels, "reason", "overflow"))
+            .clone();
         QueueMetrics {
-            length: self.queue_length.get_or_create(&labels).clone(),
-            wait: self.queue_wait.get_or_create(&labels).clone(),
-            timeouts: self
-                .queue_refused
-                .get_or_create(&with(labels.clone(), "reason", "timeout"))
-                .clone(),
-            overflows: self
-                .queue_refused
-                .get_or_create(&with(labels, "reason", "overflow"))
-                .clone(),
+            length,
+            wait,
+            timeouts,
+            overflows,
         }
     }
 
