@@ -182,7 +182,7 @@ impl Backend {
     pub fn try_reserve(self: &Arc<Self>) -> Option<ActiveGuard> {
         let limit = self.config.max_connections.unwrap_or(u32::MAX);
         self.active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < limit).then_some(n + 1)
             })
             .ok()?;
@@ -311,7 +311,8 @@ impl ActiveGuard {
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        // SeqCst: ordered before the queue's waiter count is read (see `Queue::with`).
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
         self.0.active_gauge.dec();
         self.0.dispatch_queue();
     }

@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
@@ -103,6 +104,9 @@ type Line<W, S, F> = (u64, VecDeque<Waiter<W, S, F>>);
 /// The waiters of one backend group, carried over a reload of the same group.
 pub struct Queue<W, S, F> {
     waiters: Mutex<Line<W, S, F>>,
+    /// How many wait, readable without the lock: a freed slot with nobody waiting (the
+    /// common case) costs one load.
+    waiting: AtomicUsize,
     pub metrics: QueueMetrics,
 }
 
@@ -110,6 +114,7 @@ impl<W, S, F> Queue<W, S, F> {
     pub fn new(metrics: QueueMetrics) -> Self {
         Self {
             waiters: Mutex::new((0, VecDeque::new())),
+            waiting: AtomicUsize::new(0),
             metrics,
         }
     }
@@ -123,6 +128,9 @@ impl<W, S, F> Queue<W, S, F> {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (next, list) = &mut *guard;
         let r = f(next, list);
+        // SeqCst, paired with the release of a slot: either the releaser sees this
+        // waiter, or this waiter's own dispatch sees the freed slot.
+        self.waiting.store(list.len(), Ordering::SeqCst);
         self.metrics.length.set(list.len() as i64);
         r
     }
@@ -135,6 +143,9 @@ impl<W, S, F> Queue<W, S, F> {
         class: impl Fn(&W) -> Class,
         mut try_serve: impl FnMut(&W) -> Served<S, F>,
     ) {
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let done = self.with(|_, list| {
             // Waiters that gave up leave first, so no slot goes to them.
             list.retain(|w| !w.reply.is_closed());
