@@ -37,6 +37,40 @@ pub struct Want {
     class: Class,
 }
 
+/// A request's place in the queue.
+struct Place {
+    ticket: u64,
+    rx: oneshot::Receiver<Result<ActiveGuard, Refused>>,
+    since: Instant,
+}
+
+/// Waits for a slot (or a failure) to be handed over, at most `limit`.
+async fn wait(
+    queue: &GroupQueue,
+    mut place: Place,
+    limit: Duration,
+) -> Result<ActiveGuard, Refused> {
+    match tokio::time::timeout(limit, &mut place.rx).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(_)) => Err(Refused::NoBackend),
+        Err(_) => {
+            let left = queue.leave(place.ticket);
+            // Served just as the wait ran out: take it.
+            if let Ok(outcome) = place.rx.try_recv() {
+                return outcome;
+            }
+            if left {
+                queue
+                    .metrics
+                    .wait
+                    .observe(place.since.elapsed().as_secs_f64());
+            }
+            queue.metrics.timeouts.inc();
+            Err(Refused::QueueTimeout)
+        }
+    }
+}
+
 enum Take {
     Got(ActiveGuard),
     /// Every backend it may use is at its limit.
@@ -63,56 +97,54 @@ impl Group {
                 Take::Full | Take::NoneUp => Err(Refused::NoBackend),
             };
         };
-        let since = Instant::now();
-        let joined = queue.with(|next, list| {
+        let place = match self.join(queue, client, cookie, excluded) {
+            Ok(place) => place,
+            Err(Err(Refused::QueueFull)) => {
+                queue.metrics.overflows.inc();
+                return Err(Refused::QueueFull);
+            }
+            Err(done) => return done,
+        };
+        // Requests ahead may not need what is free: this one may be served at once.
+        run(queue);
+        wait(queue, place, queue_wait).await
+    }
+
+    /// Takes a slot at once when nobody waits and one is free; else a place at the end
+    /// of the queue, unless it is full.
+    fn join(
+        &self,
+        queue: &GroupQueue,
+        client: IpAddr,
+        cookie: Option<usize>,
+        excluded: &[bool],
+    ) -> Result<Place, Result<ActiveGuard, Refused>> {
+        queue.with(|next, list| {
             if list.is_empty() {
                 match self.take(client, cookie, excluded) {
-                    Take::Got(guard) => return Ok(Ok(guard)),
-                    Take::NoneUp => return Ok(Err(Refused::NoBackend)),
+                    Take::Got(guard) => return Err(Ok(guard)),
+                    Take::NoneUp => return Err(Err(Refused::NoBackend)),
                     Take::Full => {}
                 }
             }
             if queue::admit(list.len(), self.config.max_queue) == Admission::Overflow {
-                return Ok(Err(Refused::QueueFull));
+                return Err(Err(Refused::QueueFull));
             }
             let (reply, rx) = oneshot::channel();
             *next += 1;
-            let want = self.want(client, cookie, excluded);
+            let since = Instant::now();
             list.push_back(Waiter {
                 ticket: *next,
-                want,
+                want: self.want(client, cookie, excluded),
                 since,
                 reply,
             });
-            Err((*next, rx))
-        });
-        let (ticket, rx) = match joined {
-            Ok(Err(Refused::QueueFull)) => {
-                queue.metrics.overflows.inc();
-                return Err(Refused::QueueFull);
-            }
-            Ok(done) => return done,
-            Err(waiting) => waiting,
-        };
-        // Requests ahead may not need what is free: this one may be served at once.
-        run(queue);
-        let mut rx = rx;
-        match tokio::time::timeout(queue_wait, &mut rx).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(Refused::NoBackend),
-            Err(_) => {
-                let left = queue.leave(ticket);
-                // Served just as the wait ran out: take it.
-                if let Ok(outcome) = rx.try_recv() {
-                    return outcome;
-                }
-                if left {
-                    queue.metrics.wait.observe(since.elapsed().as_secs_f64());
-                }
-                queue.metrics.timeouts.inc();
-                Err(Refused::QueueTimeout)
-            }
-        }
+            Ok(Place {
+                ticket: *next,
+                rx,
+                since,
+            })
+        })
     }
 
     fn want(&self, client: IpAddr, cookie: Option<usize>, excluded: &[bool]) -> Want {
