@@ -270,16 +270,23 @@ async fn slow_start_ramps_a_recovered_or_new_backend_in_status() {
         status()
     );
     let _b = backends::http("b", addr(pb)).await.expect("b again");
+    // Read from the first snapshot that shows it up, so a slow poll cannot miss the ramp.
+    let mut seen = None;
     assert!(
-        wait_until(Duration::from_secs(5), || weight_of(&status(), "b")
-            .is_some_and(|(_, up)| up))
+        wait_until(Duration::from_secs(5), || {
+            let snapshot = status();
+            seen = weight_of(&snapshot, "b")
+                .filter(|(_, up)| *up)
+                .map(|(w, _)| (w, snapshot));
+            seen.is_some()
+        })
         .await,
         "b never came back: {}",
         status()
     );
-    let (ramping, _) = weight_of(&status(), "b").expect("b");
+    let (ramping, snapshot) = seen.expect("b");
     assert!(ramping > 0.0 && ramping < 1.0, "just recovered: {ramping}");
-    assert_eq!(weight_of(&status(), "a"), Some((1.0, true)));
+    assert_eq!(weight_of(&snapshot, "a"), Some((1.0, true)));
     assert!(
         wait_until(Duration::from_secs(6), || weight_of(&status(), "b")
             == Some((1.0, true)))
@@ -290,13 +297,16 @@ async fn slow_start_ramps_a_recovered_or_new_backend_in_status() {
 
     // A backend added by a reload ramps too.
     lab.write(&lb(port, "HTTP", extra, &[("a", pa), ("b", pb), ("c", pc)]));
+    let mut fresh = None;
     assert!(
-        wait_until(Duration::from_secs(10), || weight_of(&status(), "c")
-            .is_some())
+        wait_until(Duration::from_secs(10), || {
+            fresh = weight_of(&status(), "c").map(|(w, _)| w);
+            fresh.is_some()
+        })
         .await,
         "c never appeared: {}",
         status()
     );
-    let (fresh, _) = weight_of(&status(), "c").expect("c");
+    let fresh = fresh.expect("c");
     assert!(fresh < 1.0, "new backend: {fresh}");
 }
