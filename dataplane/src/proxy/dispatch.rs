@@ -225,3 +225,110 @@ pub fn queue_for(
     }
     Some(previous.unwrap_or_else(|| Arc::new(Queue::new(metrics()))))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use halo_crds::node_config::ListenerConfig;
+
+    use super::Refused;
+    use crate::metrics::Metrics;
+    use crate::proxy::{Build, Service};
+
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    const LONG: Duration = Duration::from_secs(30);
+
+    /// A listener whose one group has `n` backends of maxConnections 1 (never dialled).
+    fn service(n: usize, max_queue: u32) -> Arc<Service> {
+        let backends: Vec<_> = (0..n)
+            .map(|i| {
+                serde_json::json!({"name": format!("b{i}"), "address": "127.0.0.1",
+                    "port": 1, "weight": 1, "backup": false, "maxConnections": 1})
+            })
+            .collect();
+        let config: ListenerConfig = serde_json::from_value(serde_json::json!({
+            "name": "t", "addresses": [], "port": 1, "protocol": "HTTP", "routes": [],
+            "groups": [{"name": "default", "algorithm": "RoundRobin", "backends": backends,
+                        "retries": 0, "maxQueue": max_queue}],
+            "timeouts": {"connectMs": 1, "clientMs": 1, "serverMs": 1, "httpRequestMs": 1, "idleMs": 1},
+        }))
+        .expect("config");
+        Service::new(
+            config,
+            None,
+            Arc::new(Metrics::new()),
+            Build { ramp_new: false },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_goes_to_the_waiter_and_the_excess_is_refused() {
+        let s = service(1, 1);
+        let g = &s.groups[0];
+        let first = g.acquire(CLIENT, None, &[false], LONG).await.expect("free");
+        let waiter = {
+            let s = s.clone();
+            tokio::spawn(async move { s.groups[0].acquire(CLIENT, None, &[false], LONG).await })
+        };
+        tokio::task::yield_now().await;
+        // One waits already: maxQueue 1 refuses the next at once.
+        let over = g.acquire(CLIENT, None, &[false], LONG).await;
+        assert_eq!(over.err(), Some(Refused::QueueFull));
+        assert_eq!(g.backends[0].active(), 1);
+        drop(first);
+        let second = waiter.await.expect("task").expect("handed over");
+        assert_eq!(g.backends[0].active(), 1);
+        drop(second);
+        assert_eq!(g.backends[0].active(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_at_the_queue_timeout() {
+        let s = service(1, 8);
+        let g = &s.groups[0];
+        let _held = g.acquire(CLIENT, None, &[false], LONG).await.expect("free");
+        let waited = g
+            .acquire(CLIENT, None, &[false], Duration::from_millis(30))
+            .await;
+        assert_eq!(waited.err(), Some(Refused::QueueTimeout));
+        assert_eq!(g.backends[0].active(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_pinned_to_a_busy_backend_does_not_hold_up_others() {
+        let s = service(2, 8);
+        let g = &s.groups[0];
+        let on0 = g
+            .acquire(CLIENT, Some(0), &[false; 2], LONG)
+            .await
+            .expect("0");
+        let on1 = g
+            .acquire(CLIENT, Some(1), &[false; 2], LONG)
+            .await
+            .expect("1");
+        let pinned = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.groups[0]
+                    .acquire(CLIENT, Some(0), &[false; 2], LONG)
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        let any = {
+            let s = s.clone();
+            tokio::spawn(async move { s.groups[0].acquire(CLIENT, None, &[false; 2], LONG).await })
+        };
+        tokio::task::yield_now().await;
+        drop(on1);
+        let got = any.await.expect("task").expect("served");
+        assert!(Arc::ptr_eq(got.backend(), &g.backends[1]));
+        assert!(!pinned.is_finished());
+        drop(on0);
+        let got = pinned.await.expect("task").expect("served");
+        assert!(Arc::ptr_eq(got.backend(), &g.backends[0]));
+    }
+}
