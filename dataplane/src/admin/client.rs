@@ -170,32 +170,14 @@ fn render_listeners(out: &mut String, status: &Value) {
             } else {
                 ""
             };
-            let limit = b["maxConnections"]
-                .as_u64()
-                .map(|m| format!("/{m}"))
-                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "      {:<20} {:<22} {up:<4} active {}{limit}{backup}{}",
+                "      {:<20} {:<22} {up:<4} active {}{backup}",
                 b["name"].as_str().unwrap_or("-"),
                 b["address"].as_str().unwrap_or("-"),
-                b["active"],
-                ramp(b)
+                b["active"]
             );
         }
-    }
-}
-
-/// ` slow start 0.25/1` while a backend's weight ramps up, else nothing.
-fn ramp(backend: &serde_json::Value) -> String {
-    match (
-        backend["effectiveWeight"].as_f64(),
-        backend["weight"].as_f64(),
-    ) {
-        (Some(effective), Some(weight)) if effective < weight => {
-            format!(" slow start {effective}/{weight}")
-        }
-        _ => String::new(),
     }
 }
 
@@ -213,7 +195,7 @@ mod tests {
             "bindErrors": [],
             "listeners": [{"name": "test/site/main", "protocol": "HTTP", "bind": ["127.0.0.1:8080"],
                            "readyBackends": 1, "backends": [
-                {"name": "web-1", "address": "127.0.0.1:9001", "up": true, "backup": false, "weight": 1, "effectiveWeight": 0.25, "active": 2, "maxConnections": 4},
+                {"name": "web-1", "address": "127.0.0.1:9001", "up": true, "backup": false, "weight": 1, "active": 0},
                 {"name": "web-2", "address": "127.0.0.1:9002", "up": false, "backup": true, "weight": 1, "active": 0}]}]
         });
         let text = render_status(&status, (StatusCode::OK, "ok\n"));
@@ -231,7 +213,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("DOWN") && text.contains("backup"), "{text}");
-        assert!(text.contains("active 2/4 slow start 0.25/1\n"), "{text}");
         let sick = render_status(
             &status,
             (
