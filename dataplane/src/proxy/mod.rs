@@ -344,6 +344,7 @@ impl Service {
                 .await
             {
                 Ok(guard) => guard,
+                Err(Refused::NoBackend) => break,
                 Err(refused) => return Err(self.refused(refused)),
             };
             let backend = guard.backend().clone();

@@ -21,6 +21,7 @@ use super::head::{
 use super::rewrite::{self, ClientConnection, Origin, RequestEdits, SetCookie};
 use super::{routed, throttle};
 use crate::proxy::backend::Backend;
+use crate::proxy::dispatch::Refused;
 use crate::proxy::filter::{Action, DEFAULT_CONTENT_TYPE, HeaderEdits, RoutePlan, Scheme};
 use crate::proxy::h2::{self, preface, preface::Start};
 use crate::proxy::{Group, Service, bufpool, persist, pump};
@@ -415,6 +416,7 @@ async fn attempts(
         let acquired = group.acquire(client.peer.ip(), ex.cookie, &excluded, wait);
         let guard = match acquired.await {
             Ok(guard) => guard,
+            Err(Refused::NoBackend) => break,
             Err(refused) => {
                 let message = service.refused(refused).to_string();
                 return fail(client, service, Failure::Gateway(503, message)).await;

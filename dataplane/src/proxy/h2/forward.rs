@@ -18,6 +18,7 @@ use super::headers::{self, BadRequest, Origin};
 use super::upstream::{self, OpenError};
 use super::{Stream, tunnel};
 use crate::proxy::backend::{ActiveGuard, Backend};
+use crate::proxy::dispatch::Refused;
 use crate::proxy::h1::throttle;
 use crate::proxy::{Group, Service, sticky};
 
@@ -164,6 +165,7 @@ async fn forward(
         let acquired = group.acquire(peer.ip(), cookie, &excluded, service.queue_timeout());
         let guard = match acquired.await {
             Ok(guard) => guard,
+            Err(Refused::NoBackend) => break,
             Err(refused) => {
                 return gateway_error(service, peer, 503, &service.refused(refused).to_string());
             }
