@@ -120,6 +120,8 @@ impl Group {
         excluded: &[bool],
     ) -> Result<Place, Result<ActiveGuard, Refused>> {
         queue.with(|next, list| {
+            // Requests that stopped waiting (their task was dropped) hold no place.
+            list.retain(|w| !w.reply.is_closed());
             if list.is_empty() {
                 match self.take(client, cookie, excluded) {
                     Take::Got(guard) => return Err(Ok(guard)),
