@@ -4,8 +4,10 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::proxy::queue::QueueMetrics;
 
 pub type Labels = Vec<(&'static str, String)>;
 /// Seconds, as HAProxy's stats show connect and response times: 1 ms to 10 s.
@@ -16,6 +18,13 @@ fn seconds() -> Histogram {
     Histogram::new([
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
     ])
+}
+
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Queue waits from 1 ms to about 16 s.
+fn queue_wait_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
 pub struct Metrics {
@@ -43,6 +52,9 @@ pub struct Metrics {
     pub backend_downtime: Family<Labels, FloatCounter>,
     pub access_log_dropped: Family<Labels, Counter>,
     pub health_checks: Family<Labels, Counter>,
+    pub queue_length: Family<Labels, Gauge>,
+    pub queue_wait: HistogramFamily,
+    pub queue_refused: Family<Labels, Counter>,
     pub vrrp_state: Family<Labels, Gauge>,
     pub vrrp_priority: Family<Labels, Gauge>,
     pub vrrp_transitions: Family<Labels, Counter>,
@@ -201,6 +213,24 @@ impl Metrics {
             "Health checks run, by result",
             health_checks.clone(),
         );
+        let queue_length = Family::<Labels, Gauge>::default();
+        registry.register(
+            "backend_queue_length",
+            "Requests waiting in a backend group's queue for a backend under its maxConnections",
+            queue_length.clone(),
+        );
+        let queue_wait = HistogramFamily::new_with_constructor(queue_wait_histogram);
+        registry.register(
+            "backend_queue_wait_seconds",
+            "Time requests spent in a backend group's queue (served, failed or timed out)",
+            queue_wait.clone(),
+        );
+        let queue_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "backend_queue_refused",
+            "Requests answered 503 by a backend group's queue, by reason (timeout, overflow)",
+            queue_refused.clone(),
+        );
         let vrrp_state = Family::<Labels, Gauge>::default();
         registry.register(
             "vrrp_state",
@@ -290,6 +320,35 @@ impl Metrics {
             backend_downtime,
             access_log_dropped,
             health_checks,
+            queue_length,
+            queue_wait,
+            queue_refused,
+        }
+    }
+
+    /// The queue series of backend group `group` of `listener`.
+    pub fn queue(&self, listener: &str, group: &str) -> QueueMetrics {
+        let labels = vec![
+            ("listener", listener.to_string()),
+            ("group", group.to_string()),
+        ];
+        // One statement each: a family's read guard lives to the end of its statement,
+        // and a second lookup in the same family there would wait for it forever.
+        let length = self.queue_length.get_or_create(&labels).clone();
+        let wait = self.queue_wait.get_or_create(&labels).clone();
+        let timeouts = self
+            .queue_refused
+            .get_or_create(&with(labels.clone(), "reason", "timeout"))
+            .clone();
+        let overflows = self
+            .queue_refused
+            .get_or_create(&with(labels, "reason", "overflow"))
+            .clone();
+        QueueMetrics {
+            length,
+            wait,
+            timeouts,
+            overflows,
         }
     }
 

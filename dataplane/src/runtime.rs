@@ -13,9 +13,10 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use crate::metrics::{Metrics, with};
+use crate::proxy::backend::clock_ms;
 use crate::proxy::route::Routes;
 use crate::proxy::workers::Workers;
-use crate::proxy::{Service, listener};
+use crate::proxy::{Build, Service, listener, slow_start};
 use crate::vip::VipHolder;
 use crate::vrrp::{TakeoverError, TrackInputs, VrrpManager};
 
@@ -195,9 +196,13 @@ impl Runtime {
         self.vrrp.apply(&config.vips, &self.metrics).await;
         let mut state = self.lock();
         let mut services = BTreeMap::new();
+        // Backends that appear after the first config ramp up (slow start).
+        let build = Build {
+            ramp_new: state.config.is_some(),
+        };
         for l in &config.listeners {
             let previous = state.services.get(&l.name).cloned();
-            let service = Service::new(l.clone(), previous.as_deref(), self.metrics.clone());
+            let service = Service::new(l.clone(), previous.as_deref(), self.metrics.clone(), build);
             services.insert(l.name.clone(), service);
         }
         for old in state.services.values() {
@@ -373,15 +378,19 @@ impl Runtime {
                     backends: s
                         .groups
                         .iter()
-                        .flat_map(|g| g.backends.iter().map(|b| (&g.config.name, b)))
-                        .map(|(group, b)| BackendStatus {
+                        .flat_map(|g| g.backends.iter().map(move |b| (g, b)))
+                        .map(|(g, b)| BackendStatus {
                             name: b.name().to_string(),
-                            group: group.clone(),
+                            group: g.config.name.clone(),
                             address: b.addr().to_string(),
                             up: b.is_up(),
                             backup: b.config.backup,
                             weight: b.config.weight,
+                            effective_weight: slow_start::display(
+                                b.effective_weight(clock_ms(), g.config.slow_start_ms),
+                            ),
                             active: b.active(),
+                            max_connections: b.config.max_connections,
                             stats: b.stats.view(),
                         })
                         .collect(),
@@ -447,8 +456,12 @@ pub struct BackendStatus {
     pub up: bool,
     pub backup: bool,
     pub weight: u32,
+    /// The weight it balances with now: below `weight` while slow start ramps it up.
+    pub effective_weight: f64,
     pub active: u32,
     /// Sessions, bytes, responses, times, check and up/down history.
     #[serde(flatten)]
     pub stats: crate::proxy::stats::StatsView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
 }

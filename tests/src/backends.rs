@@ -69,6 +69,62 @@ pub async fn http(name: &str, addr: SocketAddr) -> std::io::Result<Backend> {
     Ok(Backend::new(name, requests, server))
 }
 
+/// Requests a backend is handling right now, and the most it ever handled at once.
+#[derive(Debug, Default)]
+pub struct Concurrency {
+    now: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl Concurrency {
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    fn enter(self: &Arc<Self>) -> InFlight {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(n, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+}
+
+struct InFlight(Arc<Concurrency>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `http` that also records how many requests it handled at once (a request counts
+/// from the moment its head was read until its response is ready).
+pub async fn http_counted(
+    name: &str,
+    addr: SocketAddr,
+) -> std::io::Result<(Backend, Arc<Concurrency>)> {
+    let requests = Arc::new(AtomicU64::new(0));
+    let concurrency = Arc::new(Concurrency::default());
+    let (counter, gauge) = (requests.clone(), concurrency.clone());
+    let label = name.to_string();
+    let server = server::serve(addr, move |stream| {
+        let (label, counter, gauge) = (label.clone(), counter.clone(), gauge.clone());
+        async move {
+            let svc = service_fn(move |req| {
+                let (label, counter, gauge) = (label.clone(), counter.clone(), gauge.clone());
+                async move {
+                    let _in_flight = gauge.enter();
+                    Ok::<_, Infallible>(respond(&label, &counter, req).await)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        }
+    })
+    .await?;
+    Ok((Backend::new(name, requests, server), concurrency))
+}
+
 async fn respond(name: &str, counter: &AtomicU64, req: Request<Incoming>) -> Response<Full<Bytes>> {
     counter.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_string();

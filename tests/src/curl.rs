@@ -53,6 +53,17 @@ pub fn curl(args: &[&str]) -> Result<Reply> {
     })
 }
 
+/// `curl` on a blocking thread, so a test's own event loop (serving its backends) keeps
+/// running meanwhile.
+pub async fn curl_async(args: Vec<String>) -> Result<Reply> {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&args)
+    })
+    .await
+    .context("curl thread")?
+}
+
 /// h2load's counts: requests succeeded and failed (its `requests:` summary line).
 pub struct Load {
     pub succeeded: u64,

@@ -1,10 +1,11 @@
 //! One backend server as the proxy sees it: health, load, metrics and idle HTTP connections.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use halo_crds::node_config::{BackendConfig, HealthCheckConfig, ProxyProtocolVersion};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -12,8 +13,9 @@ use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
 use super::balance::{Candidate, hash_bytes};
+use super::dispatch::{self, GroupQueue};
 use super::stats::BackendStats;
-use super::{proxy_protocol, workers};
+use super::{proxy_protocol, slow_start, workers};
 use crate::metrics::{Labels, Metrics, backend_labels, with};
 
 /// Idle keep-alive connections kept per backend and worker: enough that a burst of
@@ -30,6 +32,10 @@ pub struct Backend {
     pub id: u64,
     up: AtomicBool,
     active: AtomicU32,
+    /// When it last came up (`clock_ms`), for slow start; `NOT_RAMPING` otherwise.
+    up_since_ms: AtomicU64,
+    /// The queue of the group it serves: a slot it frees goes to a waiting request.
+    queue: ArcSwapOption<GroupQueue>,
     /// Idle keep-alive HTTP connections, one list per worker: a socket belongs to the
     /// event loop that opened it, and no other core ever takes this lock.
     idle: Box<[Mutex<Vec<TcpStream>>]>,
@@ -61,6 +67,7 @@ impl Backend {
         health_check: Option<HealthCheckConfig>,
         proxy_protocol: Option<ProxyProtocolVersion>,
         metrics: Arc<Metrics>,
+        ramp: bool,
     ) -> Arc<Self> {
         let labels = backend_labels(listener, &config.name);
         let requests = metrics.backend_requests.get_or_create(&labels).clone();
@@ -80,6 +87,8 @@ impl Backend {
             proxy_protocol,
             up: AtomicBool::new(true),
             active: AtomicU32::new(0),
+            up_since_ms: AtomicU64::new(if ramp { clock_ms() } else { NOT_RAMPING }),
+            queue: ArcSwapOption::empty(),
             idle: (0..workers::count())
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
@@ -121,24 +130,43 @@ impl Backend {
     }
 
     pub fn set_up(&self, up: bool) {
-        if self.up.swap(up, Ordering::Relaxed) != up {
+        let was = self.up.swap(up, Ordering::Relaxed);
+        if was != up {
             self.stats.changed(up);
         }
         self.up_gauge.set(i64::from(up));
+        if up && !was {
+            self.up_since_ms.store(clock_ms(), Ordering::Relaxed);
+        }
         if !up {
             self.drop_idle();
         }
+        // Waiting requests may now go here, or (pinned here) must go elsewhere.
+        self.dispatch_queue();
+    }
+
+    /// Serves the group's queue with what is free now.
+    fn dispatch_queue(&self) {
+        if let Some(queue) = self.queue.load_full() {
+            dispatch::run(&queue);
+        }
+    }
+
+    pub fn set_queue(&self, queue: Option<Arc<GroupQueue>>) {
+        self.queue.store(queue);
     }
 
     pub fn active(&self) -> u32 {
         self.active.load(Ordering::Relaxed)
     }
 
-    pub fn candidate(&self) -> Candidate {
+    /// The balancer's view of this backend at `now_ms` (`clock_ms`), its weight ramped
+    /// over `slow_start_ms` after it came up.
+    pub fn candidate(&self, now_ms: u64, slow_start_ms: u64) -> Candidate {
         let active = self.active();
         Candidate {
             id: self.id,
-            weight: self.config.weight,
+            weight: self.effective_weight(now_ms, slow_start_ms),
             backup: self.config.backup,
             up: self.is_up(),
             active,
@@ -146,12 +174,28 @@ impl Backend {
         }
     }
 
-    /// Counts one request or connection in flight until the guard drops.
-    pub fn track(self: &Arc<Self>) -> ActiveGuard {
-        self.active.fetch_add(1, Ordering::Relaxed);
+    /// The scaled weight (`slow_start::SCALE`) it balances with now.
+    pub fn effective_weight(&self, now_ms: u64, slow_start_ms: u64) -> u32 {
+        let since = match self.up_since_ms.load(Ordering::Relaxed) {
+            NOT_RAMPING => None,
+            at => Some(at),
+        };
+        slow_start::effective(self.config.weight, since, slow_start_ms, now_ms)
+    }
+
+    /// Takes one of its maxConnections slots for a request or connection until the
+    /// guard drops; None when all are taken. Atomic, so concurrent requests on every
+    /// worker together never exceed the limit.
+    pub fn try_reserve(self: &Arc<Self>) -> Option<ActiveGuard> {
+        let limit = self.config.max_connections.unwrap_or(u32::MAX);
+        self.active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
         self.active_gauge.inc();
         self.requests.inc();
-        ActiveGuard(self.clone())
+        Some(ActiveGuard(self.clone()))
     }
 
     pub fn count_error(&self, kind: &'static str) {
@@ -274,7 +318,18 @@ impl ActiveGuard {
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        // SeqCst: ordered before the queue's waiter count is read (see `Queue::with`).
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
         self.0.active_gauge.dec();
+        self.0.dispatch_queue();
     }
+}
+
+const NOT_RAMPING: u64 = u64::MAX;
+
+/// Milliseconds on a monotonic clock that starts with the process.
+pub fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
 }

@@ -34,8 +34,32 @@ pub struct BalanceState {
     cursor: usize,
 }
 
-/// Chooses a backend index, or None when nothing can take traffic. `excluded` marks
-/// backends already tried for this request (retries go elsewhere).
+/// The backends that serve now, full or not: the up primaries with weight (not
+/// `excluded`), or the backups when no primary can. A primary at its maxConnections
+/// keeps its tier: requests wait for it rather than spill onto backups (HAProxy too).
+pub fn tier(candidates: &[Candidate], excluded: &[bool]) -> Vec<usize> {
+    let usable = |i: usize, c: &Candidate, backup: bool| {
+        c.backup == backup && c.up && c.weight > 0 && !excluded.get(i).copied().unwrap_or(false)
+    };
+    let of = |backup: bool| -> Vec<usize> {
+        candidates
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| usable(*i, c, backup))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let primaries = of(false);
+    if primaries.is_empty() {
+        of(true)
+    } else {
+        primaries
+    }
+}
+
+/// Chooses a backend index, or None when nothing can take traffic (see `tier`; a
+/// full backend takes nothing). `excluded` marks backends already tried for this
+/// request (retries go elsewhere).
 pub fn pick(
     algorithm: Algorithm,
     state: &mut BalanceState,
@@ -43,28 +67,10 @@ pub fn pick(
     excluded: &[bool],
     input: PickInput,
 ) -> Option<usize> {
-    let usable = |i: usize, c: &Candidate, backup: bool| {
-        c.backup == backup
-            && c.up
-            && c.weight > 0
-            && !c.full
-            && !excluded.get(i).copied().unwrap_or(false)
-    };
-    // Backups serve only while no primary can.
-    let mut eligible: Vec<usize> = candidates
-        .iter()
-        .enumerate()
-        .filter(|(i, c)| usable(*i, c, false))
-        .map(|(i, _)| i)
+    let eligible: Vec<usize> = tier(candidates, excluded)
+        .into_iter()
+        .filter(|&i| !candidates[i].full)
         .collect();
-    if eligible.is_empty() {
-        eligible = candidates
-            .iter()
-            .enumerate()
-            .filter(|(i, c)| usable(*i, c, true))
-            .map(|(i, _)| i)
-            .collect();
-    }
     if eligible.is_empty() {
         return None;
     }
@@ -82,6 +88,29 @@ pub fn pick(
             })
         }
     }
+}
+
+/// Where a persistent request must go, full or not: the backend its cookie names
+/// (`cookie`) while that one is up and not draining (weight 0) nor excluded, else, for
+/// source-address affinity, the client's rendezvous choice among the serving tier.
+/// None: balance normally.
+pub fn pinned(
+    candidates: &[Candidate],
+    excluded: &[bool],
+    cookie: Option<usize>,
+    source: Option<u64>,
+) -> Option<usize> {
+    let serving = |i: usize| {
+        candidates
+            .get(i)
+            .is_some_and(|c| c.up && c.weight > 0 && !excluded.get(i).copied().unwrap_or(false))
+    };
+    if let Some(i) = cookie.filter(|&i| serving(i)) {
+        return Some(i);
+    }
+    let hash = source?;
+    let tier = tier(candidates, excluded);
+    (!tier.is_empty()).then(|| rendezvous(candidates, &tier, hash))
 }
 
 /// nginx-style smooth weighted round robin: spreads a heavy backend's turns out evenly.
@@ -422,6 +451,76 @@ mod tests {
         });
         let heavy = c[1] as f64 / 8000.0;
         assert!((0.70..0.80).contains(&heavy), "weight-3 share {heavy}");
+    }
+
+    #[test]
+    fn full_primaries_keep_their_tier() {
+        let mut cands = [
+            backend(1, 1),
+            Candidate {
+                backup: true,
+                ..backend(2, 1)
+            },
+        ];
+        cands[0].full = true;
+        let none = [false; 2];
+        assert_eq!(tier(&cands, &none), vec![0]);
+        assert_eq!(
+            pick(
+                Algorithm::RoundRobin,
+                &mut BalanceState::default(),
+                &cands,
+                &none,
+                PickInput::default()
+            ),
+            None
+        );
+        cands[0].up = false;
+        assert_eq!(tier(&cands, &none), vec![1]);
+        assert_eq!(tier(&cands, &[false, true]), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn pins_follow_the_cookie_then_the_source_address() {
+        let mut cands = [backend(11, 16), backend(22, 16), backend(33, 16)];
+        cands[1].full = true;
+        let none = [false; 3];
+        /// Cookie, source hash, excluded, want.
+        type Case = (Option<usize>, Option<u64>, [bool; 3], Option<usize>);
+        let cases: [Case; 5] = [
+            (Some(1), None, none, Some(1)),
+            (Some(9), None, none, None),
+            (None, None, none, None),
+            (Some(1), None, [false, true, false], None),
+            (Some(2), Some(5), none, Some(2)),
+        ];
+        for (cookie, source, excluded, want) in cases {
+            assert_eq!(
+                pinned(&cands, &excluded, cookie, source),
+                want,
+                "{cookie:?} {source:?}"
+            );
+        }
+        // A draining (weight 0) or down backend keeps no pin.
+        let mut drained = cands;
+        drained[1].weight = 0;
+        drained[2].up = false;
+        assert_eq!(pinned(&drained, &none, Some(1), None), None);
+        assert_eq!(pinned(&drained, &none, Some(2), None), None);
+        // Source affinity: stable, full backends included, moves only off a down one.
+        for c in 0..200u64 {
+            let h = mix64(c);
+            let first = pinned(&cands, &none, None, Some(h));
+            assert_eq!(first, pinned(&cands, &none, None, Some(h)));
+            let mut down = cands;
+            if let Some(i) = first {
+                down[i].up = false;
+                let moved = pinned(&down, &none, None, Some(h));
+                assert!(moved.is_some() && moved != first, "client {c}");
+            }
+        }
+        let all_down = cands.map(|c| Candidate { up: false, ..c });
+        assert_eq!(pinned(&all_down, &none, None, Some(1)), None);
     }
 
     #[test]

@@ -4,25 +4,31 @@ pub mod accesslog;
 pub mod backend;
 pub mod balance;
 pub mod bufpool;
+pub mod dispatch;
 pub mod filter;
 pub mod h1;
 pub mod h2;
 pub mod health;
 pub mod listener;
+pub mod persist;
 pub mod proxy_protocol;
 pub mod pump;
+pub mod queue;
 pub mod route;
+pub mod slow_start;
 pub mod splice;
 pub mod stats;
+pub mod sticky;
 pub mod tcp;
 pub mod trace;
 pub mod workers;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use halo_crds::load_balancer::Protocol;
 use halo_crds::node_config::{GroupConfig, ListenerConfig, RouteAction};
 use halo_crds::render::DEFAULT_GROUP;
 use prometheus_client::metrics::counter::Counter;
@@ -31,8 +37,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::backend::{ActiveGuard, Backend};
-use self::balance::{BalanceState, PickInput, hash_bytes, mix64};
+use self::balance::{BalanceState, Candidate, PickInput, hash_bytes, mix64};
+use self::dispatch::{GroupQueue, Refused};
 use self::filter::RoutePlan;
+use self::persist::CookieRule;
 use self::route::Routes;
 use crate::metrics::{Labels, Metrics, listener_labels, with};
 
@@ -41,7 +49,7 @@ use crate::metrics::{Labels, Metrics, listener_labels, with};
 pub struct Service {
     pub config: ListenerConfig,
     /// One per `config.groups`, same order.
-    pub groups: Vec<Group>,
+    pub groups: Vec<Arc<Group>>,
     /// HTTP routing (unused by TCP listeners).
     pub routes: Routes,
     limit: Option<Arc<Semaphore>>,
@@ -60,22 +68,76 @@ pub struct Group {
     pub config: GroupConfig,
     pub backends: Vec<Arc<Backend>>,
     balance: Mutex<BalanceState>,
+    /// Itself, for the queue's waiters (which outlive no group they wait on).
+    me: Weak<Group>,
+    /// Requests waiting for a slot; None when no backend has a connection limit.
+    queue: Option<Arc<GroupQueue>>,
+    /// Cookie persistence, and each backend's cookie value (same order as `backends`).
+    pub cookie: Option<CookieRule>,
+    cookie_values: Vec<String>,
+}
+
+/// How a listener builds its groups.
+#[derive(Clone, Copy, Debug)]
+pub struct Build {
+    /// Backends new to the data plane ramp up (slow start): false for the first config.
+    pub ramp_new: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("no backend of {listener} could take the request")]
+#[error("no backend of {listener} could take the request{}", why.map(|w| format!(": {w}")).unwrap_or_default())]
 pub struct NoBackend {
     pub listener: String,
+    pub why: Option<Refused>,
 }
 
 impl Group {
     fn new(
-        listener: &str,
+        listener: &ListenerConfig,
         config: GroupConfig,
         previous: Option<&Group>,
         metrics: &Arc<Metrics>,
-    ) -> Self {
-        let backends = config
+        build: Build,
+    ) -> Arc<Self> {
+        let backends = Self::build_backends(&listener.name, &config, previous, metrics, build);
+        let cookie = CookieRule::of(
+            config.persistence.as_ref(),
+            listener.protocol == Protocol::Https,
+        );
+        let cookie_values = backends
+            .iter()
+            .map(|b| persist::cookie_value(&listener.name, b.name()))
+            .collect();
+        let queue = dispatch::queue_for(&config, previous.and_then(|p| p.queue.clone()), || {
+            metrics.queue(&listener.name, &config.name)
+        });
+        for b in &backends {
+            b.set_queue(queue.clone());
+        }
+        let group = Arc::new_cyclic(|me| Self {
+            config,
+            backends,
+            balance: Mutex::new(BalanceState::default()),
+            me: me.clone(),
+            queue,
+            cookie,
+            cookie_values,
+        });
+        // New backends or higher limits may serve requests queued before the reload.
+        if let Some(q) = &group.queue {
+            dispatch::run(q);
+        }
+        group
+    }
+
+    fn build_backends(
+        listener: &str,
+        config: &GroupConfig,
+        previous: Option<&Group>,
+        metrics: &Arc<Metrics>,
+        build: Build,
+    ) -> Vec<Arc<Backend>> {
+        config
             .backends
             .iter()
             .map(|b| {
@@ -104,40 +166,51 @@ impl Group {
                             config.health_check.clone(),
                             config.proxy_protocol,
                             metrics.clone(),
+                            build.ramp_new,
                         );
                         health::spawn(&fresh);
                         fresh
                     })
             })
-            .collect();
-        Self {
-            config,
-            backends,
-            balance: Mutex::new(BalanceState::default()),
-        }
+            .collect()
     }
 
-    /// Picks a backend index for a client, skipping `excluded` ones.
-    pub fn pick(&self, client: IpAddr, excluded: &[bool]) -> Option<usize> {
+    /// The balancer's choice among `candidates` for a client, skipping `excluded` ones.
+    fn pick_from(
+        &self,
+        candidates: &[Candidate],
+        excluded: &[bool],
+        client: IpAddr,
+    ) -> Option<usize> {
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let n = SEQUENCE.fetch_add(2, Ordering::Relaxed);
-        let candidates: Vec<_> = self.backends.iter().map(|b| b.candidate()).collect();
-        let source_hash = match client {
-            IpAddr::V4(v4) => hash_bytes(&v4.octets()),
-            IpAddr::V6(v6) => hash_bytes(&v6.octets()),
-        };
         let input = PickInput {
-            source_hash,
+            source_hash: source_hash(client),
             random: (mix64(n ^ random_seed()), mix64((n + 1) ^ random_seed())),
         };
         let mut state = self.balance.lock().ok()?;
         balance::pick(
             self.config.algorithm,
             &mut state,
-            &candidates,
+            candidates,
             excluded,
             input,
         )
+    }
+
+    /// The backend a persistence cookie value names, if it is one of this group's.
+    pub fn cookie_backend(&self, value: &[u8]) -> Option<usize> {
+        persist::named(value, &self.cookie_values)
+    }
+
+    /// The persistence cookie value of backend `i`.
+    pub fn cookie_value(&self, i: usize) -> Option<&str> {
+        self.cookie_values.get(i).map(String::as_str)
+    }
+
+    /// Index of `backend` in this group.
+    pub fn index_of(&self, backend: &Arc<Backend>) -> Option<usize> {
+        self.backends.iter().position(|b| Arc::ptr_eq(b, backend))
     }
 
     pub fn ready_backends(&self) -> usize {
@@ -152,13 +225,14 @@ impl Service {
         config: ListenerConfig,
         previous: Option<&Service>,
         metrics: Arc<Metrics>,
+        build: Build,
     ) -> Arc<Self> {
         let groups = config
             .groups
             .iter()
             .map(|g| {
                 let old = previous.and_then(|p| p.groups.iter().find(|o| o.config.name == g.name));
-                Group::new(&config.name, g.clone(), old, &metrics)
+                Group::new(&config, g.clone(), old.map(|o| &**o), &metrics, build)
             })
             .collect();
         let limit = match previous {
@@ -205,16 +279,20 @@ impl Service {
     /// The group an L4 listener forwards to: the first of its only route.
     pub fn stream_group(&self) -> Option<&Group> {
         self.config.routes.iter().find_map(|r| match &r.action {
-            RouteAction::Forward { groups } => {
-                groups.first().and_then(|w| self.groups.get(w.group))
-            }
+            RouteAction::Forward { groups } => groups
+                .first()
+                .and_then(|w| self.groups.get(w.group))
+                .map(|g| &**g),
             _ => None,
         })
     }
 
     /// The backend group a forwarded request of `plan` goes to now (by weight).
     pub fn route_group(&self, plan: &RoutePlan) -> Option<&Group> {
-        plan.action.pick_group().and_then(|g| self.groups.get(g))
+        plan.action
+            .pick_group()
+            .and_then(|g| self.groups.get(g))
+            .map(|g| &**g)
     }
 
     /// Counts one HTTP response sent to a client.
@@ -269,12 +347,18 @@ impl Service {
     ) -> Result<(ActiveGuard, TcpStream), NoBackend> {
         let mut excluded = vec![false; group.backends.len()];
         for _ in 0..=group.config.retries {
-            let Some(i) = group.pick(client.ip(), &excluded) else {
-                break;
+            let guard = match group
+                .acquire(client.ip(), None, &excluded, self.queue_timeout())
+                .await
+            {
+                Ok(guard) => guard,
+                Err(Refused::NoBackend) => break,
+                Err(refused) => return Err(self.refused(refused)),
             };
-            excluded[i] = true;
-            let backend = &group.backends[i];
-            let guard = backend.track();
+            let backend = guard.backend().clone();
+            if let Some(i) = group.index_of(&backend) {
+                excluded[i] = true;
+            }
             match backend.open(self.connect_timeout(), client, accepted).await {
                 Ok(stream) => return Ok((guard, stream)),
                 Err(e) => {
@@ -289,7 +373,21 @@ impl Service {
     pub fn no_backend(&self) -> NoBackend {
         NoBackend {
             listener: self.config.name.clone(),
+            why: None,
         }
+    }
+
+    /// A request the group's slots and queue refused.
+    pub fn refused(&self, why: Refused) -> NoBackend {
+        NoBackend {
+            listener: self.config.name.clone(),
+            why: Some(why),
+        }
+    }
+
+    /// How long a request may wait in a group's queue for a backend slot.
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.timeouts.queue_ms)
     }
 
     pub fn ready_backends(&self) -> usize {
@@ -306,6 +404,14 @@ pub struct Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.service.active.dec();
+    }
+}
+
+/// Hash of a client address, for source hashing and affinity.
+pub fn source_hash(client: IpAddr) -> u64 {
+    match client {
+        IpAddr::V4(v4) => hash_bytes(&v4.octets()),
+        IpAddr::V6(v6) => hash_bytes(&v6.octets()),
     }
 }
 

@@ -18,14 +18,15 @@ use super::body::Cursor;
 use super::head::{
     self, BadResponse, Limits, Method, Reject, RequestBody, RequestHead, ResponseBody, ResponseHead,
 };
-use super::rewrite::{self, ClientConnection, Origin, RequestEdits};
+use super::rewrite::{self, ClientConnection, Origin, RequestEdits, SetCookie};
 use super::{routed, throttle};
 use crate::proxy::accesslog::{By, Phase, Termination};
 use crate::proxy::backend::Backend;
+use crate::proxy::dispatch::Refused;
 use crate::proxy::filter::{Action, DEFAULT_CONTENT_TYPE, HeaderEdits, RoutePlan, Scheme};
 use crate::proxy::h2::{self, preface, preface::Start};
 use crate::proxy::trace::Trace;
-use crate::proxy::{Group, Service, bufpool, proxy_protocol, pump};
+use crate::proxy::{Group, Service, bufpool, persist, proxy_protocol, pump};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// How long a refused client gets to finish sending before the socket closes, so the
@@ -204,6 +205,8 @@ struct Exchange<'a> {
     response_headers: &'a HeaderEdits,
     /// The route's timeout: the response head must have come by then.
     deadline: Option<Instant>,
+    /// The backend the request's persistence cookie names (a valid one).
+    cookie: Option<usize>,
     /// The request head for the backend, followed by the body bytes read so far.
     out: Vec<u8>,
     body: Cursor,
@@ -245,6 +248,7 @@ async fn forward(
             return answer(client, service, cbuf, &head, local).await;
         }
     };
+    let cookie = cookie_backend(group, cbuf, &head);
     cbuf.drain(..head.len);
     let mut body = Cursor::request(head.body);
     let used = match body.advance(cbuf, &mut out) {
@@ -262,6 +266,7 @@ async fn forward(
         group,
         response_headers: &plan.response_headers,
         deadline: plan.timeout.map(|t| Instant::now() + t),
+        cookie,
         out,
         body,
         sent_continue: false,
@@ -336,9 +341,25 @@ fn route<'s>(
         target: target.as_deref(),
         host: plan.host.as_deref(),
         headers: &plan.request_headers,
+        strip_cookie: group
+            .cookie
+            .as_ref()
+            .filter(|c| c.indirect)
+            .map(|c| c.name.as_str()),
     };
     rewrite::request(cbuf, head, origin, &edits, out);
     Ok((plan, group))
+}
+
+/// The group backend the request's persistence cookie names, if any.
+fn cookie_backend(group: &Group, cbuf: &[u8], head: &RequestHead) -> Option<usize> {
+    let rule = group.cookie.as_ref()?;
+    let values = head
+        .fields
+        .iter()
+        .filter(|f| f.name.get(cbuf).eq_ignore_ascii_case(b"cookie"))
+        .map(|f| f.value.get(cbuf));
+    group.cookie_backend(persist::find(values, &rule.name)?)
 }
 
 /// Sends a route's own answer (or 404). The connection stays open when the request
@@ -414,14 +435,22 @@ async fn attempts(
     // Where the last backend tried failed, for the access log.
     let mut failed_in = Phase::Connect;
     while left > 0 {
-        let Some(i) = group.pick(client.peer.ip(), &excluded) else {
-            break;
+        let wait = ex.bounded(service.queue_timeout());
+        let acquired = group.acquire(client.peer.ip(), ex.cookie, &excluded, wait);
+        let guard = match acquired.await {
+            Ok(guard) => guard,
+            Err(Refused::NoBackend) => break,
+            Err(refused) => {
+                let failure = queue_failure(service, refused);
+                return fail(client, service, failure).await;
+            }
         };
-        excluded[i] = true;
+        let backend = guard.backend().clone();
+        if let Some(i) = group.index_of(&backend) {
+            excluded[i] = true;
+        }
         left -= 1;
-        let backend = group.backends[i].clone();
         client.trace.picked(&backend);
-        let _guard = backend.track();
         // A pooled connection the backend closed meanwhile is not the backend's fault:
         // one fresh connection to the same server follows.
         let mut pooled = backend.take_idle();
@@ -488,6 +517,16 @@ impl Exchange<'_> {
     fn expired(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
     }
+}
+
+/// A request no backend slot was found for: HAProxy's sQ when the queue wait ran
+/// out, PQ when the queue was full.
+fn queue_failure(service: &Service, refused: Refused) -> Failure {
+    let (by, phase) = match refused {
+        Refused::QueueTimeout => (By::ServerTimeout, Phase::Queue),
+        Refused::QueueFull | Refused::NoBackend => (By::Proxy, Phase::Queue),
+    };
+    gateway(by, phase, 503, service.refused(refused).to_string())
 }
 
 fn gateway(by: By, phase: Phase, status: u16, message: String) -> Failure {
@@ -724,8 +763,14 @@ async fn relay_response(
     };
     client.trace.first_byte();
     count(client, service, head.status);
+    let set_cookie = set_cookie(ex, backend);
+    let cookie = set_cookie.as_deref().map(|value| SetCookie {
+        value,
+        nocache: ex.group.cookie.as_ref().is_some_and(|c| c.nocache),
+    });
     let out = &mut ex.out;
-    rewrite::response_edited(bbuf, &head, connection, dechunk, ex.response_headers, out);
+    let edits = ex.response_headers;
+    rewrite::response_persisted(bbuf, &head, connection, dechunk, edits, cookie, out);
     bbuf.drain(..head.len);
     let mut body = Cursor::response(head.body, dechunk);
     let mut moved = Moved::default();
@@ -767,6 +812,16 @@ async fn relay_response(
         }
         Err(BodyEnd::DestinationTimeout | BodyEnd::DestinationFailed(_)) => Next::Close,
     }
+}
+
+/// The `Set-Cookie` value pinning the client to `backend`, unless its cookie did already.
+fn set_cookie(ex: &Exchange<'_>, backend: &Arc<Backend>) -> Option<String> {
+    let rule = ex.group.cookie.as_ref()?;
+    let chosen = ex.group.index_of(backend)?;
+    persist::must_insert(ex.cookie, chosen)
+        .then(|| ex.group.cookie_value(chosen))
+        .flatten()
+        .map(|value| persist::set_cookie(rule, value))
 }
 
 enum BodyEnd {
@@ -1021,7 +1076,8 @@ mod tests {
             "timeouts": {"connectMs": 1, "clientMs": 1, "serverMs": 1, "httpRequestMs": 1, "idleMs": 1},
         }))
         .expect("config");
-        let service = Service::new(config, None, Arc::new(Metrics::new()));
+        let build = crate::proxy::Build { ramp_new: false };
+        let service = Service::new(config, None, Arc::new(Metrics::new()), build);
         let serve = super::serve(stream, addr, Arc::new(ArcSwap::new(service)));
         assert!(
             size(&serve) <= 512,

@@ -8,6 +8,7 @@ use halo_crds::node_config::{ForwardedConfig, ForwardedMode};
 
 use super::head::{Field, FieldKind, RequestHead, ResponseHead, Span};
 use crate::proxy::filter::{HeaderEdits, NO_EDITS, Scheme};
+use crate::proxy::persist;
 
 /// What the proxy knows about the client side of a request.
 #[derive(Clone, Copy, Debug)]
@@ -53,6 +54,8 @@ pub struct RequestEdits<'a> {
     /// Replaces Host.
     pub host: Option<&'a str>,
     pub headers: &'a HeaderEdits,
+    /// A persistence cookie (`indirect`) the backend must not see.
+    pub strip_cookie: Option<&'a str>,
 }
 
 impl RequestEdits<'static> {
@@ -60,7 +63,23 @@ impl RequestEdits<'static> {
         target: None,
         host: None,
         headers: &NO_EDITS,
+        strip_cookie: None,
     };
+}
+
+fn is_cookie(buf: &[u8], f: &Field) -> bool {
+    f.name.get(buf).eq_ignore_ascii_case(b"cookie")
+}
+
+/// A Cookie field without the persistence cookie; nothing when no other cookie is left.
+fn push_cookie_without(out: &mut Vec<u8>, buf: &[u8], f: &Field, name: &str) {
+    let rest = persist::strip(f.value.get(buf), name);
+    if !rest.is_empty() {
+        out.extend_from_slice(f.name.get(buf));
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(&rest);
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// Whether a field the client listed in `Connection` is removed. Framing and Host are
@@ -120,8 +139,12 @@ pub fn request(
             FieldKind::XForwardedProto | FieldKind::XForwardedHost => fwd != Forwarding::Replace,
             _ => !edits.headers.drops(f.name.get(buf)),
         };
-        if keep && !listed(buf, &head.connection_tokens, f) {
-            push_field(out, buf, f);
+        if !keep || listed(buf, &head.connection_tokens, f) {
+            continue;
+        }
+        match edits.strip_cookie {
+            Some(name) if is_cookie(buf, f) => push_cookie_without(out, buf, f, name),
+            _ => push_field(out, buf, f),
         }
     }
     match (edits.host, head.has_host_field, head.host, origin.local) {
@@ -233,6 +256,35 @@ pub fn response_edited(
     edits: &HeaderEdits,
     out: &mut Vec<u8>,
 ) {
+    response_persisted(buf, head, connection, dechunk, edits, None, out);
+}
+
+/// A persistence cookie a response sets.
+#[derive(Clone, Copy, Debug)]
+pub struct SetCookie<'a> {
+    /// The whole `Set-Cookie` value.
+    pub value: &'a str,
+    /// Mark the response private (`nocache`).
+    pub nocache: bool,
+}
+
+/// Whether a response field is Cache-Control.
+fn is_cache_control(buf: &[u8], f: &Field) -> bool {
+    f.name.get(buf).eq_ignore_ascii_case(b"cache-control")
+}
+
+/// `response_edited` that also sets a persistence cookie (and, for `nocache`, rewrites
+/// Cache-Control so shared caches do not keep the cookie).
+pub fn response_persisted(
+    buf: &[u8],
+    head: &ResponseHead,
+    connection: ClientConnection,
+    dechunk: bool,
+    edits: &HeaderEdits,
+    cookie: Option<SetCookie<'_>>,
+    out: &mut Vec<u8>,
+) {
+    let nocache = cookie.is_some_and(|c| c.nocache);
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(head.status_text.get(buf));
@@ -242,6 +294,7 @@ pub fn response_edited(
             FieldKind::Connection | FieldKind::HopByHop => false,
             FieldKind::Upgrade => connection == ClientConnection::Upgrade,
             FieldKind::TransferEncoding => !dechunk,
+            _ if nocache && is_cache_control(buf, f) => false,
             _ => !edits.drops(f.name.get(buf)),
         };
         if keep && !listed(buf, &head.connection_tokens, f) {
@@ -249,6 +302,21 @@ pub fn response_edited(
         }
     }
     push_edits(out, edits);
+    if let Some(c) = cookie {
+        let _ = write!(out, "Set-Cookie: {}\r\n", c.value);
+    }
+    if nocache {
+        let existing: Vec<&[u8]> = head
+            .fields
+            .iter()
+            .filter(|f| is_cache_control(buf, f))
+            .map(|f| f.value.get(buf).trim_ascii())
+            .collect();
+        let joined = existing.join(&b", "[..]);
+        out.extend_from_slice(b"Cache-Control: ");
+        out.extend_from_slice(&persist::cache_control(Some(&joined)));
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(match connection {
         ClientConnection::KeepAlive => b"" as &[u8],
         ClientConnection::KeepAlive10 => b"Connection: keep-alive\r\n",
@@ -489,6 +557,7 @@ mod tests {
             target: Some(b"/v2/x?q=1"),
             host: Some("inner.local"),
             headers: &headers,
+            strip_cookie: None,
         };
         let origin = Origin {
             forwarding: Forwarding::Off,
@@ -499,6 +568,83 @@ mod tests {
             forward_with(text, &origin, &edits),
             "GET /v2/x?q=1 HTTP/1.1\r\nX-Add: 1\r\nX-Keep: 1\r\nHost: inner.local\r\nX-Set: new\r\nX-Add: 2\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn persistence_cookie_is_stripped_from_requests() {
+        let edits = RequestEdits {
+            strip_cookie: Some("SRV"),
+            ..RequestEdits::NONE
+        };
+        let origin = Origin {
+            forwarding: Forwarding::Off,
+            ..origin()
+        };
+        let cases = [
+            (
+                "GET / HTTP/1.1\r\nHost: h\r\nCookie: a=1; SRV=x; b=2\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: h\r\nCookie: a=1; b=2\r\n\r\n",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: h\r\nCookie: SRV=x\r\nX: 1\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: h\r\nX: 1\r\n\r\n",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: h\r\ncookie: SRV=x\r\nCookie: c=3\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: h\r\nCookie: c=3\r\n\r\n",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: h\r\nX-Cookie: SRV=x\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: h\r\nX-Cookie: SRV=x\r\n\r\n",
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(forward_with(input, &origin, &edits), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn responses_that_set_the_cookie_become_private() {
+        let persisted = |text: &str, nocache: bool| {
+            let head = parse_response(text.as_bytes(), Method::Get, &Limits::default())
+                .unwrap()
+                .unwrap();
+            let mut out = Vec::new();
+            let cookie = SetCookie {
+                value: "SRV=v; Path=/; HttpOnly",
+                nocache,
+            };
+            response_persisted(
+                text.as_bytes(),
+                &head,
+                ClientConnection::KeepAlive,
+                false,
+                &NO_EDITS,
+                Some(cookie),
+                &mut out,
+            );
+            String::from_utf8(out).unwrap()
+        };
+        let cases = [
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                true,
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nSet-Cookie: SRV=v; Path=/; HttpOnly\r\nCache-Control: private\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=5\r\nContent-Length: 0\r\n\r\n",
+                true,
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nSet-Cookie: SRV=v; Path=/; HttpOnly\r\nCache-Control: max-age=5, no-cache=\"set-cookie\"\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=5\r\nContent-Length: 0\r\n\r\n",
+                false,
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=5\r\nContent-Length: 0\r\nSet-Cookie: SRV=v; Path=/; HttpOnly\r\n\r\n",
+            ),
+        ];
+        for (input, nocache, want) in cases {
+            assert_eq!(persisted(input, nocache), want, "{input:?}");
+        }
     }
 
     #[test]

@@ -18,9 +18,10 @@ use super::headers::{self, BadRequest, Origin};
 use super::upstream::{self, OpenError};
 use super::{Stream, tunnel};
 use crate::proxy::backend::{ActiveGuard, Backend};
+use crate::proxy::dispatch::Refused;
 use crate::proxy::h1::throttle;
 use crate::proxy::trace::{Served, Trace};
-use crate::proxy::{Group, Service};
+use crate::proxy::{Group, Service, sticky};
 
 pub fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
@@ -152,25 +153,33 @@ async fn forward(
     service: &Service,
     group: Option<&Group>,
     stream: Stream,
-    parts: request::Parts,
+    mut parts: request::Parts,
     body: Incoming,
 ) -> Response<Body> {
     let peer = stream.conn.peer;
     let Some(group) = group else {
         return gateway_error(service, peer, 503, &service.no_backend().to_string());
     };
+    let cookie = sticky::request(group, &mut parts.headers);
     let t = service.config.timeouts;
     let mut req = Request::from_parts(parts, body::timed(body, ms(t.client_ms)));
     let mut excluded = vec![false; group.backends.len()];
     for _ in 0..=group.config.retries {
-        let Some(i) = group.pick(peer.ip(), &excluded) else {
-            break;
+        let acquired = group.acquire(peer.ip(), cookie, &excluded, service.queue_timeout());
+        let guard = match acquired.await {
+            Ok(guard) => guard,
+            Err(Refused::NoBackend) => break,
+            Err(refused) => {
+                return gateway_error(service, peer, 503, &service.refused(refused).to_string());
+            }
         };
-        excluded[i] = true;
-        let backend = &group.backends[i];
-        let guard = backend.track();
+        let backend = &guard.backend().clone();
+        if let Some(i) = group.index_of(backend) {
+            excluded[i] = true;
+        }
         match send(service, backend, group.config.protocol, req).await {
-            Sent::Response(response, pooled) => {
+            Sent::Response(mut response, pooled) => {
+                sticky::response(group, cookie, backend, response.headers_mut());
                 return relay(service, peer, guard, response, pooled, stream);
             }
             Sent::Unsent(back, e) => {

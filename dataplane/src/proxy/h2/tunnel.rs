@@ -39,12 +39,14 @@ pub async fn websocket(
     let mut req = Request::from_parts(parts, body::empty());
     let mut excluded = vec![false; group.backends.len()];
     for _ in 0..=group.config.retries {
-        let Some(i) = group.pick(peer.ip(), &excluded) else {
+        let acquired = group.acquire(peer.ip(), None, &excluded, service.queue_timeout());
+        let Ok(guard) = acquired.await else {
             break;
         };
-        excluded[i] = true;
-        let backend = &group.backends[i];
-        let guard = backend.track();
+        let backend = &guard.backend().clone();
+        if let Some(i) = group.index_of(backend) {
+            excluded[i] = true;
+        }
         // Never pooled: the connection becomes the tunnel.
         let mut sender = match upstream::open_http1(backend, ms(t.connect_ms)).await {
             Ok(s) => s,
