@@ -5,13 +5,16 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use halo_crds::node_config::{BackendConfig, HealthCheckConfig, ProxyProtocolVersion};
+use halo_crds::node_config::{
+    BackendConfig, HealthCheckConfig, ProxyProtocolVersion, UpstreamProtocol, UpstreamTlsConfig,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
 use super::balance::{Candidate, hash_bytes};
+use super::tls::client::UpstreamTls;
 use super::{proxy_protocol, workers};
 use crate::metrics::{Labels, Metrics, backend_labels, with};
 
@@ -26,6 +29,8 @@ pub struct Backend {
     /// Every connection starts with a PROXY protocol header naming its one client, so
     /// none is pooled for another.
     pub proxy_protocol: Option<ProxyProtocolVersion>,
+    /// TLS towards this server (its group's `tls`).
+    pub tls: Option<Arc<UpstreamTls>>,
     pub id: u64,
     up: AtomicBool,
     active: AtomicU32,
@@ -58,6 +63,7 @@ impl Backend {
         config: BackendConfig,
         health_check: Option<HealthCheckConfig>,
         proxy_protocol: Option<ProxyProtocolVersion>,
+        tls: Option<Arc<UpstreamTls>>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let labels = backend_labels(listener, &config.name);
@@ -75,6 +81,7 @@ impl Backend {
             config,
             health_check,
             proxy_protocol,
+            tls,
             up: AtomicBool::new(true),
             active: AtomicU32::new(0),
             idle: (0..workers::count())
@@ -97,11 +104,13 @@ impl Backend {
         config: &BackendConfig,
         hc: Option<&HealthCheckConfig>,
         proxy_protocol: Option<ProxyProtocolVersion>,
+        tls: Option<(&UpstreamTlsConfig, UpstreamProtocol)>,
     ) -> bool {
         self.listener == listener
             && &self.config == config
             && self.health_check.as_ref() == hc
             && self.proxy_protocol == proxy_protocol
+            && self.tls.as_ref().map(|t| (&t.config, t.protocol)) == tls
     }
 
     pub fn addr(&self) -> SocketAddr {

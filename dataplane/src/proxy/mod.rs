@@ -13,6 +13,7 @@ pub mod pump;
 pub mod route;
 pub mod splice;
 pub mod tcp;
+pub mod tls;
 pub mod workers;
 
 use std::net::{IpAddr, SocketAddr};
@@ -41,6 +42,9 @@ pub struct Service {
     pub groups: Vec<Group>,
     /// HTTP routing (unused by TCP listeners).
     pub routes: Routes,
+    /// TLS termination (HTTPS listeners); built with the service, so a reload's new
+    /// certificates serve new handshakes while open connections keep theirs.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     limit: Option<Arc<Semaphore>>,
     pub labels: Labels,
     pub metrics: Arc<Metrics>,
@@ -67,6 +71,7 @@ impl Group {
     fn new(
         listener: &str,
         config: GroupConfig,
+        upstream_tls: Option<Arc<tls::client::UpstreamTls>>,
         previous: Option<&Group>,
         metrics: &Arc<Metrics>,
     ) -> Self {
@@ -88,6 +93,7 @@ impl Group {
                                 &b,
                                 config.health_check.as_ref(),
                                 config.proxy_protocol,
+                                config.tls.as_ref().map(|t| (t, config.protocol)),
                             )
                         })
                     })
@@ -98,6 +104,7 @@ impl Group {
                             b,
                             config.health_check.clone(),
                             config.proxy_protocol,
+                            upstream_tls.clone(),
                             metrics.clone(),
                         );
                         health::spawn(&fresh);
@@ -148,12 +155,22 @@ impl Service {
         previous: Option<&Service>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let built = tls::ListenerTls::build(&config).unwrap_or_else(|e| {
+            // The runtime checks TLS before applying a config; this is a fallback.
+            tracing::error!(listener = %config.name, error = %e, "TLS not served");
+            tls::ListenerTls {
+                server: None,
+                upstream: Vec::new(),
+            }
+        });
         let groups = config
             .groups
             .iter()
-            .map(|g| {
+            .enumerate()
+            .map(|(i, g)| {
                 let old = previous.and_then(|p| p.groups.iter().find(|o| o.config.name == g.name));
-                Group::new(&config.name, g.clone(), old, &metrics)
+                let upstream = built.upstream.get(i).cloned().flatten();
+                Group::new(&config.name, g.clone(), upstream, old, &metrics)
             })
             .collect();
         let limit = match previous {
@@ -180,6 +197,7 @@ impl Service {
             config,
             groups,
             routes,
+            tls: built.server,
             limit,
             labels,
             metrics,
@@ -213,6 +231,20 @@ impl Service {
     pub fn count_response(&self, status: u16) {
         let class = usize::from((status / 100).clamp(1, 5)) - 1;
         self.responses[class].inc();
+    }
+
+    /// Whether plain HTTP/1.1 clients of this listener go through the hyper-based
+    /// engine: the byte-level one speaks plain TCP to backends only.
+    pub fn needs_hyper(&self) -> bool {
+        self.groups.iter().any(|g| g.config.tls.is_some())
+    }
+
+    /// Counts a client connection closed in or before its TLS handshake.
+    pub fn count_tls_error(&self, reason: &'static str) {
+        self.metrics
+            .tls_handshake_errors
+            .get_or_create(&with(self.labels.clone(), "reason", reason))
+            .inc();
     }
 
     /// Counts a request refused as malformed or over a limit.
