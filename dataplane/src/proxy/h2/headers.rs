@@ -201,12 +201,18 @@ fn forwarding(headers: &mut HeaderMap, origin: &Origin<'_>, authority: &uri::Aut
         }
     };
     set(headers, xff_name, &xff);
-    set(
-        headers,
-        HeaderName::from_static("x-forwarded-proto"),
-        origin.scheme,
-    );
     set(headers, header::FORWARDED, &forwarded);
+    // As the HTTP/1.1 engine: a trusted client's own -Proto and -Host stay, anyone
+    // else's are replaced by this hop's.
+    for (name, value) in [
+        ("x-forwarded-proto", origin.scheme),
+        ("x-forwarded-host", authority.as_str()),
+    ] {
+        let name = HeaderName::from_static(name);
+        if !(keep && headers.contains_key(&name)) {
+            set(headers, name, value);
+        }
+    }
 }
 
 /// An extended CONNECT for the `websocket` protocol (RFC 8441), already rewritten for an
@@ -423,16 +429,19 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("forwarded", "for=1.1.1.1"),
         ];
+        // A trusted client's -Proto stays (as in the HTTP/1.1 engine).
         let appended = [
             "x-forwarded-for: 1.1.1.1, 10.0.0.9",
-            "x-forwarded-proto: http",
+            "x-forwarded-proto: https",
             "forwarded: for=1.1.1.1, for=10.0.0.9;proto=http;host=\"h.test\"",
+            "x-forwarded-host: h.test",
             "host: h.test",
         ];
         let replaced = [
             "x-forwarded-for: 10.0.0.9",
             "x-forwarded-proto: http",
             "forwarded: for=10.0.0.9;proto=http;host=\"h.test\"",
+            "x-forwarded-host: h.test",
             "host: h.test",
         ];
         let untouched = [
