@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use halo_tests::backends::{self, free_port};
 use halo_tests::certs::{self, Ca, SServer, s_client};
+use halo_tests::client;
 use halo_tests::curl::curl;
 use halo_tests::process::DataPlane;
 use halo_tests::standalone::{Lab, front, metric_sum, wait_until};
@@ -209,6 +210,31 @@ async fn https_routes_requests_over_http1_and_http2() {
             "{flag}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_upgrade_over_https() {
+    let lab = Lab::new(BIN, "tls-ws");
+    let ca = Ca::new(&lab.dir, "ca", "Halo Test CA");
+    ca.issue("site", &["site.test"]);
+    let ws = backends::ws_echo("ws", "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("backend");
+    let port = free_port().expect("port");
+    let listener = format!(
+        "      tls:\n        certificates: [{{certFile: site.crt, keyFile: site.key}}]\n      backends: [{{name: ws, address: 127.0.0.1, port: {}}}]\n",
+        ws.port()
+    );
+    let _dp = lab.start(&yaml(port, "HTTPS", &listener, ""));
+    let ca_pem = std::fs::read_to_string(&ca.cert).expect("ca");
+    let tls = certs::tls_connect(front(port), "site.test", &ca_pem, &["http/1.1"])
+        .await
+        .expect("TLS connection");
+    let echoes = client::ws_exchange_over(tls, "site.test", "/chat", &["hello", "tls"])
+        .await
+        .expect("websocket");
+    assert_eq!(echoes, ["hello", "tls"]);
+    assert_eq!(ws.served(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

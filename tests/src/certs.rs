@@ -192,3 +192,33 @@ impl Drop for SServer {
         let _ = self.child.wait();
     }
 }
+
+/// A TLS client connection to `addr` for `server_name`, trusting only the CA in
+/// `ca_pem` and offering `alpn`, within 5 s.
+pub async fn tls_connect(
+    addr: std::net::SocketAddr,
+    server_name: &str,
+    ca_pem: &str,
+    alpn: &[&str],
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use std::sync::Arc;
+
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = ServerName::try_from(server_name.to_string())?;
+    let limit = std::time::Duration::from_secs(5);
+    let tcp = tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await??;
+    Ok(tokio::time::timeout(limit, connector.connect(name, tcp)).await??)
+}
