@@ -422,3 +422,56 @@ async fn backend_tls_is_verified_against_the_ca() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_does_not_match_its_certificate_is_refused_and_the_old_one_serves() {
+    let lab = Lab::new(BIN, "tls-badkey");
+    let ca = Ca::new(&lab.dir, "ca", "Halo Test CA");
+    ca.issue("site", &["site.test"]);
+    ca.issue("stray", &["stray.test"]);
+    let port = free_port().expect("port");
+    let listener = |key: &str| {
+        format!(
+            "      tls:\n        certificates: [{{certFile: site.crt, keyFile: {key}}}]\n      backends: [{{name: web, address: 127.0.0.1, port: 9}}]\n"
+        )
+    };
+    let dp = lab.start_with(
+        &yaml(port, "HTTPS", &listener("site.key"), ""),
+        &["--settle", "200ms"],
+    );
+    let addr = front(port);
+
+    // Both are PEM of the right kinds, so only the data plane can tell.
+    lab.write(&yaml(port, "HTTPS", &listener("stray.key"), ""));
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--node", "node-a", "--config"])
+        .arg(&lab.config)
+        .output()
+        .expect("run check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("listener test/site/main: tls.certificates[0]: ")
+            && err.contains("the private key does not belong to the certificate"),
+        "{err}"
+    );
+    let rejected = || {
+        dp.metrics().is_ok_and(|m| {
+            metric_sum(&m, "halo_config_reloads_total", &[("result", "rejected")]) >= 1.0
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), rejected).await,
+        "{}",
+        dp.log_text()
+    );
+    assert!(
+        dp.log_text().contains("tls.certificates[0]"),
+        "{}",
+        dp.log_text()
+    );
+    assert_eq!(version(&dp), Some(1));
+    let (ok, text) = s_client(addr, &["-servername", "site.test"]);
+    assert!(ok, "{text}");
+    assert_eq!(certs::subject(&text), Some("subject=CN = site.test"));
+}

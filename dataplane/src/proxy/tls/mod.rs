@@ -91,8 +91,15 @@ fn certified(
     let names = dns_names(leaf).map_err(|e| err(field, format!("{}: {e}", c.source)))?;
     let key = PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes())
         .map_err(|e| err(field, format!("{}: private key PEM: {e}", c.source)))?;
-    let key = CertifiedKey::from_der(chain, key, provider)
-        .map_err(|e| err(field, format!("{}: {e}", c.source)))?;
+    let key = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
+        let why = match e {
+            rustls::Error::InconsistentKeys(_) => {
+                "the private key does not belong to the certificate".to_string()
+            }
+            other => other.to_string(),
+        };
+        err(field, format!("{}: {why}", c.source))
+    })?;
     Ok((Arc::new(key), names))
 }
 
