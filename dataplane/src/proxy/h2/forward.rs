@@ -20,7 +20,7 @@ use super::{Stream, tunnel};
 use crate::proxy::backend::{ActiveGuard, Backend};
 use crate::proxy::filter::{self, Action, HeaderEdits, RedirectFrom, RoutePlan, Scheme};
 use crate::proxy::h1::throttle;
-use crate::proxy::route::{Headers, RequestView};
+use crate::proxy::route::{Headers, Matched, RequestView};
 use crate::proxy::{Group, Service};
 
 pub fn ms(v: u64) -> Duration {
@@ -166,31 +166,8 @@ fn prepare<'s>(
         return Ok(Prepared::Local(local(404, "no route for this request")));
     };
     let scheme = scheme(service);
-    match &plan.action {
-        Action::Forward { .. } => {}
-        Action::Redirect(r) => {
-            let from = RedirectFrom {
-                scheme,
-                host: view.host,
-                listener_port: service.config.port,
-                path: view.path,
-                query: view.query,
-                prefix_len: matched.prefix_len,
-            };
-            let mut response = exact(r.status, "", None);
-            if let Ok(v) = http::HeaderValue::from_str(&filter::location(r, &from)) {
-                response.headers_mut().insert(http::header::LOCATION, v);
-            }
-            return Ok(Prepared::Local(response));
-        }
-        Action::Fixed {
-            status,
-            body,
-            content_type,
-        } => {
-            let response = exact(*status, body, Some(content_type));
-            return Ok(Prepared::Local(response));
-        }
+    if let Some(response) = own_answer(service, plan, &view, matched, scheme) {
+        return Ok(Prepared::Local(response));
     }
     let Some(group) = service.route_group(plan) else {
         return Ok(Prepared::Local(local(
@@ -225,6 +202,39 @@ fn prepare<'s>(
         parts,
         body,
     })))
+}
+
+/// A redirect's or fixed response's answer; None for a forwarding route.
+fn own_answer(
+    service: &Service,
+    plan: &RoutePlan,
+    view: &RequestView<'_>,
+    matched: Matched,
+    scheme: Scheme,
+) -> Option<Response<Body>> {
+    match &plan.action {
+        Action::Forward { .. } => None,
+        Action::Redirect(r) => {
+            let from = RedirectFrom {
+                scheme,
+                host: view.host,
+                listener_port: service.config.port,
+                path: view.path,
+                query: view.query,
+                prefix_len: matched.prefix_len,
+            };
+            let mut response = exact(r.status, "", None);
+            if let Ok(v) = http::HeaderValue::from_str(&filter::location(r, &from)) {
+                response.headers_mut().insert(http::header::LOCATION, v);
+            }
+            Some(response)
+        }
+        Action::Fixed {
+            status,
+            body,
+            content_type,
+        } => Some(exact(*status, body, Some(content_type))),
+    }
 }
 
 fn scheme(service: &Service) -> Scheme {

@@ -77,9 +77,12 @@ async fn read_hello(
         };
         buf.extend_from_slice(&chunk[..n]);
         let mut fresh = &chunk[..n];
+        // Bounded: each turn consumes bytes, or ends the read.
         while !fresh.is_empty() {
-            if acceptor.read_tls(&mut fresh).is_err() {
-                return Err(Refusal::NotTls);
+            match acceptor.read_tls(&mut fresh) {
+                Ok(0) => return Err(Refusal::TooLarge),
+                Ok(_) => {}
+                Err(_) => return Err(Refusal::NotTls),
             }
         }
         match acceptor.accept() {
