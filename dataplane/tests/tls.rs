@@ -475,3 +475,34 @@ async fn a_key_that_does_not_match_its_certificate_is_refused_and_the_old_one_se
     assert!(ok, "{text}");
     assert_eq!(certs::subject(&text), Some("subject=CN = site.test"));
 }
+
+/// `check` now loads every certificate and key too: the shipped L7 examples (their
+/// certificates under `certs/`) must still pass it.
+#[test]
+fn the_l7_examples_pass_check() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/l7");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        seen += 1;
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--node", "lb1", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run check");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        seen >= 10,
+        "only {seen} examples found in {}",
+        dir.display()
+    );
+}
