@@ -7,12 +7,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use halo_tests::backends::{self, free_port};
 use halo_tests::certs::{self, Ca, SServer, s_client};
 use halo_tests::client;
 use halo_tests::curl::curl;
 use halo_tests::process::DataPlane;
 use halo_tests::standalone::{Lab, front, metric_sum, wait_until};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
 
 const BIN: &str = env!("CARGO_BIN_EXE_halo-dataplane");
 
@@ -260,6 +263,30 @@ async fn https_without_a_default_route_answers_404_on_http2() {
     assert_eq!(r.status, 404);
 }
 
+/// GET / on an open HTTP/1.1 connection, within 5 s: status and body.
+async fn get_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+) -> (u16, String) {
+    let req = hyper::Request::get("/")
+        .header("host", "site.test")
+        .body(Empty::new())
+        .expect("request");
+    let exchange = async {
+        let response = sender.send_request(req).await.expect("response");
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .expect("answer within 5 s")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_certificate_serves_new_handshakes_without_failing_requests() {
     let lab = Lab::new(BIN, "tls-rotate");
@@ -278,6 +305,16 @@ async fn a_rotated_certificate_serves_new_handshakes_without_failing_requests() 
     let (ok, before) = s_client(addr, &["-servername", "site.test"]);
     assert!(ok, "{before}");
     let before = certs::served_pem(&before).expect("certificate").to_string();
+    // A keep-alive connection opened before the swap, used again after it.
+    let ca_pem = std::fs::read_to_string(&ca.cert).expect("ca");
+    let tls = certs::tls_connect(addr, "site.test", &ca_pem, &["http/1.1"])
+        .await
+        .expect("TLS connection");
+    let (mut open, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    assert_eq!(get_on(&mut open).await, (200, "web\n".to_string()));
 
     // A bounded loop of requests, each a new connection (a new handshake), while the
     // certificate is replaced with one of the same name.
@@ -307,6 +344,11 @@ async fn a_rotated_certificate_serves_new_handshakes_without_failing_requests() 
         "requests failed during rotation: {failures:?}"
     );
 
+    assert_eq!(
+        get_on(&mut open).await,
+        (200, "web\n".to_string()),
+        "the connection opened before the rotation"
+    );
     let (ok, after) = s_client(addr, &["-servername", "site.test"]);
     assert!(ok, "{after}");
     let after = certs::served_pem(&after).expect("certificate");
