@@ -368,8 +368,10 @@ async fn passthrough_picks_the_backend_by_sni() {
     let groups = format!(
         "  backendGroups:\n    - name: a\n      backends: [{{name: a, address: 127.0.0.1, port: {pa}}}]\n"
     );
+    // A second listener has no route for other names.
+    let strict = free_port().expect("port");
     let listener = format!(
-        "      backends: [{{name: b, address: 127.0.0.1, port: {pb}}}]\n      routes:\n        - name: a\n          hostnames: [a.pass.test, \"*.a.pass.test\"]\n          backendRefs: [{{name: a}}]\n"
+        "      backends: [{{name: b, address: 127.0.0.1, port: {pb}}}]\n      routes:\n        - name: a\n          hostnames: [a.pass.test, \"*.a.pass.test\"]\n          backendRefs: [{{name: a}}]\n    - name: strict\n      port: {strict}\n      protocol: TLS\n      routes:\n        - name: a\n          hostnames: [a.pass.test]\n          backendRefs: [{{name: a}}]\n"
     );
     let dp = lab.start(&yaml(port, "TLS", &listener, &groups));
     let addr = front(port);
@@ -392,6 +394,18 @@ async fn passthrough_picks_the_backend_by_sni() {
             "{sni:?}"
         );
     }
+
+    let (ok, text) = s_client(front(strict), &["-servername", "a.pass.test"]);
+    assert!(ok && text.contains("CN = a.pass.test"), "{text}");
+    let (ok, text) = s_client(front(strict), &["-servername", "other.test"]);
+    assert!(!ok, "a name without a route reached a backend: {text}");
+    assert!(
+        wait_until(Duration::from_secs(5), || tls_errors(&dp, "no_route")
+            >= 1.0)
+        .await,
+        "{}",
+        dp.metrics().unwrap_or_default()
+    );
 
     // Not TLS at all: closed and counted.
     let mut plain = std::net::TcpStream::connect(addr).expect("connect");
@@ -434,13 +448,17 @@ async fn backend_tls_is_verified_against_the_ca() {
     // The good group is health-checked over TLS: a plain-text check would fail and take
     // its only server down.
     let check = "      healthCheck: {type: HTTP, path: /health, interval: 100ms, downInterval: 100ms, timeout: 1s, rise: 1, fall: 1}\n";
+    let skip = format!(
+        "    - name: skip\n      backends: [{{name: skip, address: 127.0.0.1, port: {}}}]\n      backendTls: {{insecureSkipVerify: true}}\n",
+        secure.port()
+    );
     let groups = format!(
-        "  backendGroups:\n{}{}",
+        "  backendGroups:\n{}{}{skip}",
         group("good", "ca.crt", check),
         group("bad", "other.crt", "")
     );
     let port = free_port().expect("port");
-    let listener = "      routes:\n        - name: good\n          matches: [{path: {value: /good}}]\n          backendRefs: [{name: good}]\n        - name: bad\n          matches: [{path: {value: /bad}}]\n          backendRefs: [{name: bad}]\n";
+    let listener = "      routes:\n        - name: good\n          matches: [{path: {value: /good}}]\n          backendRefs: [{name: good}]\n        - name: bad\n          matches: [{path: {value: /bad}}]\n          backendRefs: [{name: bad}]\n        - name: skip\n          matches: [{path: {value: /skip}}]\n          backendRefs: [{name: skip}]\n";
     let dp = lab.start(&yaml(port, "HTTP", listener, &groups));
     let checks = |result: &str| {
         dp.metrics().map_or(0.0, |m| {
@@ -458,6 +476,9 @@ async fn backend_tls_is_verified_against_the_ca() {
     assert_eq!((r.status, r.text().as_str()), (200, "secure\n"));
     let r = curl(&[&url("/bad")]).expect("curl");
     assert_eq!(r.status, 502, "{}", r.text());
+    // Not verified at all: the wrong name (the backend's address) and no CA are fine.
+    let r = curl(&[&url("/skip")]).expect("curl");
+    assert_eq!((r.status, r.text().as_str()), (200, "secure\n"));
     let m = dp.metrics().unwrap_or_default();
     assert!(
         metric_sum(&m, "halo_backend_errors_total", &[("kind", "tls")]) >= 1.0,
