@@ -569,3 +569,56 @@ fn the_l7_examples_pass_check() {
         dir.display()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_backends_over_tls_negotiate_h2() {
+    let lab = Lab::new(BIN, "tls-h2-backend");
+    let ca = Ca::new(&lab.dir, "ca", "Halo Test CA");
+    ca.issue("site", &["site.test"]);
+    let (cert, key) = ca.issue("greeter", &["greeter.internal"]);
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("read pem");
+    // Accepts only ALPN h2: a request reaching it proves the proxy offered h2.
+    let greeter = halo_tests::h2::grpc_echo_tls(
+        "greeter",
+        "127.0.0.1:0".parse().expect("addr"),
+        &read(&cert),
+        &read(&key),
+    )
+    .await
+    .expect("backend");
+    let port = free_port().expect("port");
+    let groups = format!(
+        "  backendGroups:\n    - name: greeter\n      backendProtocol: HTTP2\n      backendTls: {{caFile: ca.crt, serverName: greeter.internal}}\n      backends: [{{name: g, address: 127.0.0.1, port: {}}}]\n",
+        greeter.port()
+    );
+    let listener = "      tls:\n        certificates: [{certFile: site.crt, keyFile: site.key}]\n      routes:\n        - name: greeter\n          backendRefs: [{name: greeter}]\n";
+    let _dp = lab.start(&yaml(port, "HTTPS", listener, &groups));
+    let args = [
+        "--http2",
+        "-X",
+        "POST",
+        "--data-binary",
+        "ping",
+        "-H",
+        "content-type: application/grpc",
+        "-D",
+        "-",
+    ];
+    let r = https(
+        "site.test",
+        front(port),
+        &ca.cert,
+        "/helloworld.Greeter/SayHello",
+        &args,
+    );
+    assert_eq!((r.status, r.version.as_str()), (200, "2"), "{}", r.text());
+    let text = r.text();
+    // curl -D prints the head, the echoed body, then the trailers.
+    assert!(
+        text.contains("x-backend: greeter")
+            && text.contains("\r\n\r\nping")
+            && text.contains("grpc-status: 0"),
+        "{text}"
+    );
+    assert_eq!(greeter.served(), 1);
+}

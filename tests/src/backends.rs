@@ -182,23 +182,7 @@ pub async fn https(
     cert_pem: &str,
     key_pem: &str,
 ) -> std::io::Result<Backend> {
-    use tokio_rustls::rustls;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let bad = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
-    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(&e))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| bad(&e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(&e))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| bad(&e))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tls_acceptor(cert_pem, key_pem, "http/1.1")?;
     let requests = Arc::new(AtomicU64::new(0));
     let counter = requests.clone();
     let label = name.to_string();
@@ -221,4 +205,29 @@ pub async fn https(
     })
     .await?;
     Ok(Backend::new(name, requests, server))
+}
+
+/// A TLS server side for a test backend: this chain and key, ALPN `alpn` only.
+pub(crate) fn tls_acceptor(
+    cert_pem: &str,
+    key_pem: &str,
+    alpn: &str,
+) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| bad(&e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| bad(&e))?;
+    config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
