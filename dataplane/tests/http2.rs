@@ -312,7 +312,7 @@ async fn h2c_requests_follow_the_listeners_routes() {
     let lab = lab("h2c-routes");
     let port = free_port().expect("port");
     let yaml = format!(
-        "apiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata: {{name: site, namespace: test}}\nspec:\n  addresses: [127.0.0.1]\n  backendGroups:\n    - name: a\n      backends: [{{name: a, address: 127.0.0.1, port: {}}}]\n  listeners:\n    - name: main\n      port: {port}\n      protocol: HTTP\n{H2C}      backends: [{{name: web, address: 127.0.0.1, port: {}}}]\n      routes:\n        - name: api\n          hostnames: [api.test]\n          matches: [{{path: {{value: /v1}}}}]\n          filters:\n            - {{type: RequestHeaderModifier, requestHeaderModifier: {{add: [{{name: X-Route, value: api}}], remove: [x-drop]}}}}\n            - {{type: URLRewrite, urlRewrite: {{hostname: internal.api, path: {{type: ReplacePrefixMatch, replacePrefixMatch: /}}}}}}\n          backendRefs: [{{name: a}}]\n        - name: moved\n          matches: [{{path: {{value: /old}}}}]\n          filters: [{{type: RequestRedirect, requestRedirect: {{scheme: https, statusCode: 308}}}}]\n        - name: down\n          matches: [{{path: {{type: Exact, value: /maintenance}}}}]\n          fixedResponse: {{statusCode: 503, body: back soon, contentType: text/html}}\n",
+        "apiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata: {{name: site, namespace: test}}\nspec:\n  addresses: [127.0.0.1]\n  backendGroups:\n    - name: a\n      backends: [{{name: a, address: 127.0.0.1, port: {}}}]\n  listeners:\n    - name: main\n      port: {port}\n      protocol: HTTP\n{H2C}      backends: [{{name: web, address: 127.0.0.1, port: {}}}]\n      routes:\n        - name: api\n          hostnames: [api.test]\n          matches: [{{path: {{value: /v1}}}}]\n          filters:\n            - {{type: RequestHeaderModifier, requestHeaderModifier: {{add: [{{name: X-Route, value: api}}], remove: [x-drop]}}}}\n            - {{type: URLRewrite, urlRewrite: {{hostname: internal.api, path: {{type: ReplacePrefixMatch, replacePrefixMatch: /}}}}}}\n          backendRefs: [{{name: a}}]\n        - name: moved\n          matches: [{{path: {{value: /old}}}}]\n          filters: [{{type: RequestRedirect, requestRedirect: {{scheme: https, statusCode: 308}}}}]\n        - name: down\n          matches: [{{path: {{type: Exact, value: /maintenance}}}}]\n          fixedResponse: {{statusCode: 503, body: back soon, contentType: text/html}}\n        - name: hurried\n          matches: [{{path: {{value: /slow}}}}]\n          timeouts: {{request: 300ms}}\n          backendRefs: [{{name: a}}]\n",
         a.port(),
         web.port()
     );
@@ -346,6 +346,10 @@ async fn h2c_requests_follow_the_listeners_routes() {
         "{}",
         r.text()
     );
+
+    // The route's timeout cuts a backend that answers after 2 s.
+    let r = get("www.test", "/slow?ms=2000", &[]).await;
+    assert_eq!(r.status, 504, "{}", r.text());
 
     let r = get("www.test", "/maintenance", &["-D", "-"]).await;
     assert_eq!(r.status, 503);

@@ -68,7 +68,7 @@ async fn the_certificate_follows_sni_and_versions_and_alpn_are_enforced() {
         .expect("backend");
     let port = free_port().expect("port");
     let listener = format!(
-        "      tls:\n        certificates:\n          - {{certFile: a.crt, keyFile: a.key}}\n          - {{certFile: b.crt, keyFile: b.key}}\n      backends: [{{name: web, address: 127.0.0.1, port: {}}}]\n",
+        "      timeouts: {{httpRequest: 500ms}}\n      tls:\n        certificates:\n          - {{certFile: a.crt, keyFile: a.key}}\n          - {{certFile: b.crt, keyFile: b.key}}\n      backends: [{{name: web, address: 127.0.0.1, port: {}}}]\n",
         web.port()
     );
     let dp = lab.start(&yaml(port, "HTTPS", &listener, ""));
@@ -115,6 +115,20 @@ async fn the_certificate_follows_sni_and_versions_and_alpn_are_enforced() {
         wait_until(Duration::from_secs(5), || tls_errors(&dp, "incompatible")
             > before)
         .await,
+        "{}",
+        dp.metrics().unwrap_or_default()
+    );
+
+    // A client that never finishes its handshake is cut at httpRequest and counted.
+    let mut silent = std::net::TcpStream::connect(addr).expect("connect");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut silent, &mut buf).unwrap_or(usize::MAX);
+    assert_eq!(n, 0, "the silent connection was not closed");
+    assert!(
+        wait_until(Duration::from_secs(5), || tls_errors(&dp, "timeout") >= 1.0).await,
         "{}",
         dp.metrics().unwrap_or_default()
     );
