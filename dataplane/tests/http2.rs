@@ -359,3 +359,26 @@ async fn h2c_requests_follow_the_listeners_routes() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn http1_clients_reach_an_http2_backend_group_and_h2c_still_works() {
+    let grpc = h2::grpc_echo("grpc-1", loopback()).await.expect("backend");
+    let lab = lab("h1-to-h2");
+    let port = free_port().expect("port");
+    let extra = format!("{H2C}      backendProtocol: HTTP2\n");
+    let _dp = lab.start(&lb(port, "HTTP", &extra, &[("grpc-1", grpc.port())]));
+    for flag in ["--http1.1", "--http2-prior-knowledge"] {
+        let u = url(port, "/echo");
+        let r =
+            blocking(move || curl(&[flag, "-X", "POST", "--data-binary", "ping", "-D", "-", &u]))
+                .await
+                .expect("curl");
+        let text = r.text();
+        assert_eq!(r.status, 200, "{flag}: {text}");
+        assert!(
+            text.contains("x-backend: grpc-1") && text.contains("\r\n\r\nping"),
+            "{flag}: {text}"
+        );
+    }
+    assert_eq!(grpc.served(), 2);
+}

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use halo_crds::node_config::{GroupConfig, ListenerConfig, RouteAction};
+use halo_crds::node_config::{GroupConfig, ListenerConfig, RouteAction, UpstreamProtocol};
 use halo_crds::render::DEFAULT_GROUP;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -234,9 +234,11 @@ impl Service {
     }
 
     /// Whether plain HTTP/1.1 clients of this listener go through the hyper-based
-    /// engine: the byte-level one speaks plain TCP to backends only.
+    /// engine: the byte-level one speaks HTTP/1.1 over plain TCP to backends only.
     pub fn needs_hyper(&self) -> bool {
-        self.groups.iter().any(|g| g.config.tls.is_some())
+        self.groups
+            .iter()
+            .any(|g| g.config.tls.is_some() || g.config.protocol == UpstreamProtocol::Http2)
     }
 
     /// Counts a client connection closed in or before its TLS handshake.

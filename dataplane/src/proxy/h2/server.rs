@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use super::activity::{Activity, Watched};
 use super::body::Body;
 use super::forward;
-use super::preface::Prefixed;
+use super::preface::{self, Prefixed, Start};
 use crate::proxy::h1::{head, throttle};
 use crate::proxy::{Admitted, Service, tls};
 
@@ -244,10 +244,20 @@ pub async fn serve_tls(
     }
 }
 
-/// Serves a plain HTTP/1.1 client with hyper (see `run_http1`).
-pub async fn serve_http1(stream: TcpStream, peer: SocketAddr, slot: Arc<ArcSwap<Service>>) {
+/// Serves a plain client with hyper (see `run_http1`), as HTTP/2 when the listener
+/// takes h2c and the client starts with the preface.
+pub async fn serve_http1(mut stream: TcpStream, peer: SocketAddr, slot: Arc<ArcSwap<Service>>) {
     let admitted = slot.load().admit();
-    run_http1(stream, peer, slot, admitted).await;
+    if !slot.load().config.h2c {
+        run_http1(stream, peer, slot, admitted).await;
+        return;
+    }
+    let wait = ms(slot.load().config.timeouts.http_request_ms);
+    match preface::read_start(&mut stream, wait).await {
+        Start::Http2(head) => run(Prefixed::new(head, stream), peer, slot, admitted).await,
+        Start::Http1(head) => run_http1(Prefixed::new(head, stream), peer, slot, admitted).await,
+        Start::Gone => {}
+    }
 }
 
 /// What the watchdog does with a connection now.
