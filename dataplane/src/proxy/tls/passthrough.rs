@@ -31,6 +31,18 @@ pub enum Refusal {
     NoRoute,
 }
 
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Timeout => "no whole ClientHello in time",
+            Self::Closed => "closed before its ClientHello",
+            Self::NotTls => "did not start with a TLS ClientHello",
+            Self::TooLarge => "ClientHello too large",
+            Self::NoRoute => "no route for its SNI name",
+        })
+    }
+}
+
 impl Refusal {
     pub fn reason(self) -> &'static str {
         match self {
@@ -152,7 +164,7 @@ fn refused(service: &Service, peer: SocketAddr, refusal: Refusal) {
         .tls_handshake_errors
         .get_or_create(&with(service.labels.clone(), "reason", refusal.reason()))
         .inc();
-    throttle::info_tls(peer, &service.config.name, refusal.reason(), &"passthrough");
+    throttle::info_tls(peer, &service.config.name, refusal.reason(), &refusal);
 }
 
 #[cfg(test)]
