@@ -636,3 +636,40 @@ async fn http2_backends_over_tls_negotiate_h2() {
     );
     assert_eq!(greeter.served(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_https_listener_answers_503_until_a_connection_closes() {
+    let lab = Lab::new(BIN, "tls-full");
+    let ca = Ca::new(&lab.dir, "ca", "Halo Test CA");
+    ca.issue("site", &["site.test"]);
+    let web = backends::http("web", "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("backend");
+    let port = free_port().expect("port");
+    let listener = format!(
+        "      maxConnections: 1\n      tls:\n        certificates: [{{certFile: site.crt, keyFile: site.key}}]\n      backends: [{{name: web, address: 127.0.0.1, port: {}}}]\n",
+        web.port()
+    );
+    let _dp = lab.start(&yaml(port, "HTTPS", &listener, ""));
+    let addr = front(port);
+    let ca_pem = std::fs::read_to_string(&ca.cert).expect("ca");
+    let tls = certs::tls_connect(addr, "site.test", &ca_pem, &["http/1.1"])
+        .await
+        .expect("TLS connection");
+    let (mut held, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("handshake");
+    let driver = tokio::spawn(conn);
+    assert_eq!(get_on(&mut held).await, (200, "web\n".to_string()));
+
+    let r = https("site.test", addr, &ca.cert, "/", &[]);
+    assert_eq!(r.status, 503, "{}", r.text());
+
+    drop(held);
+    driver.abort();
+    let freed = wait_until(Duration::from_secs(5), || {
+        https("site.test", addr, &ca.cert, "/", &[]).status == 200
+    })
+    .await;
+    assert!(freed, "the slot was not given back");
+}
