@@ -149,6 +149,35 @@ async fn the_certificate_follows_sni_and_versions_and_alpn_are_enforced() {
     assert!(!ok, "TLS 1.2 was accepted under minVersion 1.3: {text}");
     let (ok, text) = s_client(addr, &["-servername", "a.test", "-tls1_3"]);
     assert!(ok, "{text}");
+
+    // cipherSuites: only the listed suite is negotiated.
+    lab.write(&yaml(
+        port,
+        "HTTPS",
+        &listener.replace(
+            "      tls:\n",
+            "      tls:\n        minVersion: \"1.3\"\n        cipherSuites: [TLS_AES_256_GCM_SHA384]\n",
+        ),
+        "",
+    ));
+    assert!(
+        wait_until(Duration::from_secs(10), || version(&dp) == Some(3)).await,
+        "{}",
+        dp.log_text()
+    );
+    let only = |suite: &str| {
+        s_client(
+            addr,
+            &["-servername", "a.test", "-tls1_3", "-ciphersuites", suite],
+        )
+    };
+    let (ok, text) = only("TLS_AES_128_GCM_SHA256");
+    assert!(!ok, "an unlisted suite was negotiated: {text}");
+    let (ok, text) = only("TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256");
+    assert!(
+        ok && text.contains("Cipher is TLS_AES_256_GCM_SHA384"),
+        "{text}"
+    );
 }
 
 const ROUTES: &str = "      routes:
