@@ -157,6 +157,9 @@ async fn async_main() -> Result<ExitCode> {
     match command {
         Command::Check { config, node } => {
             let rendered = file::load(&config, &node_info(node))?;
+            for l in &rendered.listeners {
+                halo_dataplane::runtime::check_listener(l)?;
+            }
             println!("{}", serde_json::to_string_pretty(&rendered.sealed(1))?);
             Ok(ExitCode::SUCCESS)
         }

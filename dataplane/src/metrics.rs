@@ -40,6 +40,7 @@ pub struct Metrics {
     pub backend_connections_opened: Family<Labels, Counter>,
     pub http_client_errors: Family<Labels, Counter>,
     pub proxy_protocol_errors: Family<Labels, Counter>,
+    pub tls_handshake_errors: Family<Labels, Counter>,
     pub backend_active: Family<Labels, Gauge>,
     pub backend_up: Family<Labels, Gauge>,
     pub backend_bytes_in: Family<Labels, Counter>,
@@ -140,6 +141,12 @@ impl Metrics {
             "proxy_protocol_errors",
             "Connections from a PROXY protocol source closed for a missing or bad header, by reason",
             proxy_protocol_errors.clone(),
+        );
+        let tls_handshake_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "tls_handshake_errors",
+            "TLS client connections closed before any request: failed handshakes, and passthrough ClientHellos without a route, by reason",
+            tls_handshake_errors.clone(),
         );
         let backend_active = Family::<Labels, Gauge>::default();
         registry.register(
@@ -308,6 +315,7 @@ impl Metrics {
             backend_connections_opened,
             http_client_errors,
             proxy_protocol_errors,
+            tls_handshake_errors,
             backend_active,
             backend_up,
             backend_bytes_in,

@@ -31,6 +31,11 @@ pub enum ApplyError {
     #[error("VirtualIP {vip}: {message}")]
     Vip { vip: String, message: String },
     #[error("listener {listener}: {error}")]
+    Tls {
+        listener: String,
+        error: crate::proxy::tls::TlsError,
+    },
+    #[error("listener {listener}: {error}")]
     Routes {
         listener: String,
         error: crate::proxy::route::RouteError,
@@ -144,12 +149,7 @@ impl Runtime {
         // Which listener each socket address belongs to now.
         let mut wanted: BTreeMap<SocketAddr, String> = BTreeMap::new();
         for l in &config.listeners {
-            if let Err(error) = Routes::compile(l) {
-                return Err(ApplyError::Routes {
-                    listener: l.name.clone(),
-                    error,
-                });
-            }
+            check_listener(l)?;
             for ip in &l.addresses {
                 let addr = SocketAddr::new(*ip, l.port);
                 if let Some(first) = wanted.insert(addr, l.name.clone()) {
@@ -464,4 +464,22 @@ pub struct BackendStatus {
     pub stats: crate::proxy::stats::StatsView,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+}
+
+/// What the data plane itself must accept in a listener before serving it: its routes
+/// compile, its certificates and keys load.
+pub fn check_listener(l: &halo_crds::node_config::ListenerConfig) -> Result<(), ApplyError> {
+    if let Err(error) = Routes::compile(l) {
+        return Err(ApplyError::Routes {
+            listener: l.name.clone(),
+            error,
+        });
+    }
+    if let Err(error) = crate::proxy::tls::ListenerTls::build(l) {
+        return Err(ApplyError::Tls {
+            listener: l.name.clone(),
+            error,
+        });
+    }
+    Ok(())
 }

@@ -302,3 +302,83 @@ async fn websocket_over_extended_connect_reaches_an_http1_backend() {
     assert_eq!(echoes, ["hello", "world"]);
     assert_eq!(ws.served(), 1);
 }
+
+#[tokio::test]
+async fn h2c_requests_follow_the_listeners_routes() {
+    let (a, web) = (
+        backends::http("a", loopback()).await.expect("backend"),
+        backends::http("web", loopback()).await.expect("backend"),
+    );
+    let lab = lab("h2c-routes");
+    let port = free_port().expect("port");
+    let yaml = format!(
+        "apiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata: {{name: site, namespace: test}}\nspec:\n  addresses: [127.0.0.1]\n  backendGroups:\n    - name: a\n      backends: [{{name: a, address: 127.0.0.1, port: {}}}]\n  listeners:\n    - name: main\n      port: {port}\n      protocol: HTTP\n{H2C}      backends: [{{name: web, address: 127.0.0.1, port: {}}}]\n      routes:\n        - name: api\n          hostnames: [api.test]\n          matches: [{{path: {{value: /v1}}}}]\n          filters:\n            - {{type: RequestHeaderModifier, requestHeaderModifier: {{add: [{{name: X-Route, value: api}}], remove: [x-drop]}}}}\n            - {{type: URLRewrite, urlRewrite: {{hostname: internal.api, path: {{type: ReplacePrefixMatch, replacePrefixMatch: /}}}}}}\n          backendRefs: [{{name: a}}]\n        - name: moved\n          matches: [{{path: {{value: /old}}}}]\n          filters: [{{type: RequestRedirect, requestRedirect: {{scheme: https, statusCode: 308}}}}]\n        - name: down\n          matches: [{{path: {{type: Exact, value: /maintenance}}}}]\n          fixedResponse: {{statusCode: 503, body: back soon, contentType: text/html}}\n        - name: hurried\n          matches: [{{path: {{value: /slow}}}}]\n          timeouts: {{request: 300ms}}\n          backendRefs: [{{name: a}}]\n",
+        a.port(),
+        web.port()
+    );
+    let _dp = lab.start(&yaml);
+    let get = |host: &'static str, path: &str, extra: &'static [&'static str]| {
+        let u = url(port, path);
+        let host = format!("Host: {host}");
+        blocking(move || {
+            let mut args = vec!["--http2-prior-knowledge", "-H", &host];
+            args.extend_from_slice(extra);
+            args.push(&u);
+            curl(&args).expect("curl")
+        })
+    };
+    let r = get("api.test", "/v1/headers", &["-H", "X-Drop: 1"]).await;
+    assert_eq!((r.version.as_str(), r.status), ("2", 200), "{}", r.text());
+    let body = r.text();
+    assert!(body.contains("x-route: api\n"), "{body}");
+    assert!(body.contains("host: internal.api\n"), "{body}");
+    assert!(!body.contains("x-drop"), "{body}");
+    assert!(body.contains("x-forwarded-host: api.test\n"), "{body}");
+
+    // Another host misses the api route's bucket and gets the listener's backends.
+    let r = get("www.test", "/v1/x", &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "web\n"));
+
+    let r = get("www.test", "/old/page?x=1", &["-D", "-"]).await;
+    assert_eq!(r.status, 308);
+    assert!(
+        r.text().contains("location: https://www.test/old/page?x=1"),
+        "{}",
+        r.text()
+    );
+
+    // The route's timeout cuts a backend that answers after 2 s.
+    let r = get("www.test", "/slow?ms=2000", &[]).await;
+    assert_eq!(r.status, 504, "{}", r.text());
+
+    let r = get("www.test", "/maintenance", &["-D", "-"]).await;
+    assert_eq!(r.status, 503);
+    let text = r.text();
+    assert!(
+        text.contains("content-type: text/html") && text.ends_with("back soon"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn http1_clients_reach_an_http2_backend_group_and_h2c_still_works() {
+    let grpc = h2::grpc_echo("grpc-1", loopback()).await.expect("backend");
+    let lab = lab("h1-to-h2");
+    let port = free_port().expect("port");
+    let extra = format!("{H2C}      backendProtocol: HTTP2\n");
+    let _dp = lab.start(&lb(port, "HTTP", &extra, &[("grpc-1", grpc.port())]));
+    for flag in ["--http1.1", "--http2-prior-knowledge"] {
+        let u = url(port, "/echo");
+        let r =
+            blocking(move || curl(&[flag, "-X", "POST", "--data-binary", "ping", "-D", "-", &u]))
+                .await
+                .expect("curl");
+        let text = r.text();
+        assert_eq!(r.status, 200, "{flag}: {text}");
+        assert!(
+            text.contains("x-backend: grpc-1") && text.contains("\r\n\r\nping"),
+            "{flag}: {text}"
+        );
+    }
+    assert_eq!(grpc.served(), 2);
+}

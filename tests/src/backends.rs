@@ -229,3 +229,61 @@ pub async fn ws_echo(name: &str, addr: SocketAddr) -> std::io::Result<Backend> {
     .await?;
     Ok(Backend::new(name, requests, server))
 }
+
+/// The `http` server behind TLS with the PEM certificate chain and key given (ALPN
+/// `http/1.1`): a backend for the proxy's backend TLS.
+pub async fn https(
+    name: &str,
+    addr: SocketAddr,
+    cert_pem: &str,
+    key_pem: &str,
+) -> std::io::Result<Backend> {
+    let acceptor = tls_acceptor(cert_pem, key_pem, "http/1.1")?;
+    let requests = Arc::new(AtomicU64::new(0));
+    let counter = requests.clone();
+    let label = name.to_string();
+    let server = server::serve(addr, move |stream| {
+        let (label, counter, acceptor) = (label.clone(), counter.clone(), acceptor.clone());
+        async move {
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await
+            else {
+                return;
+            };
+            let svc = service_fn(move |req| {
+                let (label, counter) = (label.clone(), counter.clone());
+                async move { Ok::<_, Infallible>(respond(&label, &counter, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+        }
+    })
+    .await?;
+    Ok(Backend::new(name, requests, server))
+}
+
+/// A TLS server side for a test backend: this chain and key, ALPN `alpn` only.
+pub(crate) fn tls_acceptor(
+    cert_pem: &str,
+    key_pem: &str,
+    alpn: &str,
+) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| bad(&e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| bad(&e))?;
+    config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}

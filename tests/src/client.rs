@@ -76,12 +76,26 @@ pub async fn ws_exchange(
     path: &str,
     messages: &[&str],
 ) -> Result<Vec<String>> {
-    use futures::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
     let limit = Duration::from_secs(5);
     let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
         .await
         .context("connect timed out")??;
+    ws_exchange_over(stream, host, path, messages).await
+}
+
+/// `ws_exchange` over a connection already open (a TLS one, say).
+pub async fn ws_exchange_over<S>(
+    stream: S,
+    host: &str,
+    path: &str,
+    messages: &[&str],
+) -> Result<Vec<String>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let limit = Duration::from_secs(5);
     let (mut ws, response) = tokio::time::timeout(
         limit,
         tokio_tungstenite::client_async(format!("ws://{host}{path}"), stream),

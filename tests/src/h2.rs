@@ -48,6 +48,41 @@ pub async fn grpc_echo(name: &str, addr: SocketAddr) -> std::io::Result<Backend>
     Ok(Backend::new(name, requests, server))
 }
 
+/// `grpc_echo` behind TLS (this chain and key) that accepts only ALPN `h2`.
+pub async fn grpc_echo_tls(
+    name: &str,
+    addr: SocketAddr,
+    cert_pem: &str,
+    key_pem: &str,
+) -> std::io::Result<Backend> {
+    let acceptor = crate::backends::tls_acceptor(cert_pem, key_pem, "h2")?;
+    let requests = Arc::new(AtomicU64::new(0));
+    let counter = requests.clone();
+    let label = name.to_string();
+    let server = server::serve(addr, move |stream| {
+        let (label, counter, acceptor) = (label.clone(), counter.clone(), acceptor.clone());
+        async move {
+            let limit = std::time::Duration::from_secs(5);
+            let Ok(Ok(tls)) = tokio::time::timeout(limit, acceptor.accept(stream)).await else {
+                return;
+            };
+            if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                return;
+            }
+            let svc = service_fn(move |req| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                let label = label.clone();
+                async move { Ok::<_, Infallible>(echo(&label, req)) }
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+        }
+    })
+    .await?;
+    Ok(Backend::new(name, requests, server))
+}
+
 fn echo(name: &str, req: Request<Incoming>) -> Response<Body> {
     let te = req
         .headers()

@@ -2,6 +2,7 @@
 //! network namespaces and a real control plane.
 
 pub mod backends;
+pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod control_plane;

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use halo_crds::node_config::{BackendConfig, HealthCheckConfig, ProxyProtocolVersion};
+use halo_crds::node_config::{
+    BackendConfig, HealthCheckConfig, ProxyProtocolVersion, UpstreamProtocol, UpstreamTlsConfig,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
@@ -15,6 +17,7 @@ use tokio::task::AbortHandle;
 use super::balance::{Candidate, hash_bytes};
 use super::dispatch::{self, GroupQueue};
 use super::stats::BackendStats;
+use super::tls::client::UpstreamTls;
 use super::{proxy_protocol, slow_start, workers};
 use crate::metrics::{Labels, Metrics, backend_labels, with};
 
@@ -29,6 +32,8 @@ pub struct Backend {
     /// Every connection starts with a PROXY protocol header naming its one client, so
     /// none is pooled for another.
     pub proxy_protocol: Option<ProxyProtocolVersion>,
+    /// TLS towards this server (its group's `tls`).
+    pub tls: Option<Arc<UpstreamTls>>,
     pub id: u64,
     up: AtomicBool,
     active: AtomicU32,
@@ -66,6 +71,7 @@ impl Backend {
         config: BackendConfig,
         health_check: Option<HealthCheckConfig>,
         proxy_protocol: Option<ProxyProtocolVersion>,
+        tls: Option<Arc<UpstreamTls>>,
         metrics: Arc<Metrics>,
         ramp: bool,
     ) -> Arc<Self> {
@@ -85,6 +91,7 @@ impl Backend {
             config,
             health_check,
             proxy_protocol,
+            tls,
             up: AtomicBool::new(true),
             active: AtomicU32::new(0),
             up_since_ms: AtomicU64::new(if ramp { clock_ms() } else { NOT_RAMPING }),
@@ -110,11 +117,13 @@ impl Backend {
         config: &BackendConfig,
         hc: Option<&HealthCheckConfig>,
         proxy_protocol: Option<ProxyProtocolVersion>,
+        tls: Option<(&UpstreamTlsConfig, UpstreamProtocol)>,
     ) -> bool {
         self.listener == listener
             && &self.config == config
             && self.health_check.as_ref() == hc
             && self.proxy_protocol == proxy_protocol
+            && self.tls.as_ref().map(|t| (&t.config, t.protocol)) == tls
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -1,14 +1,16 @@
-//! Active health checks: TCP connect or an HTTP GET, with rise/fall hysteresis.
+//! Active health checks: TCP connect or an HTTP GET (over TLS for groups that speak
+//! TLS to their servers), with rise/fall hysteresis.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use halo_crds::node_config::{HealthCheckConfig, Probe, ProxyProtocolVersion};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::backend::Backend;
 use super::proxy_protocol;
+use super::tls::client::UpstreamTls;
 
 /// Starts the check loop; it ends by itself when the backend is dropped.
 pub fn spawn(backend: &Arc<Backend>) {
@@ -51,8 +53,12 @@ async fn run(backend: Weak<Backend>, check: HealthCheckConfig) {
             target.set_port(port);
         }
         let timeout = Duration::from_millis(check.timeout_ms);
-        let result =
-            tokio::time::timeout(timeout, probe(target, &check.probe, b.proxy_protocol)).await;
+        let tls = b.tls.clone();
+        let result = tokio::time::timeout(
+            timeout,
+            probe(target, &check.probe, b.proxy_protocol, tls.as_deref()),
+        )
+        .await;
         let outcome = match result {
             Err(_) => Err(format!("no answer within {timeout:?}")),
             Ok(r) => r,
@@ -87,6 +93,7 @@ async fn probe(
     target: std::net::SocketAddr,
     probe: &Probe,
     proxy_protocol: Option<ProxyProtocolVersion>,
+    tls: Option<&UpstreamTls>,
 ) -> Result<(), String> {
     let mut stream = TcpStream::connect(target)
         .await
@@ -106,6 +113,29 @@ async fn probe(
     else {
         return Ok(());
     };
+    // A group that speaks TLS to its servers is checked over TLS too, so a server whose
+    // certificate fails verification is not marked up.
+    match tls {
+        None => http_probe(stream, target, path, *expect_status).await,
+        Some(tls) => {
+            let stream = tls
+                .connect(stream, target.ip())
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            http_probe(stream, target, path, *expect_status).await
+        }
+    }
+}
+
+async fn http_probe<S>(
+    mut stream: S,
+    target: std::net::SocketAddr,
+    path: &str,
+    expect_status: Option<u16>,
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: halo-health-check\r\nConnection: close\r\n\r\n"
     );
@@ -127,7 +157,7 @@ async fn probe(
     }
     let status = parse_status_line(&head).ok_or_else(|| "no HTTP status line".to_string())?;
     let ok = match expect_status {
-        Some(want) => status == *want,
+        Some(want) => status == want,
         None => (200..400).contains(&status),
     };
     if ok {

@@ -10,7 +10,7 @@ use halo_crds::load_balancer::Protocol;
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Service, h1, proxy_protocol, tcp};
+use super::{Service, h1, h2, proxy_protocol, tcp, tls};
 
 fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let domain = if addr.is_ipv4() {
@@ -88,13 +88,28 @@ fn dispatch(
     slot: &Arc<ArcSwap<Service>>,
 ) {
     match service.config.protocol {
-        Protocol::Tcp | Protocol::Tls => {
+        Protocol::Tcp => {
             let Some(admitted) = service.admit() else {
                 return;
             };
             tokio::spawn(tcp::serve(stream, client, service, admitted));
         }
-        Protocol::Http | Protocol::Https => {
+        Protocol::Tls => {
+            let Some(admitted) = service.admit() else {
+                return;
+            };
+            tokio::spawn(tls::passthrough::serve(stream, client, service, admitted));
+        }
+        Protocol::Https => {
+            // Admitted before the handshake: a full listener spends no crypto on a client
+            // (its requests are answered 503).
+            let admitted = service.admit();
+            tokio::spawn(h2::serve_tls(stream, client, slot.clone(), admitted));
+        }
+        Protocol::Http if service.needs_hyper() => {
+            tokio::spawn(h2::serve_http1(stream, client, slot.clone()));
+        }
+        Protocol::Http => {
             tokio::spawn(h1::serve(stream, client, slot.clone()));
         }
     }

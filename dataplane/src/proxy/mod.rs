@@ -20,6 +20,7 @@ pub mod splice;
 pub mod stats;
 pub mod sticky;
 pub mod tcp;
+pub mod tls;
 pub mod trace;
 pub mod workers;
 
@@ -29,7 +30,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use halo_crds::load_balancer::Protocol;
-use halo_crds::node_config::{GroupConfig, ListenerConfig, RouteAction};
+use halo_crds::node_config::{GroupConfig, ListenerConfig, RouteAction, UpstreamProtocol};
 use halo_crds::render::DEFAULT_GROUP;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -52,6 +53,9 @@ pub struct Service {
     pub groups: Vec<Arc<Group>>,
     /// HTTP routing (unused by TCP listeners).
     pub routes: Routes,
+    /// TLS termination (HTTPS listeners); built with the service, so a reload's new
+    /// certificates serve new handshakes while open connections keep theirs.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     limit: Option<Arc<Semaphore>>,
     pub labels: Labels,
     pub metrics: Arc<Metrics>,
@@ -95,11 +99,19 @@ impl Group {
     fn new(
         listener: &ListenerConfig,
         config: GroupConfig,
+        upstream_tls: Option<Arc<tls::client::UpstreamTls>>,
         previous: Option<&Group>,
         metrics: &Arc<Metrics>,
         build: Build,
     ) -> Arc<Self> {
-        let backends = Self::build_backends(&listener.name, &config, previous, metrics, build);
+        let backends = Self::build_backends(
+            &listener.name,
+            &config,
+            upstream_tls,
+            previous,
+            metrics,
+            build,
+        );
         let cookie = CookieRule::of(
             config.persistence.as_ref(),
             listener.protocol == Protocol::Https,
@@ -133,6 +145,7 @@ impl Group {
     fn build_backends(
         listener: &str,
         config: &GroupConfig,
+        upstream_tls: Option<Arc<tls::client::UpstreamTls>>,
         previous: Option<&Group>,
         metrics: &Arc<Metrics>,
         build: Build,
@@ -155,6 +168,7 @@ impl Group {
                                 &b,
                                 config.health_check.as_ref(),
                                 config.proxy_protocol,
+                                config.tls.as_ref().map(|t| (t, config.protocol)),
                             )
                         })
                     })
@@ -165,6 +179,7 @@ impl Group {
                             b,
                             config.health_check.clone(),
                             config.proxy_protocol,
+                            upstream_tls.clone(),
                             metrics.clone(),
                             build.ramp_new,
                         );
@@ -227,12 +242,29 @@ impl Service {
         metrics: Arc<Metrics>,
         build: Build,
     ) -> Arc<Self> {
+        let built = tls::ListenerTls::build(&config).unwrap_or_else(|e| {
+            // The runtime checks TLS before applying a config; this is a fallback.
+            tracing::error!(listener = %config.name, error = %e, "TLS not served");
+            tls::ListenerTls {
+                server: None,
+                upstream: Vec::new(),
+            }
+        });
         let groups = config
             .groups
             .iter()
-            .map(|g| {
+            .enumerate()
+            .map(|(i, g)| {
                 let old = previous.and_then(|p| p.groups.iter().find(|o| o.config.name == g.name));
-                Group::new(&config, g.clone(), old.map(|o| &**o), &metrics, build)
+                let upstream = built.upstream.get(i).cloned().flatten();
+                Group::new(
+                    &config,
+                    g.clone(),
+                    upstream,
+                    old.map(|o| &**o),
+                    &metrics,
+                    build,
+                )
             })
             .collect();
         let limit = match previous {
@@ -262,6 +294,7 @@ impl Service {
             config,
             groups,
             routes,
+            tls: built.server,
             limit,
             labels,
             metrics,
@@ -299,6 +332,22 @@ impl Service {
     pub fn count_response(&self, status: u16) {
         let class = usize::from((status / 100).clamp(1, 5)) - 1;
         self.responses[class].inc();
+    }
+
+    /// Whether plain HTTP/1.1 clients of this listener go through the hyper-based
+    /// engine: the byte-level one speaks HTTP/1.1 over plain TCP to backends only.
+    pub fn needs_hyper(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|g| g.config.tls.is_some() || g.config.protocol == UpstreamProtocol::Http2)
+    }
+
+    /// Counts a client connection closed in or before its TLS handshake.
+    pub fn count_tls_error(&self, reason: &'static str) {
+        self.metrics
+            .tls_handshake_errors
+            .get_or_create(&with(self.labels.clone(), "reason", reason))
+            .inc();
     }
 
     /// Counts a request refused as malformed or over a limit.

@@ -46,6 +46,12 @@ pub fn info_proxy_header(peer: SocketAddr, listener: &str, error: &dyn std::fmt:
     }
 }
 
+pub fn info_tls(peer: SocketAddr, listener: &str, reason: &str, error: &dyn std::fmt::Display) {
+    if due(peer.ip(), Instant::now()) {
+        tracing::info!(%peer, listener, reason, %error, "TLS connection refused (further ones from this peer are counted, not logged, for a minute)");
+    }
+}
+
 pub fn warn_backend(backend: &Backend, error: &dyn std::fmt::Display) {
     if due(backend.config.address, Instant::now()) {
         tracing::warn!(listener = %backend.listener, backend = backend.name(), %error, "bad response from backend (further ones are counted, not logged, for a minute)");

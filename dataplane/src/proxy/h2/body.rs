@@ -31,6 +31,13 @@ pub fn text(message: &str) -> Body {
         .boxed_unsync()
 }
 
+/// A body of exactly these bytes (a route's fixed response).
+pub fn exact(bytes: &[u8]) -> Body {
+    Full::new(Bytes::copy_from_slice(bytes))
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}
+
 /// A received body, boxed, failing when no frame arrives for `limit` while it is read.
 pub fn timed<B>(inner: B, limit: Duration) -> Body
 where

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use halo_crds::load_balancer::Protocol;
 use halo_crds::node_config::UpstreamProtocol;
-use http::{Method, Request, Response, StatusCode, request};
+use http::{Method, Request, Response, StatusCode, Version, request};
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 
@@ -19,7 +19,9 @@ use super::upstream::{self, OpenError};
 use super::{Stream, tunnel};
 use crate::proxy::backend::{ActiveGuard, Backend};
 use crate::proxy::dispatch::Refused;
+use crate::proxy::filter::{self, Action, HeaderEdits, RedirectFrom, RoutePlan, Scheme};
 use crate::proxy::h1::throttle;
+use crate::proxy::route::{Headers, Matched, RequestView};
 use crate::proxy::trace::{Served, Trace};
 use crate::proxy::{Group, Service, sticky};
 
@@ -34,19 +36,76 @@ pub async fn handle(stream: Stream, mut req: Request<Incoming>) -> Response<Body
     let response = if stream.conn.refusing {
         local(503, "listener at capacity")
     } else {
-        let websocket = is_websocket(&req);
-        let upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-        match prepare(&service, stream.conn.peer, req) {
+        let upgrade = Upgrade::of(&req);
+        let on_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        match prepare(&service, stream.conn.peer, req, upgrade.as_ref()) {
             Err(e) => client_error(&service, stream.conn.peer, &e),
-            Ok((group, parts, body)) => match upgrade {
-                Some(upgrade) => tunnel::websocket(&service, group, stream, parts, upgrade).await,
-                None => forward(&service, group, stream, parts, body).await,
-            },
+            Ok(Prepared::Local(response)) => response,
+            Ok(Prepared::Forward(p)) => {
+                let Forwarded {
+                    plan,
+                    group,
+                    peer,
+                    parts,
+                    body,
+                } = *p;
+                let edits = &plan.response_headers;
+                let exchange = async {
+                    match (on_upgrade, upgrade) {
+                        (Some(client), Some(kind)) => {
+                            tunnel::upgrade(&service, group, stream, parts, client, kind, edits)
+                                .await
+                        }
+                        _ => forward(&service, group, stream, parts, body, edits).await,
+                    }
+                };
+                match plan.timeout {
+                    None => exchange.await,
+                    Some(limit) => match tokio::time::timeout(limit, exchange).await {
+                        Ok(r) => r,
+                        Err(_) => gateway_error(
+                            &service,
+                            peer,
+                            504,
+                            "no response within the route's timeout",
+                        ),
+                    },
+                }
+            }
         }
     };
     service.count_response(response.status().as_u16());
     trace.answered(&service, peer, &response);
     response
+}
+
+/// A protocol switch the client asks for.
+#[derive(Clone, Debug)]
+pub enum Upgrade {
+    /// RFC 8441 extended CONNECT with `:protocol websocket` (HTTP/2 clients).
+    Websocket,
+    /// HTTP/1.1 `Connection: upgrade` with this `Upgrade` value.
+    Http1(http::HeaderValue),
+}
+
+impl Upgrade {
+    fn of<B>(req: &Request<B>) -> Option<Self> {
+        if is_websocket(req) {
+            return Some(Self::Websocket);
+        }
+        if req.version() != Version::HTTP_11 {
+            return None;
+        }
+        let asks = req
+            .headers()
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+        let to = req.headers().get(http::header::UPGRADE)?;
+        asks.then(|| Self::Http1(to.clone()))
+    }
 }
 
 fn is_websocket<B>(req: &Request<B>) -> bool {
@@ -57,38 +116,135 @@ fn is_websocket<B>(req: &Request<B>) -> bool {
             .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
 }
 
-/// The group a request goes to. The listener's first route until routing lands here.
-fn route<'s>(service: &'s Service, _parts: &request::Parts) -> Option<&'s Group> {
-    service.stream_group()
+/// A request routed to a backend group, its head rewritten for the backend.
+struct Forwarded<'s> {
+    plan: &'s RoutePlan,
+    group: Option<&'s Group>,
+    peer: SocketAddr,
+    parts: request::Parts,
+    body: Incoming,
 }
 
-type Prepared<'s> = (Option<&'s Group>, request::Parts, Incoming);
+enum Prepared<'s> {
+    Forward(Box<Forwarded<'s>>),
+    /// The route's own answer (redirect, fixed response) or 404.
+    Local(Response<Body>),
+}
 
-fn prepare(
-    service: &Service,
+/// Header lookup of a request for the router.
+struct Fields<'a>(&'a http::HeaderMap);
+
+impl Headers for Fields<'_> {
+    fn first(&self, name: &str) -> Option<&[u8]> {
+        self.0.get(name).map(http::HeaderValue::as_bytes)
+    }
+}
+
+/// What route the request takes and what it becomes: the rewritten head for a
+/// forwarded one, else the proxy's answer.
+fn prepare<'s>(
+    service: &'s Service,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Prepared<'_>, BadRequest> {
-    let websocket = is_websocket(&req);
+    upgrade: Option<&Upgrade>,
+) -> Result<Prepared<'s>, BadRequest> {
     let (mut parts, body) = req.into_parts();
-    if parts.method == Method::CONNECT && !websocket {
+    if parts.method == Method::CONNECT && !matches!(upgrade, Some(Upgrade::Websocket)) {
         return Err(BadRequest::Connect);
     }
-    let group = route(service, &parts);
-    let protocol = group.map_or(UpstreamProtocol::Http1, |g| g.config.protocol);
+    let authority = headers::authority(&parts)?;
+    let (path, query) = (
+        parts.uri.path().to_string(),
+        parts.uri.query().unwrap_or(""),
+    );
+    let query = query.to_string();
+    let fields = Fields(&parts.headers);
+    let view = RequestView {
+        method: parts.method.as_str().as_bytes(),
+        host: Some(authority.as_str().as_bytes()),
+        path: path.as_bytes(),
+        query: query.as_bytes(),
+        headers: &fields,
+    };
+    let Some((matched, plan)) = service.routes.find(&view) else {
+        return Ok(Prepared::Local(local(404, "no route for this request")));
+    };
+    let scheme = scheme(service);
+    if let Some(response) = own_answer(service, plan, &view, matched, scheme) {
+        return Ok(Prepared::Local(response));
+    }
+    let Some(group) = service.route_group(plan) else {
+        return Ok(Prepared::Local(local(
+            503,
+            "no backend group can take the request",
+        )));
+    };
+    let target = plan.path.as_ref().map(|m| {
+        let path = filter::rewrite_path(m, path.as_bytes(), matched.prefix_len);
+        filter::with_query(path, query.as_bytes())
+    });
+    let protocol = group.config.protocol;
     let origin = Origin {
         peer,
-        scheme: scheme(service),
+        scheme: scheme.as_str(),
         forwarded: &service.config.forwarded,
     };
     headers::to_backend(&mut parts, &origin, protocol)?;
-    Ok((group, parts, body))
+    headers::routed(
+        &mut parts,
+        target.as_deref(),
+        plan.host.as_deref(),
+        &plan.request_headers,
+    );
+    if let Some(Upgrade::Http1(to)) = upgrade {
+        headers::http1_upgrade(&mut parts, to.clone());
+    }
+    Ok(Prepared::Forward(Box::new(Forwarded {
+        plan,
+        group: Some(group),
+        peer,
+        parts,
+        body,
+    })))
 }
 
-fn scheme(service: &Service) -> &'static str {
+/// A redirect's or fixed response's answer; None for a forwarding route.
+fn own_answer(
+    service: &Service,
+    plan: &RoutePlan,
+    view: &RequestView<'_>,
+    matched: Matched,
+    scheme: Scheme,
+) -> Option<Response<Body>> {
+    match &plan.action {
+        Action::Forward { .. } => None,
+        Action::Redirect(r) => {
+            let from = RedirectFrom {
+                scheme,
+                host: view.host,
+                listener_port: service.config.port,
+                path: view.path,
+                query: view.query,
+                prefix_len: matched.prefix_len,
+            };
+            let mut response = exact(r.status, "", None);
+            if let Ok(v) = http::HeaderValue::from_str(&filter::location(r, &from)) {
+                response.headers_mut().insert(http::header::LOCATION, v);
+            }
+            Some(response)
+        }
+        Action::Fixed {
+            status,
+            body,
+            content_type,
+        } => Some(exact(*status, body, Some(content_type))),
+    }
+}
+
+fn scheme(service: &Service) -> Scheme {
     match service.config.protocol {
-        Protocol::Https => "https",
-        _ => "http",
+        Protocol::Https => Scheme::Https,
+        _ => Scheme::Http,
     }
 }
 
@@ -100,6 +256,19 @@ pub fn local(status: u16, message: &str) -> Response<Body> {
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    r
+}
+
+/// A route's own answer: exactly `body`, typed when it has one.
+fn exact(status: u16, body: &str, content_type: Option<&str>) -> Response<Body> {
+    let mut r = Response::new(body::exact(body.as_bytes()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if let Some(v) = content_type
+        .filter(|_| !body.is_empty())
+        .and_then(|t| http::HeaderValue::from_str(t).ok())
+    {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
     r
 }
 
@@ -155,6 +324,7 @@ async fn forward(
     stream: Stream,
     mut parts: request::Parts,
     body: Incoming,
+    edits: &HeaderEdits,
 ) -> Response<Body> {
     let peer = stream.conn.peer;
     let Some(group) = group else {
@@ -164,6 +334,7 @@ async fn forward(
     let t = service.config.timeouts;
     let mut req = Request::from_parts(parts, body::timed(body, ms(t.client_ms)));
     let mut excluded = vec![false; group.backends.len()];
+    let mut tls_failed = false;
     for _ in 0..=group.config.retries {
         let acquired = group.acquire(peer.ip(), cookie, &excluded, service.queue_timeout());
         let guard = match acquired.await {
@@ -178,9 +349,16 @@ async fn forward(
             excluded[i] = true;
         }
         match send(service, backend, group.config.protocol, req).await {
+            Sent::Unsent(back, e @ OpenError::Tls { .. }) => {
+                // Reachable but not trusted (or not speaking TLS): a gateway error.
+                backend.count_error("tls");
+                tracing::warn!(listener = %service.config.name, backend = backend.name(), error = %e, "backend TLS failed, trying another");
+                tls_failed = true;
+                req = back;
+            }
             Sent::Response(mut response, pooled) => {
                 sticky::response(group, cookie, backend, response.headers_mut());
-                return relay(service, peer, guard, response, pooled, stream);
+                return relay(service, peer, guard, response, pooled, stream, edits);
             }
             Sent::Unsent(back, e) => {
                 backend.count_error("connect");
@@ -203,6 +381,9 @@ async fn forward(
                 return gateway_error(service, peer, 502, &message);
             }
         }
+    }
+    if tls_failed {
+        return gateway_error(service, peer, 502, "no backend completed a TLS handshake");
     }
     gateway_error(service, peer, 503, &service.no_backend().to_string())
 }
@@ -267,6 +448,7 @@ pub(super) fn relay(
     response: Response<Incoming>,
     pooled: Option<upstream::Http1>,
     stream: Stream,
+    edits: &HeaderEdits,
 ) -> Response<Body> {
     let (mut parts, incoming) = response.into_parts();
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -279,6 +461,7 @@ pub(super) fn relay(
     }
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.extensions.insert(Served(guard.backend().clone()));
+    headers::edit(&mut parts.headers, edits);
     let server = ms(service.config.timeouts.server_ms);
     let body = body::timed(incoming, server);
     let held = Held {

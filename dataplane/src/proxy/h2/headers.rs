@@ -10,6 +10,8 @@ use halo_crds::node_config::{ForwardedConfig, ForwardedMode, UpstreamProtocol};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri, Version, request, uri};
 
+use crate::proxy::filter::HeaderEdits;
+
 /// What the proxy knows about the client side of a request.
 #[derive(Clone, Copy, Debug)]
 pub struct Origin<'a> {
@@ -199,12 +201,18 @@ fn forwarding(headers: &mut HeaderMap, origin: &Origin<'_>, authority: &uri::Aut
         }
     };
     set(headers, xff_name, &xff);
-    set(
-        headers,
-        HeaderName::from_static("x-forwarded-proto"),
-        origin.scheme,
-    );
     set(headers, header::FORWARDED, &forwarded);
+    // As the HTTP/1.1 engine: a trusted client's own -Proto and -Host stay, anyone
+    // else's are replaced by this hop's.
+    for (name, value) in [
+        ("x-forwarded-proto", origin.scheme),
+        ("x-forwarded-host", authority.as_str()),
+    ] {
+        let name = HeaderName::from_static(name);
+        if !(keep && headers.contains_key(&name)) {
+            set(headers, name, value);
+        }
+    }
 }
 
 /// An extended CONNECT for the `websocket` protocol (RFC 8441), already rewritten for an
@@ -221,6 +229,70 @@ pub fn websocket_to_http1(parts: &mut request::Parts, key: &str) {
     if let Ok(v) = HeaderValue::from_str(key) {
         parts.headers.insert(header::SEC_WEBSOCKET_KEY, v);
     }
+}
+
+/// A route's URL rewrite and request header filters, on a head `to_backend` made:
+/// `target` replaces the path and query, `host` the Host (HTTP/1.1) or authority
+/// (HTTP/2); X-Forwarded-Host keeps the client's.
+pub fn routed(
+    parts: &mut request::Parts,
+    target: Option<&[u8]>,
+    host: Option<&str>,
+    edits: &HeaderEdits,
+) {
+    if target.is_some() || (host.is_some() && parts.uri.authority().is_some()) {
+        let mut uri = parts.uri.clone().into_parts();
+        if let Some(t) = target.and_then(|t| uri::PathAndQuery::try_from(t).ok()) {
+            uri.path_and_query = Some(t);
+        }
+        if uri.authority.is_some()
+            && let Some(a) = host.and_then(|h| uri::Authority::try_from(h).ok())
+        {
+            uri.authority = Some(a);
+        }
+        if let Ok(u) = Uri::from_parts(uri) {
+            parts.uri = u;
+        }
+    }
+    if let Some(h) = host
+        && parts.headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(h)
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    edit(&mut parts.headers, edits);
+}
+
+/// A route's header filters: named fields dropped, then fields appended.
+pub fn edit(headers: &mut HeaderMap, edits: &HeaderEdits) {
+    if edits.is_empty() {
+        return;
+    }
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| edits.drops(n.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    for name in dropped {
+        headers.remove(name);
+    }
+    for (name, value) in edits.appended() {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+}
+
+/// An HTTP/1.1 client's protocol switch, asked of the backend again (`to_backend`
+/// removed the hop-by-hop fields).
+pub fn http1_upgrade(parts: &mut request::Parts, to: HeaderValue) {
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts.headers.insert(header::UPGRADE, to);
 }
 
 /// The backend's `101 Switching Protocols` head, as the `200` an RFC 8441 client
@@ -357,16 +429,19 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("forwarded", "for=1.1.1.1"),
         ];
+        // A trusted client's -Proto stays (as in the HTTP/1.1 engine).
         let appended = [
             "x-forwarded-for: 1.1.1.1, 10.0.0.9",
-            "x-forwarded-proto: http",
+            "x-forwarded-proto: https",
             "forwarded: for=1.1.1.1, for=10.0.0.9;proto=http;host=\"h.test\"",
+            "x-forwarded-host: h.test",
             "host: h.test",
         ];
         let replaced = [
             "x-forwarded-for: 10.0.0.9",
             "x-forwarded-proto: http",
             "forwarded: for=10.0.0.9;proto=http;host=\"h.test\"",
+            "x-forwarded-host: h.test",
             "host: h.test",
         ];
         let untouched = [
@@ -474,5 +549,75 @@ mod tests {
         let sample = u128::from_be_bytes(*b"the sample nonce");
         assert_eq!(websocket_key(sample), "dGhlIHNhbXBsZSBub25jZQ==");
         assert_eq!(websocket_key(0), "AAAAAAAAAAAAAAAAAAAAAA==");
+    }
+
+    #[test]
+    fn route_rewrites_and_header_filters() {
+        use halo_crds::node_config::{HeaderModifier, HeaderValue as Hv};
+        let modifier = HeaderModifier {
+            set: vec![Hv {
+                name: "X-Env".into(),
+                value: "prod".into(),
+            }],
+            add: vec![Hv {
+                name: "X-Tag".into(),
+                value: "b".into(),
+            }],
+            remove: vec!["x-secret".into()],
+        };
+        let edits = HeaderEdits::compile([&modifier]).expect("edits");
+        let client = [
+            ("x-env", "dev"),
+            ("x-tag", "a"),
+            ("x-secret", "s"),
+            ("x-keep", "k"),
+        ];
+        // (backend protocol, uri after to_backend, target, host) -> uri, Host field.
+        let cases = [
+            (
+                UpstreamProtocol::Http1,
+                "https://site.test/api/x?q=1",
+                Some(&b"/x?q=1"[..]),
+                Some("internal"),
+                "/x?q=1",
+                Some("internal"),
+            ),
+            (
+                UpstreamProtocol::Http1,
+                "https://site.test/a",
+                None,
+                None,
+                "/a",
+                Some("site.test"),
+            ),
+            (
+                UpstreamProtocol::Http2,
+                "https://site.test/api/x",
+                Some(&b"/x"[..]),
+                Some("internal:8443"),
+                "http://internal:8443/x",
+                None,
+            ),
+        ];
+        for (protocol, uri, target, host, want_uri, want_host) in cases {
+            let forwarded = config(ForwardedMode::Off, &[]);
+            let mut p = rewrite(uri, &client, &forwarded, protocol);
+            routed(&mut p, target, host, &edits);
+            assert_eq!(p.uri.to_string(), want_uri, "{uri}");
+            assert_eq!(
+                p.headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+                want_host,
+                "{uri}"
+            );
+            let f = fields(&p);
+            for want in ["x-env: prod", "x-tag: a", "x-tag: b", "x-keep: k"] {
+                assert!(f.iter().any(|l| l == want), "{uri}: {f:?}");
+            }
+            assert!(
+                !f.iter()
+                    .any(|l| l.starts_with("x-secret") || l == "x-env: dev"),
+                "{f:?}"
+            );
+        }
     }
 }

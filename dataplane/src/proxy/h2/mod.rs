@@ -13,4 +13,4 @@ mod tunnel;
 mod upstream;
 
 pub(crate) use server::Stream;
-pub use server::{serve, serve_h2c};
+pub use server::{serve, serve_h2c, serve_http1, serve_tls};

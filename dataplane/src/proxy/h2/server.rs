@@ -10,16 +10,21 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use halo_crds::node_config::TimeoutsConfig;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 
 use super::activity::{Activity, Watched};
+use super::body::Body;
 use super::forward;
-use super::preface::Prefixed;
-use crate::proxy::h1::head;
-use crate::proxy::{Admitted, Service};
+use super::preface::{self, Prefixed, Start};
+use crate::proxy::h1::{head, throttle};
+use crate::proxy::{Admitted, Service, tls};
 
 /// Streams one client may have open at once (RFC 9113 recommends at least 100).
 const MAX_STREAMS: u32 = 128;
@@ -40,6 +45,17 @@ pub struct Conn {
 /// One request in progress; counted open until dropped (after its response body).
 pub struct Stream {
     pub conn: Arc<Conn>,
+}
+
+impl Conn {
+    fn new(slot: Arc<ArcSwap<Service>>, peer: SocketAddr, admitted: bool) -> Arc<Self> {
+        Arc::new(Self {
+            slot,
+            peer,
+            refusing: !admitted,
+            streams: AtomicUsize::new(0),
+        })
+    }
 }
 
 impl Stream {
@@ -81,27 +97,76 @@ async fn run<IO>(io: IO, peer: SocketAddr, slot: Arc<ArcSwap<Service>>, admitted
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = Arc::new(Conn {
-        slot,
-        peer,
-        refusing: admitted.is_none(),
-        streams: AtomicUsize::new(0),
-    });
+    let conn = Conn::new(slot, peer, admitted.is_some());
     let activity = Activity::new();
     let io = TokioIo::new(Watched::new(io, activity.clone()));
-    let shared = conn.clone();
-    let svc = service_fn(move |req| {
-        let stream = Stream::open(&shared);
-        async move { Ok::<_, Infallible>(forward::handle(stream, req).await) }
-    });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
         .enable_connect_protocol()
         .max_concurrent_streams(MAX_STREAMS)
         .max_header_list_size(u32::try_from(head::limits().max_head).unwrap_or(u32::MAX));
-    let connection = builder.serve_connection(io, svc);
-    let mut connection = std::pin::pin!(connection);
+    let connection = builder.serve_connection(io, service(conn.clone()));
+    let connection = std::pin::pin!(connection);
+    watch(connection, |c| c.graceful_shutdown(), &conn, &activity).await;
+    drop(admitted);
+}
+
+/// Serves HTTP/1.1 with hyper (TLS clients without ALPN `h2`, and plain clients of a
+/// listener whose backends speak TLS), through the same forwarder as HTTP/2: routing,
+/// filters and backend connections behave the same for both.
+async fn run_http1<IO>(
+    io: IO,
+    peer: SocketAddr,
+    slot: Arc<ArcSwap<Service>>,
+    admitted: Option<Admitted>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let wait = ms(slot.load().config.timeouts.http_request_ms);
+    let conn = Conn::new(slot, peer, admitted.is_some());
+    let activity = Activity::new();
+    let io = TokioIo::new(Watched::new(io, activity.clone()));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(wait)
+        .max_buf_size(head::limits().max_head.max(8192));
+    let connection = builder
+        .serve_connection(io, service(conn.clone()))
+        .with_upgrades();
+    let connection = std::pin::pin!(connection);
+    watch(connection, |c| c.graceful_shutdown(), &conn, &activity).await;
+    drop(admitted);
+}
+
+/// Each request of `conn` handed to the forwarder as one counted stream.
+fn service(
+    shared: Arc<Conn>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone {
+    service_fn(move |req| {
+        let stream = Stream::open(&shared);
+        async move { Ok::<_, Infallible>(forward::handle(stream, req).await) }
+    })
+}
+
+/// Drives `connection` to its end, asking it to go away (`drain`) or dropping it per
+/// `verdict`.
+async fn watch<C, E>(
+    mut connection: std::pin::Pin<&mut C>,
+    mut drain: impl FnMut(std::pin::Pin<&mut C>),
+    conn: &Conn,
+    activity: &Activity,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let peer = conn.peer;
     let started = tokio::time::Instant::now();
     let mut draining: Option<tokio::time::Instant> = None;
     // Bounded: a connection with no progress is closed by `verdict` within its limits.
@@ -110,7 +175,7 @@ where
         tokio::select! {
             r = connection.as_mut() => {
                 if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "HTTP/2 connection ended");
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended");
                 }
                 break;
             }
@@ -126,13 +191,73 @@ where
         match verdict(state, &t) {
             Watch::Keep => {}
             Watch::Drain => {
-                connection.as_mut().graceful_shutdown();
-                draining = Some(tokio::time::Instant::now());
+                if draining.is_none() {
+                    drain(connection.as_mut());
+                    draining = Some(tokio::time::Instant::now());
+                }
             }
             Watch::Close => break,
         }
     }
-    drop(admitted);
+}
+
+/// Serves an HTTPS client: the TLS handshake within `timeouts.httpRequest`, then HTTP/2
+/// when ALPN chose `h2`, else HTTP/1.1. `admitted` is None when the listener is full
+/// (its requests are answered 503).
+pub async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Arc<ArcSwap<Service>>,
+    admitted: Option<Admitted>,
+) {
+    let service = slot.load_full();
+    let Some(config) = service.tls.clone() else {
+        service.count_tls_error("no_certificate");
+        return;
+    };
+    let wait = ms(service.config.timeouts.http_request_ms);
+    let accepted = tokio::time::timeout(wait, TlsAcceptor::from(config).accept(stream)).await;
+    let tls = match accepted {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let reason = tls::failure_reason(&e);
+            service.count_tls_error(reason);
+            throttle::info_tls(peer, &service.config.name, reason, &e);
+            return;
+        }
+        Err(_) => {
+            service.count_tls_error("timeout");
+            throttle::info_tls(
+                peer,
+                &service.config.name,
+                "timeout",
+                &"handshake not done in time",
+            );
+            return;
+        }
+    };
+    drop(service);
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        run(tls, peer, slot, admitted).await;
+    } else {
+        run_http1(tls, peer, slot, admitted).await;
+    }
+}
+
+/// Serves a plain client with hyper (see `run_http1`), as HTTP/2 when the listener
+/// takes h2c and the client starts with the preface.
+pub async fn serve_http1(mut stream: TcpStream, peer: SocketAddr, slot: Arc<ArcSwap<Service>>) {
+    let admitted = slot.load().admit();
+    if !slot.load().config.h2c {
+        run_http1(stream, peer, slot, admitted).await;
+        return;
+    }
+    let wait = ms(slot.load().config.timeouts.http_request_ms);
+    match preface::read_start(&mut stream, wait).await {
+        Start::Http2(head) => run(Prefixed::new(head, stream), peer, slot, admitted).await,
+        Start::Http1(head) => run_http1(Prefixed::new(head, stream), peer, slot, admitted).await,
+        Start::Gone => {}
+    }
 }
 
 /// What the watchdog does with a connection now.

@@ -1,6 +1,7 @@
-//! WebSockets over HTTP/2 (RFC 8441): an extended CONNECT from the client becomes an
-//! HTTP/1.1 Upgrade to the backend; once the backend switches protocols the client gets
-//! `200` and the two streams are joined until either side ends or both go quiet.
+//! Protocol switches on the hyper engine: a WebSocket over HTTP/2 (RFC 8441 extended
+//! CONNECT) becomes an HTTP/1.1 Upgrade to the backend and the client gets `200`; an
+//! HTTP/1.1 client's Upgrade is passed on and the backend's `101` back. The two
+//! streams are then joined until either side ends or both go quiet.
 
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
@@ -13,28 +14,34 @@ use hyper_util::rt::TokioIo;
 use super::Stream;
 use super::activity::{Activity, Watched};
 use super::body::{self, Body};
-use super::forward::{self, gateway_error, ms};
+use super::forward::{self, Upgrade, gateway_error, ms};
 use super::headers;
 use super::upstream;
 use crate::proxy::backend::ActiveGuard;
+use crate::proxy::filter::HeaderEdits;
 use crate::proxy::{Group, Service};
 
-pub async fn websocket(
+/// Joins a client that asked to switch protocols (`kind`) to a backend that agrees.
+pub async fn upgrade(
     service: &Service,
     group: Option<&Group>,
     stream: Stream,
     mut parts: request::Parts,
     client: OnUpgrade,
+    kind: Upgrade,
+    edits: &HeaderEdits,
 ) -> Response<Body> {
     let peer = stream.conn.peer;
     let Some(group) = group else {
         return gateway_error(service, peer, 503, &service.no_backend().to_string());
     };
     if group.config.protocol != UpstreamProtocol::Http1 {
-        let message = "WebSockets over HTTP/2 need an HTTP/1.1 backend group";
+        let message = "protocol upgrades (WebSockets) need an HTTP/1.1 backend group";
         return gateway_error(service, peer, 502, message);
     }
-    headers::websocket_to_http1(&mut parts, &headers::websocket_key(nonce()));
+    if matches!(kind, Upgrade::Websocket) {
+        headers::websocket_to_http1(&mut parts, &headers::websocket_key(nonce()));
+    }
     let t = service.config.timeouts;
     let mut req = Request::from_parts(parts, body::empty());
     let mut excluded = vec![false; group.backends.len()];
@@ -78,12 +85,29 @@ pub async fn websocket(
         };
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             // A refusal (401, 404, ...) is the backend's answer to pass on.
-            return forward::relay(service, peer, guard, response, None, stream);
+            return forward::relay(service, peer, guard, response, None, stream, edits);
         }
         let upgraded = hyper::upgrade::on(&mut response);
         let (mut head, _) = response.into_parts();
-        headers::websocket_accepted(&mut head.headers);
-        head.status = StatusCode::OK;
+        match &kind {
+            Upgrade::Websocket => {
+                headers::websocket_accepted(&mut head.headers);
+                head.status = StatusCode::OK;
+            }
+            Upgrade::Http1(_) => {
+                // The switch passes on as the backend made it (Upgrade, Accept fields).
+                let to = head.headers.get(http::header::UPGRADE).cloned();
+                headers::strip_hop_by_hop(&mut head.headers);
+                if let Some(to) = to {
+                    head.headers.insert(http::header::UPGRADE, to);
+                }
+                head.headers.insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("upgrade"),
+                );
+            }
+        }
+        headers::edit(&mut head.headers, edits);
         let idle = ms(t.client_ms.max(t.server_ms));
         tokio::spawn(join(client, upgraded, idle, guard, stream));
         return Response::from_parts(head, body::empty());

@@ -11,8 +11,13 @@ use std::time::Duration;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
 use super::body::Body;
 use crate::proxy::backend::{Backend, ConnectError};
+use crate::proxy::tls::client::UpstreamTls;
 
 pub type Http1 = http1::SendRequest<Body>;
 pub type Http2 = http2::SendRequest<Body>;
@@ -31,6 +36,11 @@ pub enum OpenError {
     Connect(#[from] ConnectError),
     #[error("the new connection closed before taking the request")]
     Closed,
+    #[error("TLS with {backend}: {source}")]
+    Tls {
+        backend: String,
+        source: std::io::Error,
+    },
     #[error("handshake with {backend}: {source}")]
     Handshake {
         backend: String,
@@ -110,11 +120,25 @@ pub fn put_http1(backend: &Arc<Backend>, sender: Http1) {
     });
 }
 
-/// A new HTTP/1.1 connection (able to switch protocols, for WebSockets).
+/// A new HTTP/1.1 connection (able to switch protocols, for WebSockets), over TLS when
+/// the backend's group asks for it.
 pub async fn open_http1(backend: &Backend, connect: Duration) -> Result<Http1, OpenError> {
     let stream = backend.connect(connect).await?;
+    match &backend.tls {
+        None => http1_over(backend, stream).await,
+        Some(tls) => {
+            let stream = secure(backend, tls, stream, connect).await?;
+            http1_over(backend, stream).await
+        }
+    }
+}
+
+async fn http1_over<IO>(backend: &Backend, io: IO) -> Result<Http1, OpenError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(io))
         .await
         .map_err(|source| OpenError::Handshake {
             backend: backend.name().to_string(),
@@ -125,6 +149,42 @@ pub async fn open_http1(backend: &Backend, connect: Duration) -> Result<Http1, O
         let _ = conn.with_upgrades().await;
     });
     Ok(sender)
+}
+
+async fn http2_over<IO>(backend: &Backend, io: IO) -> Result<Http2, OpenError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|source| OpenError::Handshake {
+            backend: backend.name().to_string(),
+            source,
+        })?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// The TLS handshake with a backend, within the connect timeout.
+async fn secure(
+    backend: &Backend,
+    tls: &UpstreamTls,
+    stream: TcpStream,
+    connect: Duration,
+) -> Result<TlsStream<TcpStream>, OpenError> {
+    let tls_error = |e: std::io::Error| OpenError::Tls {
+        backend: backend.name().to_string(),
+        source: e,
+    };
+    match tokio::time::timeout(connect, tls.connect(stream, backend.config.address)).await {
+        Err(_) => Err(tls_error(std::io::ErrorKind::TimedOut.into())),
+        Ok(Err(e)) => Err(tls_error(e)),
+        Ok(Ok(s)) => Ok(s),
+    }
 }
 
 /// The shared HTTP/2 connection to `backend` on this worker, opened if there is none
@@ -139,17 +199,13 @@ pub async fn shared_http2(backend: &Arc<Backend>, connect: Duration) -> Result<H
     }
     *slot = None;
     let stream = backend.connect(connect).await?;
-    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|source| OpenError::Handshake {
-            backend: backend.name().to_string(),
-            source,
-        })?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let sender = match &backend.tls {
+        None => http2_over(backend, stream).await?,
+        Some(tls) => {
+            let stream = secure(backend, tls, stream, connect).await?;
+            http2_over(backend, stream).await?
+        }
+    };
     *slot = Some(sender.clone());
     Ok(sender)
 }
