@@ -15,6 +15,7 @@ use kube::{Api, Client};
 #[derive(Default)]
 pub struct Leader {
     leading: AtomicBool,
+    gained: tokio::sync::Notify,
 }
 
 impl Leader {
@@ -22,10 +23,17 @@ impl Leader {
         self.leading.load(Ordering::Relaxed)
     }
 
+    /// Returns once this replica has become the leader (at once if it did since the last
+    /// call): what was rendered before then was not written as status by anyone.
+    pub async fn gained(&self) {
+        self.gained.notified().await;
+    }
+
     fn set(&self, leading: bool, identity: &str) {
         if self.leading.swap(leading, Ordering::Relaxed) != leading {
             if leading {
                 tracing::info!(%identity, "became the leader");
+                self.gained.notify_one();
             } else {
                 tracing::warn!(%identity, "lost the leadership");
             }
@@ -117,5 +125,31 @@ async fn try_lead(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kube::
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod gained_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn becoming_the_leader_wakes_a_later_waiter_once() {
+        let leader = Leader::default();
+        leader.set(true, "a");
+        // Renewals that keep the leadership do not wake anyone again.
+        leader.set(true, "a");
+        tokio::time::timeout(Duration::from_secs(1), leader.gained())
+            .await
+            .expect("woken for the gain");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), leader.gained())
+                .await
+                .is_err()
+        );
+        leader.set(false, "a");
+        leader.set(true, "a");
+        tokio::time::timeout(Duration::from_secs(1), leader.gained())
+            .await
+            .expect("woken for the second gain");
     }
 }

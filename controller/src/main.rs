@@ -128,6 +128,15 @@ async fn main() -> Result<()> {
     renderer.load_material().await;
     renderer.render_once();
     tokio::spawn(renderer.run());
+    // Status (Services' addresses, conditions) is written by the leader only: a new
+    // leader renders again so what it saw before leading gets written.
+    let (gained, changed) = (leader.clone(), index.changed.clone());
+    tokio::spawn(async move {
+        loop {
+            gained.gained().await;
+            changed.notify_one();
+        }
+    });
 
     let ctx = Arc::new(Context {
         client: client.clone(),
