@@ -229,3 +229,38 @@ fn backend_up(status: &str, name: &str) -> bool {
         .collect();
     !backends.is_empty() && backends.iter().all(|b| b["up"] == true)
 }
+
+/// The hyper engine (HTTPS listener, over HTTP/1.1 and HTTP/2) opens every backend
+/// connection with the header too, and pools none of them for another client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listener_sends_the_header_on_every_backend_connection() {
+    assert!(
+        haproxy::available(),
+        "haproxy not installed: scripts/install-test-deps.sh installs it"
+    );
+    let lab = Lab::new(BIN, "pp-https");
+    let ca = halo_tests::certs::Ca::new(&lab.dir, "ca", "Halo Test CA");
+    ca.issue("site", &["site.test"]);
+    let echo = front(free_port().expect("port"));
+    let hap =
+        Haproxy::start(&lab.dir, "back", &echo_section("v2", echo), &[echo]).expect("haproxy");
+    let port = free_port().expect("port");
+    let _dp = lab.start(&format!(
+        "apiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata: {{name: site, namespace: test}}\nspec:\n  addresses: [127.0.0.1]\n  backendGroups:\n    - name: echo\n      sendProxyProtocol: V2\n      backends:\n        - {{name: v2, address: 127.0.0.1, port: {}}}\n  listeners:\n    - name: main\n      port: {port}\n      protocol: HTTPS\n      tls:\n        certificates: [{{certFile: site.crt, keyFile: site.key}}]\n      routes:\n        - name: all\n          backendRefs: [{{name: echo}}]\n",
+        echo.port()
+    ));
+    let url = format!("https://site.test:{port}/");
+    let resolve = format!("site.test:{port}:127.0.0.1");
+    for flag in ["--http1.1", "--http2"] {
+        for _ in 0..2 {
+            let reply = get_from(CLIENT, &url, &["-k", "--resolve", &resolve, flag])
+                .unwrap_or_else(|e| panic!("{flag}: {e:#}\n{}", hap.log_text()));
+            assert_eq!(
+                (reply.status, reply.text()),
+                (200, format!("{CLIENT} 127.0.0.1:{port}")),
+                "{flag}: HAProxy read another client or destination\n{}",
+                hap.log_text()
+            );
+        }
+    }
+}

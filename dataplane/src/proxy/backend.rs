@@ -245,12 +245,32 @@ impl Backend {
         client: SocketAddr,
         accepted: &TcpStream,
     ) -> Result<TcpStream, ConnectError> {
+        // Asked only when needed: one system call fewer per connection otherwise.
+        let local = match self.proxy_protocol {
+            Some(_) => Some(accepted.local_addr().map_err(|source| ConnectError::Io {
+                addr: self.addr(),
+                source,
+            })?),
+            None => None,
+        };
+        self.open_for(timeout, client, local).await
+    }
+
+    /// A new connection for the client `client` that connected to `local`, opening with
+    /// the PROXY protocol header when the group sends one (which needs `local`).
+    pub async fn open_for(
+        &self,
+        timeout: Duration,
+        client: SocketAddr,
+        local: Option<SocketAddr>,
+    ) -> Result<TcpStream, ConnectError> {
         let mut stream = self.connect(timeout).await?;
         if let Some(version) = self.proxy_protocol {
             let addr = self.addr();
-            let local = accepted
-                .local_addr()
-                .map_err(|source| ConnectError::Io { addr, source })?;
+            let local = local.ok_or_else(|| ConnectError::Io {
+                addr,
+                source: std::io::Error::other("the client connection's local address is unknown"),
+            })?;
             proxy_protocol::send(&mut stream, version, client, local, timeout)
                 .await
                 .map_err(|source| ConnectError::Io { addr, source })?;

@@ -348,7 +348,8 @@ async fn forward(
         if let Some(i) = group.index_of(backend) {
             excluded[i] = true;
         }
-        match send(service, backend, group.config.protocol, req).await {
+        let origin = stream.conn.origin();
+        match send(service, backend, group.config.protocol, req, origin).await {
             Sent::Unsent(back, e @ OpenError::Tls { .. }) => {
                 // Reachable but not trusted (or not speaking TLS): a gateway error.
                 backend.count_error("tls");
@@ -395,6 +396,7 @@ pub async fn send(
     backend: &Arc<Backend>,
     protocol: UpstreamProtocol,
     req: Request<Body>,
+    origin: upstream::Origin,
 ) -> Sent {
     let t = service.config.timeouts;
     let (connect, server) = (ms(t.connect_ms), ms(t.server_ms));
@@ -406,7 +408,7 @@ pub async fn send(
             }
             None => Try::Back(req),
         },
-        UpstreamProtocol::Http2 => match upstream::shared_http2(backend, connect).await {
+        UpstreamProtocol::Http2 => match upstream::shared_http2(backend, connect, origin).await {
             Ok(mut sender) => exchange(server, sender.try_send_request(req), None).await,
             Err(e) => return Sent::Unsent(req, e),
         },
@@ -418,7 +420,7 @@ pub async fn send(
         Try::Back(req) => req,
     };
     let second = match protocol {
-        UpstreamProtocol::Http1 => match upstream::open_http1(backend, connect).await {
+        UpstreamProtocol::Http1 => match upstream::open_http1(backend, connect, origin).await {
             Ok(mut sender) => {
                 let sent = sender.try_send_request(req);
                 exchange(server, sent, Some(sender)).await
@@ -427,7 +429,7 @@ pub async fn send(
         },
         UpstreamProtocol::Http2 => {
             upstream::drop_http2(backend);
-            match upstream::shared_http2(backend, connect).await {
+            match upstream::shared_http2(backend, connect, origin).await {
                 Ok(mut sender) => exchange(server, sender.try_send_request(req), None).await,
                 Err(e) => return Sent::Unsent(req, e),
             }

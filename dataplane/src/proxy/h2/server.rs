@@ -23,6 +23,7 @@ use super::activity::{Activity, Watched};
 use super::body::Body;
 use super::forward;
 use super::preface::{self, Prefixed, Start};
+use super::upstream::Origin;
 use crate::proxy::h1::{head, throttle};
 use crate::proxy::{Admitted, Service, tls};
 
@@ -37,10 +38,15 @@ const REFUSE_FOR: Duration = Duration::from_secs(5);
 pub struct Conn {
     pub slot: Arc<ArcSwap<Service>>,
     pub peer: SocketAddr,
+    /// The address the client connected to (for a PROXY protocol header to backends).
+    pub local: Option<SocketAddr>,
     /// The listener was full when it connected: every request is answered 503.
     pub refusing: bool,
     streams: AtomicUsize,
 }
+
+/// A client connection's peer (the client) and local address.
+type Ends = (SocketAddr, Option<SocketAddr>);
 
 /// One request in progress; counted open until dropped (after its response body).
 pub struct Stream {
@@ -48,13 +54,22 @@ pub struct Stream {
 }
 
 impl Conn {
-    fn new(slot: Arc<ArcSwap<Service>>, peer: SocketAddr, admitted: bool) -> Arc<Self> {
+    fn new(slot: Arc<ArcSwap<Service>>, (peer, local): Ends, admitted: bool) -> Arc<Self> {
         Arc::new(Self {
             slot,
             peer,
+            local,
             refusing: !admitted,
             streams: AtomicUsize::new(0),
         })
+    }
+
+    /// Whom this client's backend connections are opened for.
+    pub fn origin(&self) -> Origin {
+        Origin {
+            client: self.peer,
+            local: self.local,
+        }
     }
 }
 
@@ -78,7 +93,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let admitted = slot.load().admit();
-    run(io, peer, slot, admitted).await;
+    run(io, (peer, None), slot, admitted).await;
 }
 
 /// Serves a plain connection whose first bytes `head` (already read) began with the
@@ -90,10 +105,11 @@ pub async fn serve_h2c(
     slot: Arc<ArcSwap<Service>>,
     admitted: Admitted,
 ) {
-    run(Prefixed::new(head, stream), peer, slot, Some(admitted)).await;
+    let ends = (peer, stream.local_addr().ok());
+    run(Prefixed::new(head, stream), ends, slot, Some(admitted)).await;
 }
 
-async fn run<IO>(io: IO, peer: SocketAddr, slot: Arc<ArcSwap<Service>>, admitted: Option<Admitted>)
+async fn run<IO>(io: IO, peer: Ends, slot: Arc<ArcSwap<Service>>, admitted: Option<Admitted>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -115,12 +131,8 @@ where
 /// Serves HTTP/1.1 with hyper (TLS clients without ALPN `h2`, and plain clients of a
 /// listener whose backends speak TLS), through the same forwarder as HTTP/2: routing,
 /// filters and backend connections behave the same for both.
-async fn run_http1<IO>(
-    io: IO,
-    peer: SocketAddr,
-    slot: Arc<ArcSwap<Service>>,
-    admitted: Option<Admitted>,
-) where
+async fn run_http1<IO>(io: IO, peer: Ends, slot: Arc<ArcSwap<Service>>, admitted: Option<Admitted>)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let wait = ms(slot.load().config.timeouts.http_request_ms);
@@ -216,6 +228,7 @@ pub async fn serve_tls(
         return;
     };
     let wait = ms(service.config.timeouts.http_request_ms);
+    let ends = (peer, stream.local_addr().ok());
     let accepted = tokio::time::timeout(wait, TlsAcceptor::from(config).accept(stream)).await;
     let tls = match accepted {
         Ok(Ok(tls)) => tls,
@@ -238,9 +251,9 @@ pub async fn serve_tls(
     };
     drop(service);
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-        run(tls, peer, slot, admitted).await;
+        run(tls, ends, slot, admitted).await;
     } else {
-        run_http1(tls, peer, slot, admitted).await;
+        run_http1(tls, ends, slot, admitted).await;
     }
 }
 
@@ -248,14 +261,15 @@ pub async fn serve_tls(
 /// takes h2c and the client starts with the preface.
 pub async fn serve_http1(mut stream: TcpStream, peer: SocketAddr, slot: Arc<ArcSwap<Service>>) {
     let admitted = slot.load().admit();
+    let ends = (peer, stream.local_addr().ok());
     if !slot.load().config.h2c {
-        run_http1(stream, peer, slot, admitted).await;
+        run_http1(stream, ends, slot, admitted).await;
         return;
     }
     let wait = ms(slot.load().config.timeouts.http_request_ms);
     match preface::read_start(&mut stream, wait).await {
-        Start::Http2(head) => run(Prefixed::new(head, stream), peer, slot, admitted).await,
-        Start::Http1(head) => run_http1(Prefixed::new(head, stream), peer, slot, admitted).await,
+        Start::Http2(head) => run(Prefixed::new(head, stream), ends, slot, admitted).await,
+        Start::Http1(head) => run_http1(Prefixed::new(head, stream), ends, slot, admitted).await,
         Start::Gone => {}
     }
 }

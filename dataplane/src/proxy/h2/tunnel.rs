@@ -55,7 +55,9 @@ pub async fn upgrade(
             excluded[i] = true;
         }
         // Never pooled: the connection becomes the tunnel.
-        let mut sender = match upstream::open_http1(backend, ms(t.connect_ms)).await {
+        let mut sender = match upstream::open_http1(backend, ms(t.connect_ms), stream.conn.origin())
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 backend.count_error("connect");

@@ -20,6 +20,14 @@ use crate::proxy::backend::{Backend, ConnectError};
 use crate::proxy::tls::client::UpstreamTls;
 
 pub type Http1 = http1::SendRequest<Body>;
+
+/// Whom a backend connection is opened for: the client and the address it connected
+/// to, which a PROXY protocol header names.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin {
+    pub client: std::net::SocketAddr,
+    pub local: Option<std::net::SocketAddr>,
+}
 pub type Http2 = http2::SendRequest<Body>;
 
 /// Idle HTTP/1.1 connections kept per backend and worker.
@@ -88,7 +96,8 @@ thread_local! {
 
 /// A pooled HTTP/1.1 connection of this worker that is ready for a request.
 pub async fn idle_http1(backend: &Arc<Backend>) -> Option<Http1> {
-    if !backend.is_up() {
+    // A connection that began with a PROXY protocol header belongs to its one client.
+    if !backend.is_up() || backend.proxy_protocol.is_some() {
         return None;
     }
     for _ in 0..MAX_IDLE {
@@ -108,7 +117,7 @@ pub async fn idle_http1(backend: &Arc<Backend>) -> Option<Http1> {
 
 /// Keeps a connection whose exchange ended for the next request to `backend`.
 pub fn put_http1(backend: &Arc<Backend>, sender: Http1) {
-    if sender.is_closed() || !backend.is_up() {
+    if sender.is_closed() || !backend.is_up() || backend.proxy_protocol.is_some() {
         return;
     }
     IDLE.with(|t| {
@@ -122,8 +131,14 @@ pub fn put_http1(backend: &Arc<Backend>, sender: Http1) {
 
 /// A new HTTP/1.1 connection (able to switch protocols, for WebSockets), over TLS when
 /// the backend's group asks for it.
-pub async fn open_http1(backend: &Backend, connect: Duration) -> Result<Http1, OpenError> {
-    let stream = backend.connect(connect).await?;
+pub async fn open_http1(
+    backend: &Backend,
+    connect: Duration,
+    origin: Origin,
+) -> Result<Http1, OpenError> {
+    let stream = backend
+        .open_for(connect, origin.client, origin.local)
+        .await?;
     match &backend.tls {
         None => http1_over(backend, stream).await,
         Some(tls) => {
@@ -188,8 +203,16 @@ async fn secure(
 }
 
 /// The shared HTTP/2 connection to `backend` on this worker, opened if there is none
-/// (or it closed). Requests that find none at the same time wait for one opening.
-pub async fn shared_http2(backend: &Arc<Backend>, connect: Duration) -> Result<Http2, OpenError> {
+/// (or it closed). Requests that find none at the same time wait for one opening. A
+/// group that sends the PROXY protocol gets a connection of the request's own instead.
+pub async fn shared_http2(
+    backend: &Arc<Backend>,
+    connect: Duration,
+    origin: Origin,
+) -> Result<Http2, OpenError> {
+    if backend.proxy_protocol.is_some() {
+        return open_http2(backend, connect, origin).await;
+    }
     let cell = SHARED.with(|t| entry(&mut t.borrow_mut(), backend).clone());
     let mut slot = cell.lock().await;
     if let Some(sender) = slot.as_ref()
@@ -198,16 +221,28 @@ pub async fn shared_http2(backend: &Arc<Backend>, connect: Duration) -> Result<H
         return Ok(sender.clone());
     }
     *slot = None;
-    let stream = backend.connect(connect).await?;
-    let sender = match &backend.tls {
-        None => http2_over(backend, stream).await?,
-        Some(tls) => {
-            let stream = secure(backend, tls, stream, connect).await?;
-            http2_over(backend, stream).await?
-        }
-    };
+    let sender = open_http2(backend, connect, origin).await?;
     *slot = Some(sender.clone());
     Ok(sender)
+}
+
+/// A new HTTP/2 connection, over TLS when the backend's group asks for it; it closes
+/// once the last sender is dropped and its streams end.
+async fn open_http2(
+    backend: &Backend,
+    connect: Duration,
+    origin: Origin,
+) -> Result<Http2, OpenError> {
+    let stream = backend
+        .open_for(connect, origin.client, origin.local)
+        .await?;
+    match &backend.tls {
+        None => http2_over(backend, stream).await,
+        Some(tls) => {
+            let stream = secure(backend, tls, stream, connect).await?;
+            http2_over(backend, stream).await
+        }
+    }
 }
 
 /// Forgets the shared connection to `backend` (it closed under a request).
