@@ -702,3 +702,53 @@ async fn a_full_https_listener_answers_503_until_a_connection_closes() {
     .await;
     assert!(freed, "the slot was not given back");
 }
+
+/// The `name=value` of the Set-Cookie header for `name` in a `-D -` dump, and its attributes.
+fn set_cookie(dump: &str, name: &str) -> Option<(String, String)> {
+    dump.lines().find_map(|line| {
+        let (header, value) = line.split_once(':')?;
+        if !header.eq_ignore_ascii_case("set-cookie") {
+            return None;
+        }
+        let value = value.trim();
+        let (pair, attributes) = value.split_once(';').unwrap_or((value, ""));
+        pair.starts_with(&format!("{name}="))
+            .then(|| (pair.to_string(), attributes.to_string()))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_persistence_over_https_sets_secure_cookies_that_pin_the_backend() {
+    let lab = Lab::new(BIN, "tls-cookie");
+    let ca = Ca::new(&lab.dir, "ca", "Halo Test CA");
+    ca.issue("site", &["site.test"]);
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let a = backends::http("a", any).await.expect("backend");
+    let b = backends::http("b", any).await.expect("backend");
+    let port = free_port().expect("port");
+    let listener = format!(
+        "      tls:\n        certificates: [{{certFile: site.crt, keyFile: site.key}}]\n      sessionPersistence: {{type: Cookie, cookie: {{name: SRV}}}}\n      backends:\n        - {{name: a, address: 127.0.0.1, port: {}}}\n        - {{name: b, address: 127.0.0.1, port: {}}}\n",
+        a.port(),
+        b.port()
+    );
+    let _dp = lab.start(&yaml(port, "HTTPS", &listener, ""));
+    let addr = front(port);
+
+    for flag in ["--http1.1", "--http2"] {
+        let first = https("site.test", addr, &ca.cert, "/", &[flag, "-D", "-"]);
+        assert_eq!(first.status, 200, "{flag}: {}", first.text());
+        let dump = first.text();
+        let (pair, attributes) = set_cookie(&dump, "SRV").expect("a SRV cookie");
+        let attributes = attributes.to_ascii_lowercase();
+        assert!(attributes.contains("secure"), "{flag}: {attributes}");
+        assert!(attributes.contains("httponly"), "{flag}: {attributes}");
+        let home = if dump.ends_with("a\n") { "a\n" } else { "b\n" };
+        assert!(dump.ends_with(home), "{flag}: {dump}");
+        // Round robin would alternate; the cookie keeps every request on the first backend.
+        let cookie = format!("Cookie: {pair}");
+        for _ in 0..6 {
+            let r = https("site.test", addr, &ca.cert, "/", &[flag, "-H", &cookie]);
+            assert_eq!((r.status, r.text().as_str()), (200, home), "{flag}");
+        }
+    }
+}
