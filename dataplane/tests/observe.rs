@@ -448,6 +448,11 @@ async fn http2_requests_are_logged_and_counted_on_their_backend() {
         (&200.into(), &"web".into()),
         "{line}"
     );
+    assert_eq!(
+        (&line["route"], &line["group"]),
+        (&"default".into(), &"default".into()),
+        "{line}"
+    );
     assert!(line["responseMs"].is_u64(), "{line}");
     let metrics = dp.metrics().expect("metrics");
     let labels = [("listener", LISTENER), ("backend", "web"), ("code", "2xx")];

@@ -32,7 +32,7 @@ pub fn ms(v: u64) -> Duration {
 /// Answers one client request; the status is counted once here.
 pub async fn handle(stream: Stream, mut req: Request<Incoming>) -> Response<Body> {
     let service = stream.conn.slot.load_full();
-    let (peer, trace) = (stream.conn.peer, Trace::http2(&service, &req));
+    let (peer, mut trace) = (stream.conn.peer, Trace::http2(&service, &req));
     let response = if stream.conn.refusing {
         local(503, "listener at capacity")
     } else {
@@ -49,6 +49,9 @@ pub async fn handle(stream: Stream, mut req: Request<Incoming>) -> Response<Body
                     parts,
                     body,
                 } = *p;
+                if let Some(g) = group {
+                    trace.routed(&plan.name, &g.config.name);
+                }
                 let edits = &plan.response_headers;
                 let exchange = async {
                     match (on_upgrade, upgrade) {
