@@ -22,6 +22,17 @@ const LAST_GOOD: &str = "last-good.json";
 /// A child process killed (by its PID) and reaped when dropped.
 pub struct Proc(pub Child);
 
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Its exit status if it has ended on its own.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -30,21 +41,38 @@ impl Drop for Proc {
 }
 
 /// The control plane and a temporary directory for everything else (certificates,
-/// tokens, logs, data plane state); removed when dropped.
+/// tokens, logs, data plane state); removed when dropped unless `keep` says otherwise.
 pub struct Cluster {
     pub cp: ControlPlane,
     pub dir: PathBuf,
+    keep: bool,
 }
 
 /// The Nodes every cluster has, with their InternalIP.
 pub const NODES: [(&str, &str); 2] = [("node-a", "192.0.2.1"), ("node-b", "192.0.2.2")];
 
 impl Cluster {
+    /// The cluster of the end-to-end tests: the two [`NODES`], each with a pod.
     pub fn start(label: &str) -> Result<Self> {
-        let dir = std::env::temp_dir().join(backends::unique(&format!("halo-e2e-{label}-")));
+        let nodes: Vec<(String, String)> = NODES
+            .iter()
+            .map(|(n, ip)| (n.to_string(), ip.to_string()))
+            .collect();
+        Self::start_with(&format!("e2e-{label}"), &nodes, true)
+    }
+
+    /// A control plane with the CRDs, namespace halo-system, the data plane's
+    /// ServiceAccount, `nodes` (name, InternalIP) and, with `pods`, a pod `dp-<node>` on
+    /// each to bind tokens to; plus a CA and a serving certificate for the controller.
+    pub fn start_with(label: &str, nodes: &[(String, String)], pods: bool) -> Result<Self> {
+        let dir = std::env::temp_dir().join(backends::unique(&format!("halo-{label}-")));
         std::fs::create_dir_all(&dir)?;
         let cp = ControlPlane::start(&dir.join("cp"))?;
-        let c = Self { cp, dir };
+        let c = Self {
+            cp,
+            dir,
+            keep: false,
+        };
         c.kubectl_ok(&[
             "apply",
             "-f",
@@ -61,16 +89,18 @@ impl Cluster {
         c.apply(
             "apiVersion: v1\nkind: Namespace\nmetadata: {name: halo-system}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: halo-dataplane, namespace: halo-system}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: intruder, namespace: halo-system}\n",
         )?;
-        for (node, ip) in NODES {
+        for (node, ip) in nodes {
             c.apply(&format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {node}, labels: {{kubernetes.io/hostname: {node}}}}}\n"))?;
             c.kubectl_ok(&[
                 "patch", "node", node, "--subresource=status", "--type=merge", "-p",
                 &format!("{{\"status\":{{\"addresses\":[{{\"type\":\"InternalIP\",\"address\":\"{ip}\"}}]}}}}"),
             ])?;
             // A pod on that node, so tokens can be bound to it (and so to the node).
-            c.apply(&format!(
-                "apiVersion: v1\nkind: Pod\nmetadata: {{name: dp-{node}, namespace: halo-system}}\nspec:\n  nodeName: {node}\n  serviceAccountName: halo-dataplane\n  containers: [{{name: dp, image: halo}}]\n"
-            ))?;
+            if pods {
+                c.apply(&format!(
+                    "apiVersion: v1\nkind: Pod\nmetadata: {{name: dp-{node}, namespace: halo-system}}\nspec:\n  nodeName: {node}\n  serviceAccountName: halo-dataplane\n  containers: [{{name: dp, image: halo}}]\n"
+                ))?;
+            }
         }
         // The controller's stream port: a CA (the data planes' --ca-file) and a serving
         // certificate it signs.
@@ -137,7 +167,7 @@ impl Cluster {
     /// `halo-controller` as `name`, streaming on `port`, metrics on `metrics`; its log
     /// is `log(name)`.
     pub fn controller(&self, name: &str, port: u16, metrics: u16) -> Result<Proc> {
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
+        let log = std::fs::File::create(self.log_path(name))?;
         let child = Command::new(binary("halo-controller")?)
             .arg("--kubeconfig")
             .arg(self.cp.kubeconfig())
@@ -169,7 +199,7 @@ impl Cluster {
         admin: SocketAddr,
         token: &Path,
     ) -> Result<Proc> {
-        let log = std::fs::File::create(self.dir.join(format!("dp-{node}.log")))?;
+        let log = std::fs::File::create(self.log_path(&format!("dp-{node}")))?;
         let child = Command::new(binary("halo-dataplane")?)
             .args([
                 "run",
@@ -203,8 +233,17 @@ impl Cluster {
         serde_json::from_slice(&text).ok()
     }
 
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
     pub fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+
+    /// Whether the working directory (logs, certificates, state) outlives the cluster.
+    pub fn keep(&mut self, keep: bool) {
+        self.keep = keep;
     }
 
     /// HTTPS request to the controller's stream port with a token; returns the status code.
@@ -265,7 +304,14 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.keep {
+            eprintln!(
+                "   (working directory and logs kept in {})",
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -19,8 +19,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,8 +27,8 @@ use clap::Parser;
 use halo_crds::{LoadBalancer, VirtualIP};
 use halo_tests::backends::{self, free_port};
 use halo_tests::client;
-use halo_tests::control_plane::ControlPlane;
-use halo_tests::process::{binary, http_get_blocking};
+use halo_tests::cluster::Cluster;
+use halo_tests::process::http_get_blocking;
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
@@ -97,298 +95,13 @@ const IDLE_SECS: u64 = 10;
 const SCALE_CHANGES: usize = 5;
 
 // ---------------------------------------------------------------------------------------
-// Processes and the cluster (the setup of tests/tests/controller_e2e.rs).
+// The cluster is halo_tests::cluster's, shared with the end-to-end tests.
 
-/// A child process killed (by its PID, through the handle) when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.0.try_wait().ok().flatten()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Cluster {
-    cp: Option<ControlPlane>,
-    dir: PathBuf,
-    keep: bool,
-}
-
-impl Cluster {
-    /// A control plane with the CRDs, namespace halo-system, the data plane's
-    /// ServiceAccount, `nodes` (name, InternalIP) and, with `pods`, a pod on each node to
-    /// bind tokens to; plus a CA and a serving certificate for the controller.
-    fn start(label: &str, nodes: &[(String, String)], pods: bool) -> Result<Self> {
-        let dir = std::env::temp_dir().join(backends::unique(&format!("halo-bench-{label}-")));
-        std::fs::create_dir_all(&dir)?;
-        let cp = ControlPlane::start(&dir.join("cp"))?;
-        let c = Self {
-            cp: Some(cp),
-            dir,
-            keep: true,
-        };
-        c.kubectl_ok(&[
-            "apply",
-            "-f",
-            &format!("{}/../deploy/crds", env!("CARGO_MANIFEST_DIR")),
-        ])?;
-        c.kubectl_ok(&[
-            "wait",
-            "--for",
-            "condition=established",
-            "--timeout=60s",
-            "crd/virtualips.halo.dev",
-            "crd/loadbalancers.halo.dev",
-        ])?;
-        c.apply(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: halo-system}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: halo-dataplane, namespace: halo-system}\n",
-        )?;
-        for (node, ip) in nodes {
-            c.apply(&format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {node}, labels: {{kubernetes.io/hostname: {node}}}}}\n"))?;
-            c.kubectl_ok(&[
-                "patch", "node", node, "--subresource=status", "--type=merge", "-p",
-                &format!("{{\"status\":{{\"addresses\":[{{\"type\":\"InternalIP\",\"address\":\"{ip}\"}}]}}}}"),
-            ])?;
-            if pods {
-                c.apply(&format!(
-                    "apiVersion: v1\nkind: Pod\nmetadata: {{name: dp-{node}, namespace: halo-system}}\nspec:\n  nodeName: {node}\n  serviceAccountName: halo-dataplane\n  containers: [{{name: dp, image: halo}}]\n"
-                ))?;
-            }
-        }
-        // A CA and a serving certificate it signs (rustls refuses a CA as end entity).
-        let d = &c.dir;
-        std::fs::write(
-            d.join("ext.cnf"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )?;
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        openssl(
-            d,
-            &[
-                &["req", "-x509"][..],
-                &ec[..],
-                &[
-                    "-days",
-                    "1",
-                    "-subj",
-                    "/CN=halo-test-ca",
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.crt",
-                ][..],
-            ]
-            .concat(),
-        )?;
-        openssl(
-            d,
-            &[
-                &["req"][..],
-                &ec[..],
-                &[
-                    "-subj",
-                    "/CN=halo-controller",
-                    "-keyout",
-                    "tls.key",
-                    "-out",
-                    "tls.csr",
-                ][..],
-            ]
-            .concat(),
-        )?;
-        openssl(
-            d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "tls.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-extfile",
-                "ext.cnf",
-                "-out",
-                "tls.crt",
-            ],
-        )?;
-        Ok(c)
-    }
-
-    fn cp(&self) -> &ControlPlane {
-        self.cp.as_ref().expect("control plane runs until drop")
-    }
-
-    fn kubectl_ok(&self, args: &[&str]) -> Result<String> {
-        let out = self.cp().kubectl(args)?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn apply(&self, yaml: &str) -> Result<()> {
-        let out = self.cp().kubectl_with_stdin(["apply", "-f", "-"], yaml)?;
-        if !out.status.success() {
-            bail!(
-                "kubectl apply: {}\n{yaml}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
-    }
-
-    fn token(&self, pod: &str) -> Result<PathBuf> {
-        let token = self.kubectl_ok(&[
-            "create",
-            "token",
-            "halo-dataplane",
-            "-n",
-            "halo-system",
-            "--audience",
-            "halo-controller",
-            "--duration",
-            "1h",
-            "--bound-object-kind",
-            "Pod",
-            "--bound-object-name",
-            pod,
-        ])?;
-        let path = self.dir.join(format!("token-{pod}"));
-        std::fs::write(&path, token.trim())?;
-        Ok(path)
-    }
-
-    fn controller(&self, name: &str, port: u16, metrics: u16) -> Result<Proc> {
-        let log = std::fs::File::create(self.log_path(name))?;
-        let child = Command::new(binary("halo-controller")?)
-            .arg("--kubeconfig")
-            .arg(self.cp().kubeconfig())
-            .args(["--namespace", "halo-system", "--identity", name])
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--metrics",
-                &format!("127.0.0.1:{metrics}"),
-            ])
-            .arg("--tls-cert")
-            .arg(self.dir.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(self.dir.join("tls.key"))
-            .args(["--lease-duration", "3s", "--heartbeat", "1s"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        Ok(Proc(child))
-    }
-
-    fn dataplane(
-        &self,
-        node: &str,
-        controller_port: u16,
-        admin: SocketAddr,
-        token: &Path,
-    ) -> Result<Proc> {
-        let log = std::fs::File::create(self.log_path(&format!("dp-{node}")))?;
-        let child = Command::new(binary("halo-dataplane")?)
-            .args([
-                "run",
-                "--controller",
-                &format!("https://127.0.0.1:{controller_port}"),
-                "--node",
-                node,
-            ])
-            .arg("--token-file")
-            .arg(token)
-            .arg("--ca-file")
-            .arg(self.dir.join("ca.crt"))
-            .arg("--state-dir")
-            .arg(self.dir.join(format!("state-{node}")))
-            .args(["--admin", &admin.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        Ok(Proc(child))
-    }
-
-    fn log_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.log"))
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
-    }
-
-    async fn client(&self) -> Result<Client> {
-        let kc = kube::config::Kubeconfig::read_from(self.cp().kubeconfig())?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-        Ok(Client::try_from(config)?)
-    }
-
-    /// Removes the working directory when this cluster is dropped.
-    fn done(&mut self, keep: bool) {
-        self.keep = keep;
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(cp) = self.cp.take()
-            && let Err(e) = cp.stop()
-        {
-            eprintln!("warning: {e:#}");
-        }
-        if self.keep {
-            eprintln!(
-                "   (working directory and logs kept in {})",
-                self.dir.display()
-            );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
+/// A kube client for the cluster's control plane.
+async fn kube_client(cluster: &Cluster) -> Result<Client> {
+    let kc = kube::config::Kubeconfig::read_from(cluster.cp.kubeconfig())?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    Ok(Client::try_from(config)?)
 }
 
 fn wait_for(limit: Duration, every: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -763,7 +476,8 @@ fn propagation(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
         ("node-b".to_string(), "192.0.2.2".to_string()),
     ];
     let started = Instant::now();
-    let mut cluster = Cluster::start("prop", &nodes, true)?;
+    let mut cluster = Cluster::start_with("bench-prop", &nodes, true)?;
+    cluster.keep(true);
     eprintln!(
         "   control plane up in {:.1}s ({})",
         started.elapsed().as_secs_f64(),
@@ -818,7 +532,7 @@ fn propagation(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
             cluster.log("ctl-1")
         );
     }
-    let token = cluster.token("dp-node-a")?;
+    let token = cluster.token("halo-dataplane", Some("dp-node-a"))?;
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let mut dp = cluster.dataplane("node-a", stream_port, admin, &token)?;
     if !wait_for(Duration::from_secs(30), Duration::from_millis(50), || {
@@ -843,7 +557,7 @@ fn propagation(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     }
     eprintln!("   controller, data plane and backends up; measuring");
 
-    let client = rt.block_on(cluster.client())?;
+    let client = rt.block_on(kube_client(&cluster))?;
     let lb_api: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         "default",
@@ -995,7 +709,7 @@ fn propagation(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     drop(controller);
     drop(b1);
     drop(b2);
-    cluster.done(args.keep || total_misses > 0);
+    cluster.keep(args.keep || total_misses > 0);
     Ok(())
 }
 
@@ -1365,13 +1079,14 @@ fn render_real(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
         })
         .collect();
     let started = Instant::now();
-    let mut cluster = Cluster::start("scale", &nodes, false)?;
+    let mut cluster = Cluster::start_with("bench-scale", &nodes, false)?;
+    cluster.keep(true);
     eprintln!(
         "   control plane up in {:.1}s ({})",
         started.elapsed().as_secs_f64(),
         cluster.dir.display()
     );
-    let client = rt.block_on(cluster.client())?;
+    let client = rt.block_on(kube_client(&cluster))?;
     let c = args.apply_concurrency;
     let mut load = Vec::new();
     for (what, ar, objects) in [
@@ -1565,7 +1280,7 @@ fn render_real(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
         &ApiResource::erase::<EndpointSlice>(&()),
     );
     let apiserver = cluster
-        .cp()
+        .cp
         .pids()
         .into_iter()
         .find(|(n, _)| *n == "kube-apiserver")
@@ -1663,7 +1378,7 @@ fn render_real(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
         println!("  !! the controller exited: {s}");
     }
     drop(controller);
-    cluster.done(args.keep || !settled);
+    cluster.keep(args.keep || !settled);
     Ok(())
 }
 
