@@ -57,6 +57,23 @@ fn https(
     curl(&args).expect("curl")
 }
 
+/// For each (SNI or none, subject), the certificate `s_client` is served at `addr`.
+fn assert_subjects(addr: SocketAddr, cases: &[(Option<&str>, &str)]) {
+    for (sni, want) in cases {
+        let args: Vec<&str> = match sni {
+            Some(name) => vec!["-servername", name],
+            None => vec!["-noservername"],
+        };
+        let (ok, text) = s_client(addr, &args);
+        assert!(ok, "{sni:?}: {text}");
+        assert_eq!(
+            certs::subject(&text),
+            Some(format!("subject={want}").as_str()),
+            "{sni:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_certificate_follows_sni_and_versions_and_alpn_are_enforced() {
     let lab = Lab::new(BIN, "tls-sni");
@@ -81,19 +98,7 @@ async fn the_certificate_follows_sni_and_versions_and_alpn_are_enforced() {
         (Some("unknown.test"), "CN = a.test"),
         (None, "CN = a.test"),
     ];
-    for (sni, want) in cases {
-        let args: Vec<&str> = match sni {
-            Some(name) => vec!["-servername", name],
-            None => vec!["-noservername"],
-        };
-        let (ok, text) = s_client(addr, &args);
-        assert!(ok, "{sni:?}: {text}");
-        assert_eq!(
-            certs::subject(&text),
-            Some(format!("subject={want}").as_str()),
-            "{sni:?}"
-        );
-    }
+    assert_subjects(addr, &cases);
 
     for (alpn, want) in [
         ("h2", "ALPN protocol: h2"),
@@ -424,19 +429,7 @@ async fn passthrough_picks_the_backend_by_sni() {
         (Some("other.test"), "CN = b.pass.test"),
         (None, "CN = b.pass.test"),
     ];
-    for (sni, want) in cases {
-        let args: Vec<&str> = match sni {
-            Some(name) => vec!["-servername", name],
-            None => vec!["-noservername"],
-        };
-        let (ok, text) = s_client(addr, &args);
-        assert!(ok, "{sni:?}: {text}");
-        assert_eq!(
-            certs::subject(&text),
-            Some(format!("subject={want}").as_str()),
-            "{sni:?}"
-        );
-    }
+    assert_subjects(addr, &cases);
 
     let (ok, text) = s_client(front(strict), &["-servername", "a.pass.test"]);
     assert!(ok && text.contains("CN = a.pass.test"), "{text}");
