@@ -105,7 +105,7 @@ pub struct VrrpSpec {
 
 /// Conditions watched on each node; each either lowers the priority by `weight` or, with
 /// `fault: true`, gives up the addresses entirely. Default: `interfaceDown: {fault: true}`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrackSpec {
     /// A listener on this VirtualIP has no healthy backend.
@@ -117,6 +117,106 @@ pub struct TrackSpec {
     /// The VirtualIP's interface has no carrier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface_down: Option<TrackAction>,
+    /// Other links this node needs (keepalived's `track_interface`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(i, self.exists_one(j, j.name == i.name))").message("tracked interface names must be unique"))]
+    pub interfaces: Vec<TrackInterface>,
+    /// Periodic checks run by the data plane on its node (keepalived's `vrrp_script`), shaped
+    /// like a Pod's probes: one of `http`, `tcp` or `exec` each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))").message("track check names must be unique"))]
+    pub checks: Vec<TrackCheck>,
+}
+
+/// A link whose loss lowers the priority or faults the instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.weight) != (has(self.fault) && self.fault)").message("set either weight or fault: true"))]
+pub struct TrackInterface {
+    #[schemars(length(min = 1, max = 15))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 254))]
+    pub weight: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<bool>,
+}
+
+/// One periodic check; after `fall` failures in a row it counts as failed (lowering the
+/// priority by `weight`, or faulting), after `rise` successes as passing again.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.http), has(self.tcp), has(self.exec)].filter(x, x).size() == 1").message("set exactly one of http, tcp or exec"))]
+#[x_kube(validation = Rule::new("has(self.weight) != (has(self.fault) && self.fault)").message("set either weight or fault: true"))]
+pub struct TrackCheck {
+    /// Names the check in metrics, logs and status.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpTrack>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpTrack>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecTrack>,
+    /// Time between checks (default 2s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub interval: Option<String>,
+    /// A check that takes longer fails (default 1s; at most the interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub timeout: Option<String>,
+    /// Successes in a row that make a failed check pass again (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub rise: Option<u8>,
+    /// Failures in a row that make a passing check fail (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub fall: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 254))]
+    pub weight: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<bool>,
+}
+
+/// An HTTP GET; passes on `expectStatus`, or on any status below 400 without it
+/// (what `curl -f` accepts).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpTrack {
+    /// `http://host:port/path`, with an IP address or `localhost` as host.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://')").message("url must start with http://"))]
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 599))]
+    pub expect_status: Option<u16>,
+}
+
+/// A TCP connect to `address` (`ip:port` or `[ipv6]:port`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpTrack {
+    #[schemars(length(min = 1, max = 64))]
+    pub address: String,
+}
+
+/// A program run without a shell; exit status 0 passes. Standalone mode runs it; the
+/// controller refuses it unless started with `--allow-track-exec`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecTrack {
+    /// Absolute path of the program.
+    #[schemars(length(min = 2, max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("command must be an absolute path"))]
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 1024)))]
+    pub args: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod import;
 pub mod metrics;
 pub mod netlink;
 pub mod proxy;

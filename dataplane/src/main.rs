@@ -96,6 +96,10 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Turn a haproxy.cfg and keepalived.conf files into Halo manifests, with a report of
+    /// what carried over (exit 0: everything; 3: something approximated or unsupported;
+    /// 2: a file that cannot be parsed).
+    Import(halo_dataplane::import::ImportArgs),
     /// Validate a manifest file and print the NodeConfig it renders to.
     Check {
         #[arg(long, short)]
@@ -163,6 +167,7 @@ async fn async_main() -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&rendered.sealed(1))?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Import(args) => Ok(halo_dataplane::import::run(&args)),
         Command::Status { client } => Ok(halo_dataplane::cli::status(&client).await),
         Command::Takeover { vip, client } => Ok(halo_dataplane::cli::takeover(&client, &vip).await),
         Command::Run {
