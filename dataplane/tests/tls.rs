@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use halo_tests::backends::{self, free_port};
-use halo_tests::certs::{self, Ca, SServer, s_client};
+use halo_tests::certs::{self, Ca, SServer, s_client, s_client_send};
 use halo_tests::client;
 use halo_tests::curl::curl;
 use halo_tests::process::DataPlane;
@@ -309,6 +309,66 @@ async fn https_without_a_default_route_answers_404_on_http2() {
     );
     let r = https("site.test", front(port), &ca.cert, "/other", &["--http2"]);
     assert_eq!(r.status, 404);
+}
+
+/// Malformed requests over TLS get hyper's 400 (HTTP/1.1) or a GOAWAY (HTTP/2), and are
+/// counted by reason like the plain HTTP/1.1 engine's, while good requests still pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_over_tls_are_refused_and_counted() {
+    let lab = Lab::new(BIN, "tls-bad");
+    let ca = Ca::new(&lab.dir, "ca", "Halo Test CA");
+    ca.issue("site", &["site.test"]);
+    let web = backends::http("web", "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("backend");
+    let port = free_port().expect("port");
+    let listener = "      tls:\n        certificates: [{certFile: site.crt, keyFile: site.key}]\n";
+    let groups = format!(
+        "  backendGroups:\n    - name: web\n      backends: [{{name: web, address: 127.0.0.1, port: {}}}]\n",
+        web.port()
+    );
+    let dp = lab.start(&format!(
+        "{}      routes: [{{name: all, backendRefs: [{{name: web}}]}}]\n",
+        yaml(port, "HTTPS", listener, &groups)
+    ));
+    let errors = |reason: &str| {
+        dp.metrics().map_or(0.0, |m| {
+            metric_sum(&m, "halo_http_client_errors_total", &[("reason", reason)])
+        })
+    };
+    let addr = front(port);
+    let h1 = ["-servername", "site.test", "-alpn", "http/1.1"];
+    let answer = s_client_send(
+        addr,
+        &h1,
+        b"GET / HTTP/1.1\r\nHost: site.test\r\nno colon here\r\n\r\n",
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        wait_until(Duration::from_secs(3), || errors("malformed") == 1.0).await,
+        "{:?}",
+        dp.metrics()
+    );
+
+    // The preface, then a HEADERS frame on stream 0: a connection error (RFC 9113 §6.2).
+    let mut h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    h2.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // empty SETTINGS
+    h2.extend_from_slice(&[0, 0, 1, 1, 5, 0, 0, 0, 0, 0x82]); // HEADERS, stream 0
+    let answer = s_client_send(addr, &["-servername", "site.test", "-alpn", "h2"], &h2);
+    // A GOAWAY frame (type 7) with PROTOCOL_ERROR (1) as its last 4 bytes of payload.
+    let goaway = answer.windows(4).any(|w| w == [0, 0, 0, 1]) && answer.contains(&7);
+    assert!(goaway, "no GOAWAY(PROTOCOL_ERROR) in {answer:?}");
+    assert!(
+        wait_until(Duration::from_secs(3), || errors("h2_protocol_error")
+            == 1.0)
+        .await,
+        "{:?}",
+        dp.metrics()
+    );
+
+    let r = https("site.test", addr, &ca.cert, "/", &["--http2"]);
+    assert_eq!((r.status, r.text().as_str()), (200, "web\n"));
 }
 
 /// GET / on an open HTTP/1.1 connection, within 5 s: status and body.
