@@ -334,12 +334,20 @@ impl Metrics {
         }
     }
 
+    /// Drops the queue series of a backend group that left the config.
+    pub fn forget_queue(&self, listener: &str, group: &str) {
+        let labels = group_labels(listener, group);
+        self.queue_length.remove(&labels);
+        self.queue_wait.remove(&labels);
+        for reason in ["timeout", "overflow"] {
+            self.queue_refused
+                .remove(&with(labels.clone(), "reason", reason));
+        }
+    }
+
     /// The queue series of backend group `group` of `listener`.
     pub fn queue(&self, listener: &str, group: &str) -> QueueMetrics {
-        let labels = vec![
-            ("listener", listener.to_string()),
-            ("group", group.to_string()),
-        ];
+        let labels = group_labels(listener, group);
         // One statement each: a family's read guard lives to the end of its statement,
         // and a second lookup in the same family there would wait for it forever.
         let length = self.queue_length.get_or_create(&labels).clone();
@@ -396,6 +404,13 @@ pub fn class_index(status: u16) -> usize {
 
 pub fn listener_labels(listener: &str) -> Labels {
     vec![("listener", listener.to_string())]
+}
+
+fn group_labels(listener: &str, group: &str) -> Labels {
+    vec![
+        ("listener", listener.to_string()),
+        ("group", group.to_string()),
+    ]
 }
 
 pub fn backend_labels(listener: &str, backend: &str) -> Labels {
