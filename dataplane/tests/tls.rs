@@ -548,25 +548,33 @@ async fn backend_tls_is_verified_against_the_ca() {
         "    - name: skip\n      backends: [{{name: skip, address: 127.0.0.1, port: {}}}]\n      backendTls: {{insecureSkipVerify: true}}\n",
         secure.port()
     );
+    // A TCP check of a TLS group completes the handshake: an untrusted server is down.
+    let tcp = "      healthCheck: {type: TCP, interval: 100ms, downInterval: 100ms, timeout: 1s, rise: 1, fall: 1}\n";
     let groups = format!(
-        "  backendGroups:\n{}{}{skip}",
+        "  backendGroups:\n{}{}{}{skip}",
         group("good", "ca.crt", check),
-        group("bad", "other.crt", "")
+        group("bad", "other.crt", ""),
+        group("untrusted", "other.crt", tcp)
     );
     let port = free_port().expect("port");
-    let listener = "      routes:\n        - name: good\n          matches: [{path: {value: /good}}]\n          backendRefs: [{name: good}]\n        - name: bad\n          matches: [{path: {value: /bad}}]\n          backendRefs: [{name: bad}]\n        - name: skip\n          matches: [{path: {value: /skip}}]\n          backendRefs: [{name: skip}]\n";
+    let listener = "      routes:\n        - name: good\n          matches: [{path: {value: /good}}]\n          backendRefs: [{name: good}]\n        - name: bad\n          matches: [{path: {value: /bad}}]\n          backendRefs: [{name: bad}]\n        - name: skip\n          matches: [{path: {value: /skip}}]\n          backendRefs: [{name: skip}]\n        - name: untrusted\n          matches: [{path: {value: /untrusted}}]\n          backendRefs: [{name: untrusted}]\n";
     let dp = lab.start(&yaml(port, "HTTP", listener, &groups));
-    let checks = |result: &str| {
+    let checks = |backend: &str, result: &str| {
         dp.metrics().map_or(0.0, |m| {
-            metric_sum(&m, "halo_health_checks_total", &[("result", result)])
+            let labels = [("backend", backend), ("result", result)];
+            metric_sum(&m, "halo_health_checks_total", &labels)
         })
     };
     assert!(
-        wait_until(Duration::from_secs(10), || checks("pass") >= 3.0).await,
+        wait_until(Duration::from_secs(10), || checks("good/good", "pass")
+            >= 3.0
+            && checks("untrusted/untrusted", "fail") >= 3.0)
+        .await,
         "{}",
         dp.metrics().unwrap_or_default()
     );
-    assert_eq!(checks("fail"), 0.0);
+    assert_eq!(checks("good/good", "fail"), 0.0);
+    assert_eq!(checks("untrusted/untrusted", "pass"), 0.0);
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     let r = curl(&[&url("/good")]).expect("curl");
     assert_eq!((r.status, r.text().as_str()), (200, "secure\n"));
@@ -575,6 +583,8 @@ async fn backend_tls_is_verified_against_the_ca() {
     // Not verified at all: the wrong name (the backend's address) and no CA are fine.
     let r = curl(&[&url("/skip")]).expect("curl");
     assert_eq!((r.status, r.text().as_str()), (200, "secure\n"));
+    let r = curl(&[&url("/untrusted")]).expect("curl");
+    assert_eq!(r.status, 503, "{}", r.text());
     let m = dp.metrics().unwrap_or_default();
     assert!(
         metric_sum(&m, "halo_backend_errors_total", &[("kind", "tls")]) >= 1.0,
