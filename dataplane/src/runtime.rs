@@ -322,6 +322,7 @@ impl Runtime {
                 inputs.bind_failed.insert(vip);
             }
         }
+        inputs.checks_failed = self.vrrp.failed_checks();
         inputs
     }
 
