@@ -118,7 +118,8 @@ async fn http(
 }
 
 /// Runs `command` with `args` (no shell, stdin null, in its own process group). Past
-/// the timeout the whole group is killed and reaped.
+/// the timeout, or when the run is dropped, the whole group is killed (and reaped by
+/// tokio, kill_on_drop).
 async fn exec(command: &str, args: &[String], timeout: Duration) -> (Outcome, String) {
     let mut cmd = tokio::process::Command::new(command);
     cmd.args(args)
@@ -137,7 +138,7 @@ async fn exec(command: &str, args: &[String], timeout: Duration) -> (Outcome, St
             );
         }
     };
-    let pid = child.id();
+    let mut group = Group(child.id().and_then(|p| libc::pid_t::try_from(p).ok()));
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let finished = tokio::time::timeout(timeout, async {
         tokio::join!(read_bounded(stdout), read_bounded(stderr), child.wait())
@@ -145,6 +146,8 @@ async fn exec(command: &str, args: &[String], timeout: Duration) -> (Outcome, St
     .await;
     match finished {
         Ok((out, err, status)) => {
+            // Done: what it left running on purpose is not ours to kill.
+            group.0 = None;
             let output = printed(&out, &err);
             match status {
                 Ok(s) if s.success() => (Outcome::Pass, output),
@@ -153,7 +156,7 @@ async fn exec(command: &str, args: &[String], timeout: Duration) -> (Outcome, St
             }
         }
         Err(_) => {
-            kill_group(pid);
+            drop(group);
             // SIGKILL cannot be refused: the wait is short, and bounded anyway.
             let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
             (Outcome::Timeout, String::new())
@@ -161,14 +164,19 @@ async fn exec(command: &str, args: &[String], timeout: Duration) -> (Outcome, St
     }
 }
 
-fn kill_group(pid: Option<u32>) {
-    let Some(pgid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) else {
-        return;
-    };
-    // SAFETY: kill(2) with a negative pid signals that process group; it touches no
-    // memory of ours. The group is the child's own (process_group(0) above).
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
+/// The process group of a running check program, killed when dropped: on the timeout,
+/// and when the check itself stops (its task aborted mid-run).
+struct Group(Option<libc::pid_t>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: kill(2) with a negative pid signals that process group and touches
+            // no memory of ours. The group is the child's own (process_group(0)).
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
     }
 }
 
@@ -241,14 +249,36 @@ mod tests {
         assert_eq!(output.len(), OUTPUT_LIMIT);
     }
 
+    fn running(argv: &[&str]) -> usize {
+        let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
+            .count()
+    }
+
+    /// `timeout` runs `sleep` as its child: killing only the program would leave the
+    /// sleep behind, killing the group takes both.
     #[tokio::test]
-    async fn exec_past_the_timeout_is_killed() {
+    async fn exec_past_the_timeout_is_killed_with_its_children() {
+        let nap = format!("30.{}", std::process::id());
         let (outcome, _) = run(
-            &exec_kind("/bin/sleep", &["30"]),
-            Duration::from_millis(200),
+            &exec_kind("/usr/bin/timeout", &["60", "/usr/bin/sleep", &nap]),
+            Duration::from_millis(300),
         )
         .await;
         assert_eq!(outcome, Outcome::Timeout);
+        let mut left = usize::MAX;
+        for _ in 0..20 {
+            left = running(&["/usr/bin/sleep", &nap]);
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(left, 0, "the program's child outlived the timeout");
     }
 
     #[tokio::test]
