@@ -749,6 +749,16 @@ impl Site {
             .map(str::to_string)
     }
 
+    /// What `halo-dataplane status` prints for node `i` (whatever its exit status).
+    pub fn status_text(&self, i: usize) -> Result<String> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.nodes[i].ns])
+            .arg(binary("halo-dataplane")?)
+            .args(["status", "--admin", ADMIN])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     pub fn metrics(&self, i: usize) -> Result<String> {
         let (code, body) = self.admin(i, "GET", "/metrics")?;
         if code != 200 {

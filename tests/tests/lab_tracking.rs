@@ -379,7 +379,8 @@ fn http_check_weight_moves_the_vip_and_back_after_rise() {
 }
 
 /// A tcp check with `fault: true`: the port closes and node-a goes to Fault (holding
-/// nothing) while node-b takes over; it opens again and node-a returns.
+/// nothing) while node-b takes over, and `halo-dataplane status` shows the check failing;
+/// the port opens again and node-a returns.
 #[test]
 fn tcp_check_with_fault_faults_the_node() {
     require_lab!();
@@ -402,6 +403,17 @@ fn tcp_check_with_fault_faults_the_node() {
     assert_eq!(
         site.track_check_state(A, "web", "port").as_deref(),
         Some("Failing")
+    );
+    let printed = site.status_text(A).expect("halo-dataplane status");
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.trim_start().starts_with("check port")
+                && l.contains("tcp")
+                && l.contains("Failing")
+                && l.contains("(fault)")
+                && l.contains("last error: connect")),
+        "halo-dataplane status should show the failing check:\n{printed}"
     );
     site.start_backend(A).expect("backend back");
     assert!(
