@@ -65,6 +65,8 @@ pub struct Metrics {
     pub vrrp_garp_sent: Family<Labels, Counter>,
     pub vrrp_split_brain: Family<Labels, Counter>,
     pub vrrp_master_seconds: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    pub track_check_up: Family<Labels, Gauge>,
+    pub track_check_runs: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -293,8 +295,22 @@ impl Metrics {
             "Time spent as VRRP master",
             vrrp_master_seconds.clone(),
         );
+        let track_check_up = Family::<Labels, Gauge>::default();
+        registry.register(
+            "track_check_up",
+            "1 while a VRRP track check passes (after rise/fall), else 0",
+            track_check_up.clone(),
+        );
+        let track_check_runs = Family::<Labels, Counter>::default();
+        registry.register(
+            "track_check_runs",
+            "VRRP track check runs, by result (pass, fail, timeout)",
+            track_check_runs.clone(),
+        );
         Self {
             registry,
+            track_check_up,
+            track_check_runs,
             vrrp_master_seconds,
             vrrp_state,
             vrrp_priority,

@@ -330,6 +330,7 @@ impl Runtime {
                 inputs.bind_failed.insert(vip);
             }
         }
+        inputs.checks_failed = self.vrrp.failed_checks();
         inputs
     }
 
