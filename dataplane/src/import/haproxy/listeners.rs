@@ -92,11 +92,21 @@ pub fn add(site: &mut Site, b: Bound<'_>, backends: &mut Backends<'_>, notes: &m
         let routes = routes(site, fe, b.tls.is_some(), &at, backends, notes);
         let shadowed = routes.1;
         l.routes = routes.0;
+        if let Some((_, n, text)) = fe.default_backend.as_ref().filter(|_| default.is_some()) {
+            let field = match shadowed {
+                false => format!("{at}.backends"),
+                true => format!("{at} (not used here: an earlier rule takes every request)"),
+            };
+            notes.mapped(*n, text, field);
+        }
         if !shadowed {
             let up = default.map(|m| m.upstream).unwrap_or_default();
             attach_default(site, &mut l, fe, up, &at, notes);
         }
     } else {
+        if let Some((_, n, text)) = fe.default_backend.as_ref().filter(|_| default.is_some()) {
+            notes.mapped(*n, text, format!("{at}.backends"));
+        }
         l.upstream = default.map(|m| m.upstream).unwrap_or_default();
         for r in &fe.rules {
             notes.unsupported(
@@ -147,10 +157,7 @@ fn default_upstream(
 ) -> Option<Mapped> {
     if let Some((name, n, text)) = &fe.default_backend {
         match backends(name, at, notes) {
-            Some(m) => {
-                notes.mapped(*n, text, format!("{at}.backends"));
-                return Some(m);
-            }
+            Some(m) => return Some(m),
             None => notes.unsupported(*n, text, format!("no backend named {name:?}")),
         }
     }

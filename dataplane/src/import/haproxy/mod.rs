@@ -354,3 +354,148 @@ fn known(l: &Line) -> bool {
             | "redirect"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use halo_crds::load_balancer::{Protocol, RouteFilterType};
+
+    use super::*;
+    use crate::import::Outcome;
+
+    fn mapping(text: &str) -> (Vec<LoadBalancer>, Report) {
+        let lines = lex::lex(text, &|_| None).expect("lexes");
+        let m = map(&sections::split(lines).expect("splits"));
+        (m.load_balancers, m.notes.into_report("h.cfg"))
+    }
+
+    fn outcome_at(r: &Report, line: usize) -> &Outcome {
+        &r.entries
+            .iter()
+            .find(|e| e.source.line == line)
+            .expect("entry")
+            .outcome
+    }
+
+    const SITE: &str = "defaults\n mode http\n\
+        frontend web\n bind 10.0.0.1:80\n bind 10.0.0.1:443 ssl crt a.pem\n\
+        \x20acl api path_beg /api\n acl shop hdr(host) shop.example.com\n\
+        \x20http-request redirect scheme https unless { ssl_fc }\n\
+        \x20use_backend be_api if api || shop\n default_backend be_web\n\
+        frontend admin\n bind 10.0.0.1:8080\n bind 10.0.0.2:80\n default_backend be_web\n\
+        backend be_api\n server a1 10.1.0.1:80\n\
+        backend be_web\n server w1 10.1.0.2:80\n\
+        backend be_old\n server o1 10.1.0.3:80\n";
+
+    /// A LoadBalancer's addresses and its listeners' names and ports.
+    type Shape = (Vec<String>, Vec<(String, u16)>);
+
+    #[test]
+    fn frontends_on_one_address_share_a_load_balancer_with_a_listener_per_port() {
+        let (lbs, _) = mapping(SITE);
+        let shape: Vec<Shape> = lbs
+            .iter()
+            .map(|lb| {
+                let ls = lb
+                    .spec
+                    .listeners
+                    .iter()
+                    .map(|l| (l.name.clone(), l.port))
+                    .collect();
+                (lb.spec.addresses.clone().unwrap_or_default(), ls)
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (
+                    vec!["10.0.0.1".to_string()],
+                    vec![
+                        ("web-80".into(), 80),
+                        ("web-443".into(), 443),
+                        ("admin-8080".into(), 8080)
+                    ]
+                ),
+                (vec!["10.0.0.2".to_string()], vec![("admin-80".into(), 80)]),
+            ]
+        );
+        assert_eq!(lbs[0].spec.listeners[1].protocol, Protocol::Https);
+        assert_eq!(lbs[0].spec.backend_groups.len(), 1);
+    }
+
+    #[test]
+    fn ssl_fc_decides_per_listener_and_a_catch_all_redirect_shadows_the_rest() {
+        let (lbs, report) = mapping(SITE);
+        let (http, https) = (&lbs[0].spec.listeners[0], &lbs[0].spec.listeners[1]);
+        assert_eq!(http.routes.len(), 1);
+        assert_eq!(
+            http.routes[0].filters[0].kind,
+            RouteFilterType::RequestRedirect
+        );
+        assert!(
+            http.upstream.backends.is_empty(),
+            "plain HTTP only redirects"
+        );
+        // `api || shop`: one route per alternative, to the group; the default stays.
+        let names: Vec<&str> = https.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["be-api-0", "be-api-1"]);
+        assert_eq!(https.routes[1].hostnames, ["shop.example.com"]);
+        assert_eq!(https.upstream.backends.len(), 1);
+        // Alternatives of one rule share a backend: their order does not matter.
+        assert!(matches!(outcome_at(&report, 9), Outcome::Mapped { .. }));
+    }
+
+    #[test]
+    fn every_directive_line_gets_exactly_one_entry() {
+        let text = format!("{SITE}userlist u\n user a password x\nglobal\n daemon\n nbthread 2\n");
+        let (_, report) = mapping(&text);
+        let mut lines: Vec<usize> = report.entries.iter().map(|e| e.source.line).collect();
+        lines.dedup();
+        assert_eq!(lines.len(), report.entries.len(), "one entry per line");
+        // Section headers are structure, except an unsupported section's.
+        let expected = [
+            2, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 16, 18, 20, 21, 22, 24, 25,
+        ];
+        assert_eq!(lines, expected);
+        assert!(
+            matches!(outcome_at(&report, 20), Outcome::Unsupported { why } if why.contains("be_old"))
+        );
+        assert!(matches!(
+            outcome_at(&report, 21),
+            Outcome::Unsupported { .. }
+        ));
+    }
+
+    #[test]
+    fn a_later_rule_halo_ranks_first_is_reported() {
+        let (lbs, report) = mapping(
+            "defaults\n mode http\nfrontend f\n bind 10.0.0.1:80\n use_backend a if { path_beg /api }\n\
+             \x20use_backend b if { hdr(host) shop.example.com }\nbackend a\n server s 10.1.0.1:80\n\
+             backend b\n server s 10.1.0.2:80\n",
+        );
+        assert_eq!(lbs[0].spec.listeners[0].routes.len(), 2);
+        assert!(matches!(outcome_at(&report, 5), Outcome::Mapped { .. }));
+        let later = outcome_at(&report, 6);
+        assert!(
+            matches!(later, Outcome::Approximated { how, .. } if how.contains("ranks this route above")),
+            "{later:?}"
+        );
+    }
+
+    #[test]
+    fn header_rules_put_the_default_backend_behind_a_filtered_catch_all_route() {
+        let (lbs, report) = mapping(
+            "defaults\n mode http\nfrontend f\n bind 10.0.0.1:80\n http-request set-header X-Via halo\n default_backend b\nbackend b\n server s 10.1.0.1:80\n",
+        );
+        let l = &lbs[0].spec.listeners[0];
+        assert!(l.upstream.backends.is_empty());
+        assert_eq!(l.routes.len(), 1);
+        assert!(l.routes[0].hostnames.is_empty() && l.routes[0].matches.is_empty());
+        let filter = l.routes[0].filters[0]
+            .request_header_modifier
+            .as_ref()
+            .expect("filter");
+        assert_eq!(filter.set[0].name, "X-Via");
+        assert_eq!(lbs[0].spec.backend_groups[0].upstream.backends.len(), 1);
+        assert_eq!(report.exit_code(), 0, "{report}");
+    }
+}
