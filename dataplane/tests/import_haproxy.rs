@@ -321,3 +321,56 @@ async fn an_imported_config_serves_hosts_paths_redirects_and_cookies() {
         other.served()
     );
 }
+
+#[test]
+fn a_crt_directory_gives_one_certificate_per_file_and_a_missing_one_exits_2() {
+    let lab = Lab::new(BIN, "import-crt-dir");
+    let certs = lab.dir.join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    bundle(&lab, "a.example.com", &certs.join("a.pem"));
+    // b: the key in b.pem.key next to it, as HAProxy also accepts.
+    let (cert, key) = lab.self_signed("b", "b.example.com");
+    std::fs::copy(cert, certs.join("b.pem")).expect("b cert");
+    std::fs::copy(key, certs.join("b.pem.key")).expect("b key");
+    let cfg = "defaults\n  mode http\nfrontend tls\n  bind 127.0.0.1:8443 ssl crt certs/\n  default_backend app\nbackend app\n  server a 127.0.0.1:9001\n";
+    std::fs::write(lab.dir.join("dir.cfg"), cfg).expect("write");
+    let out = run(
+        &["import", "--haproxy", "dir.cfg", "-o", "dir.yaml"],
+        &lab.dir,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let yaml = std::fs::read_to_string(lab.dir.join("dir.yaml")).expect("manifest");
+    assert!(
+        yaml.contains("certFile: dir-certs/a.crt") && yaml.contains("keyFile: dir-certs/b.key"),
+        "{yaml}"
+    );
+    let b_key = std::fs::read_to_string(lab.dir.join("dir-certs/b.key")).expect("b key written");
+    assert!(b_key.contains("PRIVATE KEY"));
+    let check = run(&["check", "-c", "dir.yaml", "--node", "node-a"], &lab.dir);
+    assert!(
+        check.status.success(),
+        "check refused the import: {}",
+        stderr(&check)
+    );
+
+    // Without --output there is nowhere to put certificate files.
+    let out = run(&["import", "--haproxy", "dir.cfg"], &lab.dir);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--output"), "{}", stderr(&out));
+
+    std::fs::write(
+        lab.dir.join("gone.cfg"),
+        cfg.replace("certs/", "missing.pem"),
+    )
+    .expect("write");
+    let out = run(
+        &["import", "--haproxy", "gone.cfg", "-o", "gone.yaml"],
+        &lab.dir,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("gone.cfg:4: crt missing.pem: cannot read"),
+        "{}",
+        stderr(&out)
+    );
+}

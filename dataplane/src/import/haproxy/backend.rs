@@ -633,3 +633,141 @@ fn same_timing(opts: &Opts, name: &str, at: &str, up: &Upstream, notes: &mut Not
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::Outcome;
+    use crate::import::haproxy::lex::lex;
+
+    fn mapped(text: &str) -> (Mapped, crate::import::Report) {
+        let lines = lex(text, &|_| None).expect("lexes");
+        let refs: Vec<&Line> = lines.iter().collect();
+        let mut notes = Notes::default();
+        let m = map(&refs, "g", &mut notes);
+        (m, notes.into_report("h.cfg"))
+    }
+
+    fn kind(r: &crate::import::Report, line: usize) -> &'static str {
+        match r
+            .entries
+            .iter()
+            .find(|e| e.source.line == line)
+            .map(|e| &e.outcome)
+        {
+            Some(Outcome::Mapped { .. }) => "mapped",
+            Some(Outcome::Approximated { .. }) => "approximated",
+            Some(Outcome::Unsupported { .. }) => "unsupported",
+            None => "none",
+        }
+    }
+
+    #[test]
+    fn balance_algorithms_map_or_say_why_not() {
+        for (line, algorithm, outcome) in [
+            ("balance roundrobin", Algorithm::RoundRobin, "mapped"),
+            ("balance static-rr", Algorithm::RoundRobin, "approximated"),
+            ("balance leastconn", Algorithm::LeastConnections, "mapped"),
+            ("balance source", Algorithm::SourceHash, "mapped"),
+            ("balance random", Algorithm::Random2, "mapped"),
+            ("balance random(3)", Algorithm::Random2, "approximated"),
+            ("balance uri", Algorithm::RoundRobin, "unsupported"),
+        ] {
+            let (m, r) = mapped(line);
+            assert_eq!(
+                (m.upstream.algorithm, kind(&r, 1)),
+                (algorithm, outcome),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn cookie_options_become_persistence_settings() {
+        let (m, r) = mapped("cookie SRV insert indirect nocache");
+        let c = m
+            .upstream
+            .session_persistence
+            .and_then(|p| p.cookie)
+            .expect("cookie");
+        assert_eq!(
+            (c.name.as_deref(), c.indirect, c.nocache),
+            (Some("SRV"), Some(true), Some(true))
+        );
+        assert_eq!(kind(&r, 1), "mapped");
+        // HAProxy's defaults differ from Halo's: written out explicitly.
+        let (m, _) = mapped("cookie SRV insert");
+        let c = m
+            .upstream
+            .session_persistence
+            .and_then(|p| p.cookie)
+            .expect("cookie");
+        assert_eq!((c.indirect, c.nocache), (Some(false), Some(false)));
+        assert_eq!(
+            kind(&mapped("cookie JSESSIONID prefix").1, 1),
+            "approximated"
+        );
+        let (m, r) = mapped("cookie JSESSIONID");
+        assert!(m.upstream.session_persistence.is_none());
+        assert_eq!(kind(&r, 1), "unsupported");
+    }
+
+    #[test]
+    fn server_checks_become_the_group_health_check() {
+        let (m, r) = mapped(
+            "option mysql-check\ntimeout check 3s\n\
+             server db1 10.0.0.1:3306 check port 9200 inter 2s downinter 10s rise 3 fall 2 slowstart 30s\n\
+             server db2 10.0.0.2:3306 check port 9200 inter 2s downinter 10s rise 3 fall 2 backup maxconn 50\n\
+             server db3 10.0.0.3:3306 check port 9201\nserver db4 10.0.0.4:3306\n",
+        );
+        let up = m.upstream;
+        let hc = up.health_check.expect("check");
+        assert_eq!(hc.kind, HealthCheckType::Tcp);
+        assert_eq!(
+            (hc.port, hc.interval.as_deref(), hc.down_interval.as_deref()),
+            (Some(9200), Some("2s"), Some("10s"))
+        );
+        assert_eq!(
+            (hc.rise, hc.fall, hc.timeout.as_deref()),
+            (Some(3), Some(2), Some("3s"))
+        );
+        assert_eq!(up.slow_start.as_deref(), Some("30s"));
+        assert!(up.backends[1].backup && up.backends[1].max_connections == Some(50));
+        let kinds: Vec<&str> = (1..=6).map(|n| kind(&r, n)).collect();
+        // mysql-check is only a connect; db3 checks another port; db4 is checked anyway.
+        assert_eq!(
+            kinds,
+            [
+                "approximated",
+                "mapped",
+                "mapped",
+                "mapped",
+                "approximated",
+                "approximated"
+            ]
+        );
+    }
+
+    #[test]
+    fn http_checks_take_path_method_and_status() {
+        let (m, r) = mapped(
+            "option httpchk GET /health\nhttp-check expect status 204\nserver a 10.0.0.1:80 check\n",
+        );
+        let hc = m.upstream.health_check.expect("check");
+        assert_eq!(
+            (hc.kind, hc.path.as_deref(), hc.expect_status),
+            (HealthCheckType::Http, Some("/health"), Some(204))
+        );
+        assert_eq!([kind(&r, 1), kind(&r, 2)], ["mapped", "mapped"]);
+        let (m, r) = mapped("option httpchk HEAD /ping\nserver a 10.0.0.1:80 check\n");
+        assert_eq!(
+            m.upstream.health_check.and_then(|h| h.path).as_deref(),
+            Some("/ping")
+        );
+        assert_eq!(kind(&r, 1), "approximated");
+        // No server has `check`: HAProxy does not check either.
+        let (m, r) = mapped("option httpchk GET /\nserver a 10.0.0.1:80\n");
+        assert!(m.upstream.health_check.is_none());
+        assert_eq!(kind(&r, 1), "mapped");
+    }
+}

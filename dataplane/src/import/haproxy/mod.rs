@@ -315,6 +315,7 @@ fn leftovers(sections: &[Section], notes: &mut Notes) {
         for l in unseen {
             let why = match (s.kind, known(l)) {
                 _ if l.words[0] == "acl" => "used only by conditions that could not be carried over, or by none".to_string(),
+                _ if l.words[0] == "errorfile" => "Halo's own error responses cannot be replaced; a route's fixedResponse answers with a fixed status and body instead".to_string(),
                 (Kind::Backend, _) => format!("no imported frontend uses backend {}", s.name.as_deref().unwrap_or("")),
                 (Kind::Defaults, true) => "overridden, or used by no imported proxy".to_string(),
                 (_, true) => "has no effect here in Halo's model (overridden, or used by no imported listener)".to_string(),
