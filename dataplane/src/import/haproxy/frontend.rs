@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use halo_crds::load_balancer::{HeaderModifier, HeaderValue, RequestRedirect, TlsVersion};
 
 use super::acl::{self, Acl, Condition};
-use super::backend::{Timed, last, option, timeout};
+use super::backend::{SideTimeouts, Timed, last, option, timeout};
 use super::lex::Line;
 use super::notes::Notes;
 use super::values::{BindAddr, bind_addr, ciphers};
@@ -61,6 +61,9 @@ pub struct Frontend {
     pub client: Option<Timed>,
     pub http_request: Option<Timed>,
     pub idle: Option<Timed>,
+    /// Backend-side timeouts as the frontend sees them (its defaults): the listener's
+    /// when it has no default backend.
+    pub side: SideTimeouts,
 }
 
 /// Reads a frontend (or the frontend half of a listen) from its effective lines.
@@ -120,6 +123,12 @@ pub fn read(lines: &[&Line], global_tls: &BindTls, notes: &mut Notes) -> Fronten
         .map(|(l, _)| (l.number, l.text()))
         .next();
     fe.client = timeout(lines, "client", notes);
+    fe.side = SideTimeouts {
+        connect: timeout(lines, "connect", notes),
+        server: timeout(lines, "server", notes),
+        queue: timeout(lines, "queue", notes),
+        tunnel: timeout(lines, "tunnel", notes),
+    };
     fe.http_request = timeout(lines, "http-request", notes);
     fe.idle = timeout(lines, "http-keep-alive", notes);
     fe

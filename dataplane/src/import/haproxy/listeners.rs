@@ -45,6 +45,14 @@ pub fn add(site: &mut Site, b: Bound<'_>, backends: &mut Backends<'_>, notes: &m
     let at = format!("LoadBalancer/{} spec.listeners[{index}]", site.name);
     let fe = b.fe;
     let protocol = match (fe.http, b.tls.is_some()) {
+        (true, true) if b.tls.is_some_and(|t| t.crt.is_empty()) => {
+            notes.unsupported(
+                b.bind_line.0,
+                &b.bind_line.1,
+                "ssl without crt: a TLS listener needs a certificate",
+            );
+            return;
+        }
         (true, true) => Protocol::Https,
         (true, false) => Protocol::Http,
         (false, false) => Protocol::Tcp,
@@ -71,6 +79,15 @@ pub fn add(site: &mut Site, b: Bound<'_>, backends: &mut Backends<'_>, notes: &m
                 .collect(),
         });
         site.crts.push((index, tls.crt.clone()));
+        let dropped: Vec<&String> = tls
+            .alpn
+            .iter()
+            .filter(|p| !matches!(p.as_str(), "h2" | "http/1.1"))
+            .collect();
+        if !dropped.is_empty() {
+            let how = format!("Halo offers h2 and http/1.1 only; {dropped:?} left out");
+            notes.approximated(b.bind_line.0, &b.bind_line.1, format!("{at}.tls.alpn"), how);
+        }
         notes.mapped(b.bind_line.0, &b.bind_line.1, format!("{at}.tls"));
     }
     if b.accept_proxy {
@@ -86,7 +103,7 @@ pub fn add(site: &mut Site, b: Bound<'_>, backends: &mut Backends<'_>, notes: &m
     let side = default
         .as_ref()
         .map(|m| m.timeouts.clone())
-        .unwrap_or_default();
+        .unwrap_or_else(|| fe.side.clone());
     site.side = side.clone();
     if fe.http {
         let routes = routes(site, fe, b.tls.is_some(), &at, backends, notes);

@@ -150,7 +150,7 @@ fn bind_all(
                 Some(k) => k,
                 None => {
                     let site = Site {
-                        name: dns_label(name),
+                        name: site_name(sites, name, addr.ip),
                         ..Site::default()
                     };
                     sites.push((addr.ip, site));
@@ -205,6 +205,17 @@ fn bind_all(
             listeners::add(site, bound, &mut lookup, notes);
         }
     }
+}
+
+/// The first frontend's name for a new site, with its address added when another site
+/// (another address of the same frontend) has it already.
+fn site_name(sites: &[(Option<IpAddr>, Site)], frontend: &str, ip: Option<IpAddr>) -> String {
+    let name = dns_label(frontend);
+    if !sites.iter().any(|(_, s)| s.name == name) {
+        return name;
+    }
+    let address = ip.map(|ip| ip.to_string()).unwrap_or_else(|| "any".into());
+    dns_label(&format!("{frontend}-{address}"))
 }
 
 fn object(ip: Option<IpAddr>, site: &Site) -> LoadBalancer {
@@ -479,6 +490,29 @@ mod tests {
         assert!(
             matches!(later, Outcome::Approximated { how, .. } if how.contains("ranks this route above")),
             "{later:?}"
+        );
+    }
+
+    #[test]
+    fn one_frontend_on_two_addresses_gives_two_uniquely_named_load_balancers() {
+        let (lbs, report) = mapping(
+            "defaults\n mode http\n timeout server 9s\nfrontend web\n bind 10.0.0.1:80,10.0.0.2:80\n bind 10.0.0.1:443 ssl\n\
+             \x20use_backend b if { path /x }\nbackend b\n server s 10.1.0.1:80\n",
+        );
+        let names: Vec<Option<String>> = lbs.iter().map(|lb| lb.metadata.name.clone()).collect();
+        assert_eq!(
+            names,
+            [Some("web".to_string()), Some("web-10-0-0-2".to_string())]
+        );
+        // Without a default backend the listener still gets the defaults' server timeout.
+        let timeouts = lbs[0].spec.listeners[0]
+            .timeouts
+            .clone()
+            .unwrap_or_default();
+        assert_eq!(timeouts.server.as_deref(), Some("9s"));
+        assert!(matches!(outcome_at(&report, 3), Outcome::Mapped { .. }));
+        assert!(
+            matches!(outcome_at(&report, 6), Outcome::Unsupported { why } if why.contains("without crt"))
         );
     }
 
