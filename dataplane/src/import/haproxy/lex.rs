@@ -1,6 +1,6 @@
 //! Splits haproxy.cfg into lines of words the way HAProxy 2.x does (its `parse_line`):
 //! `#` starts a comment unless quoted or escaped, `'...'` takes everything literally,
-//! `"..."` still honours backslash escapes and `$VAR`/`${VAR}`, a backslash escapes
+//! `"..."` still honours backslash escapes and `$VAR`/`${VAR}`/`${VAR-default}`, a backslash escapes
 //! space, `#`, quotes, `$` and itself (`\r`, `\n`, `\t`, `\xHH` give those bytes), and a
 //! trailing backslash does NOT continue the line: each physical line is one directive.
 
@@ -156,13 +156,18 @@ fn variable(
         let n = name.chars().count();
         (name, n)
     };
+    // `${NAME-default}` (HAProxy 2.3+): the default when NAME is unset.
+    let (name, default) = match name.split_once('-') {
+        Some((n, d)) if rest.first() == Some(&'{') => (n.to_string(), Some(d.to_string())),
+        _ => (name, None),
+    };
     let starts_right = name.chars().next().is_some_and(|c| !c.is_ascii_digit());
     if !starts_right || !name.chars().all(|c| is_name(&c)) {
         // Not a variable reference: the dollar is a plain character.
         word.push('$');
         return Ok(0);
     }
-    word.push_str(&env(&name).unwrap_or_default());
+    word.push_str(&env(&name).or(default).unwrap_or_default());
     Ok(used)
 }
 
@@ -209,6 +214,7 @@ mod tests {
                 &["bind", ":8443", "8443", "$PORT", "-"],
             ),
             (r"x $1 \$PORT", &["x", "$1", "$PORT"]),
+            ("x ${UNSET-80} ${PORT-80}", &["x", "80", "8443"]),
         ];
         for (input, want) in cases {
             let got = lex_words(input);
