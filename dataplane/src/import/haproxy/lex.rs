@@ -1,8 +1,9 @@
 //! Splits haproxy.cfg into lines of words the way HAProxy 2.x does (its `parse_line`):
 //! `#` starts a comment unless quoted or escaped, `'...'` takes everything literally,
-//! `"..."` still honours backslash escapes and `$VAR`/`${VAR}`/`${VAR-default}`, a backslash escapes
-//! space, `#`, quotes, `$` and itself (`\r`, `\n`, `\t`, `\xHH` give those bytes), and a
-//! trailing backslash does NOT continue the line: each physical line is one directive.
+//! `"..."` still honours backslash escapes and `$VAR`/`${VAR}`/`${VAR-default}`, a
+//! backslash escapes space, `#`, quotes, `$` and itself (`\r`, `\n`, `\t`, `\xHH` give
+//! those bytes), and a trailing backslash does NOT continue the line: each physical line
+//! is one directive.
 
 /// One non-empty directive line: its 1-based number and its words after unquoting.
 #[derive(Debug, Clone, PartialEq, Eq)]
