@@ -55,7 +55,7 @@ fn unicast_pair_with_password_nopreempt_and_track_scripts() {
     );
     assert_line(
         &run,
-        "pair/node-a.conf:24: auth_pass halo#42: mapped to VirtualIP web spec.vrrp.authentication.password",
+        "pair/node-a.conf:24: auth_pass ********: mapped to VirtualIP web spec.vrrp.authentication.password",
     );
     // Lines of the included file carry its own name and numbers.
     assert_line(

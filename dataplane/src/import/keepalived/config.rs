@@ -374,7 +374,13 @@ fn instance_setting(n: &Node, i: &mut Instance, report: &mut Report) {
             for a in n.children() {
                 match a.keyword.as_str() {
                     "auth_type" => i.auth_type = arg(a, report).map(|v| item(a, v.to_string())),
-                    "auth_pass" => i.auth_pass = arg(a, report).map(|v| item(a, v.to_string())),
+                    "auth_pass" => {
+                        i.auth_pass = arg(a, report).map(|v| Item {
+                            // The report is printed and shared: it never shows the password.
+                            text: "auth_pass ********".into(),
+                            ..item(a, v.to_string())
+                        })
+                    }
                     _ => unsupported(a, "not an authentication setting", report),
                 }
             }

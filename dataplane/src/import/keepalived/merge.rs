@@ -57,7 +57,7 @@ fn report_globals(n: &NodeFile, report: &mut Report) {
             "the node name".to_string()
         } else {
             format!(
-                "nothing (the node is named {} after its file; --node-name-from router_id names it after router_id)",
+                "nothing (the node is named {} after its file; --node-name-from router-id names it after router_id)",
                 n.name
             )
         };
