@@ -356,16 +356,8 @@ fn instance_setting(n: &Node, i: &mut Instance, report: &mut Report) {
         "unicast_peer" => {
             for p in n.children() {
                 match p.keyword.parse::<IpAddr>() {
-                    Ok(a) if p.args.is_empty() => i.unicast_peers.push(item(p, a)),
-                    Ok(a) => {
-                        report.approximated(
-                            p.at.clone(),
-                            p.text(),
-                            "spec.peers",
-                            "the peer's min_ttl/max_ttl checks are not carried over",
-                        );
-                        i.unicast_peers.push(item(p, a));
-                    }
+                    // Options (min_ttl/max_ttl) are reported when merging.
+                    Ok(a) => i.unicast_peers.push(item(p, a)),
                     Err(_) => unsupported(p, "not an IP address", report),
                 }
             }

@@ -9,12 +9,12 @@ use std::net::IpAddr;
 
 use halo_crds::duration::format_ms;
 use halo_crds::virtual_ip::{
-    GarpSpec, NodePriority, Peer, TrackInterface, TrackSpec, VrrpAuthType, VrrpAuthentication,
-    VrrpMode, VrrpSpec,
+    GarpSpec, NodePriority, Peer, TrackAction, TrackInterface, TrackSpec, VrrpAuthType,
+    VrrpAuthentication, VrrpMode, VrrpSpec,
 };
 use halo_crds::{VirtualIP, VirtualIPSpec};
 
-use super::config::{Garp, Instance, Item, NodeConf};
+use super::config::{Garp, Instance, Item, NodeConf, Tracked, Vip};
 use super::track::{self, Target};
 use crate::import::Report;
 
@@ -245,63 +245,37 @@ fn build(name: &str, g: &Group<'_>, nodes: &[NodeFile], report: &mut Report) -> 
 
 fn addresses(name: &str, g: &Group<'_>, report: &mut Report) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let v4 = g.key.1;
-    for (node, i) in &g.members {
-        let own = i.interface.as_ref().map(|x| x.value.as_str());
-        for (excluded, v) in i
-            .vips
-            .iter()
-            .map(|v| (false, v))
-            .chain(i.excluded.iter().map(|v| (true, v)))
-        {
+    for (_, i) in &g.members {
+        let listed = i.vips.iter().map(|v| (false, v));
+        for (excluded, v) in listed.chain(i.excluded.iter().map(|v| (true, v))) {
             let prefix = v.value.prefix;
-            if prefix.addr.is_ipv4() != v4 {
-                report.unsupported(v.at.clone(), &v.text, "a VRRP instance carries one address family (its first address's): give this address its own vrrp_instance");
+            if prefix.addr.is_ipv4() != g.key.1 {
+                report.unsupported(
+                    v.at.clone(),
+                    &v.text,
+                    "a VRRP instance carries one address family (its first address's): give \
+                     this address its own vrrp_instance",
+                );
                 continue;
             }
             let text = prefix.to_string();
-            let index = out.iter().position(|a| *a == text).unwrap_or_else(|| {
-                out.push(text.clone());
-                out.len() - 1
-            });
+            let index = match out.iter().position(|a| *a == text) {
+                Some(k) => k,
+                None if out.len() >= 16 => {
+                    report.unsupported(
+                        v.at.clone(),
+                        &v.text,
+                        "a VirtualIP holds at most 16 addresses: split the instance",
+                    );
+                    continue;
+                }
+                None => {
+                    out.push(text);
+                    out.len() - 1
+                }
+            };
             let field = at(name, &format!("spec.addresses[{index}]"));
-            let mut how: Vec<String> = Vec::new();
-            if excluded {
-                how.push("Halo advertises it with the others; keepalived left excluded addresses out of its adverts".into());
-            }
-            let missing: Vec<&str> = g
-                .members
-                .iter()
-                .filter(|(_, o)| {
-                    !o.vips
-                        .iter()
-                        .chain(&o.excluded)
-                        .any(|x| x.value.prefix == prefix)
-                })
-                .map(|(n, _)| n.name.as_str())
-                .collect();
-            if !missing.is_empty() {
-                how.push(format!(
-                    "not in the list of {} for this VRID; Halo holds one address list on every node",
-                    missing.join(", ")
-                ));
-            }
-            if let Some(dev) = &v.value.dev
-                && Some(dev.as_str()) != own
-            {
-                how.push(format!(
-                    "Halo puts every address on the VirtualIP's interface, not on {dev}"
-                ));
-            }
-            if let Some(label) = &v.value.label {
-                how.push(format!(
-                    "added without the label {label} (only `ip addr` shows it, not `ifconfig`)"
-                ));
-            }
-            if !v.value.other.is_empty() {
-                how.push(format!("{} not carried over", v.value.other.join(", ")));
-            }
-            let _ = node;
+            let how = address_notes(g, i, v, excluded);
             if how.is_empty() {
                 report.mapped(v.at.clone(), &v.text, &field);
             } else {
@@ -309,8 +283,54 @@ fn addresses(name: &str, g: &Group<'_>, report: &mut Report) -> Vec<String> {
             }
         }
     }
-    out.truncate(16);
     out
+}
+
+/// How one `virtual_ipaddress` line differs in Halo (empty: it does not).
+fn address_notes(g: &Group<'_>, i: &Instance, v: &Item<Vip>, excluded: bool) -> Vec<String> {
+    let mut how: Vec<String> = Vec::new();
+    if excluded {
+        how.push(
+            "Halo advertises it with the others; keepalived left excluded addresses out of \
+             its adverts"
+                .into(),
+        );
+    }
+    let prefix = v.value.prefix;
+    let missing: Vec<&str> = g
+        .members
+        .iter()
+        .filter(|(_, o)| {
+            !o.vips
+                .iter()
+                .chain(&o.excluded)
+                .any(|x| x.value.prefix == prefix)
+        })
+        .map(|(n, _)| n.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        how.push(format!(
+            "not in the list of {} for this VRID; Halo holds one address list on every node",
+            missing.join(", ")
+        ));
+    }
+    let own = i.interface.as_ref().map(|x| x.value.as_str());
+    if let Some(dev) = &v.value.dev
+        && Some(dev.as_str()) != own
+    {
+        how.push(format!(
+            "Halo puts every address on the VirtualIP's interface, not on {dev}"
+        ));
+    }
+    if let Some(label) = &v.value.label {
+        how.push(format!(
+            "added without the label {label} (only `ip addr` shows it, not `ifconfig`)"
+        ));
+    }
+    if !v.value.other.is_empty() {
+        how.push(format!("{} not carried over", v.value.other.join(", ")));
+    }
+    how
 }
 
 fn interface(name: &str, g: &Group<'_>, report: &mut Report) -> Option<String> {
@@ -352,7 +372,8 @@ fn single<T: PartialEq + Clone>(
                 &v.text,
                 field,
                 format!(
-                    "differs from {}:{} ({}); Halo uses one value for every node: that one (node {node} included)",
+                    "differs from {}:{} ({}); Halo keeps one value for all nodes, so node \
+                     {node} gets that one too",
                     first.at.file, first.at.line, first.text
                 ),
             );
@@ -496,14 +517,37 @@ fn peers(name: &str, g: &Group<'_>, report: &mut Report) -> Vec<Peer> {
     if g.members.iter().all(|(_, i)| i.unicast_peers.is_empty()) {
         return Vec::new();
     }
+    let (all, own) = own_addresses(g);
+    let mut peers: Vec<Peer> = Vec::new();
+    for (k, (n, _)) in g.members.iter().enumerate() {
+        if let Some(a) = own[k] {
+            peers.push(Peer {
+                node: n.name.clone(),
+                address: a.to_string(),
+            });
+        }
+    }
+    for a in &all {
+        if !own.contains(&Some(*a)) {
+            let node = format!("peer-{}", a.to_string().replace(['.', ':'], "-"));
+            peers.push(Peer {
+                node,
+                address: a.to_string(),
+            });
+        }
+    }
+    for (k, (n, i)) in g.members.iter().enumerate() {
+        report_peers(name, n, i, own[k], &own, &peers, report);
+    }
+    peers
+}
+
+/// Every address the files name, and each member's own address where it is known.
+fn own_addresses(g: &Group<'_>) -> (Vec<IpAddr>, Vec<Option<IpAddr>>) {
     let mut all: Vec<IpAddr> = Vec::new();
     for (_, i) in &g.members {
-        for a in i
-            .unicast_src
-            .iter()
-            .map(|s| s.value)
-            .chain(i.unicast_peers.iter().map(|p| p.value))
-        {
+        let src = i.unicast_src.iter().map(|s| s.value);
+        for a in src.chain(i.unicast_peers.iter().map(|p| p.value)) {
             if !all.contains(&a) {
                 all.push(a);
             }
@@ -527,65 +571,69 @@ fn peers(name: &str, g: &Group<'_>, report: &mut Report) -> Vec<Peer> {
             own[k] = Some(*one);
         }
     }
-    let mut peers: Vec<Peer> = Vec::new();
-    for (k, (n, _)) in g.members.iter().enumerate() {
-        if let Some(a) = own[k] {
-            peers.push(Peer {
-                node: n.name.clone(),
-                address: a.to_string(),
-            });
-        }
-    }
-    for a in &all {
-        if !own.contains(&Some(*a)) {
-            let node = format!("peer-{}", a.to_string().replace(['.', ':'], "-"));
-            peers.push(Peer {
-                node,
-                address: a.to_string(),
-            });
-        }
-    }
+    (all, own)
+}
+
+fn report_peers(
+    name: &str,
+    n: &NodeFile,
+    i: &Instance,
+    mine: Option<IpAddr>,
+    own: &[Option<IpAddr>],
+    peers: &[Peer],
+    report: &mut Report,
+) {
     let index = |a: &IpAddr| {
         peers
             .iter()
             .position(|p| p.address == a.to_string())
             .unwrap_or(0)
     };
-    for (k, (n, i)) in g.members.iter().enumerate() {
-        if let Some(s) = &i.unicast_src {
-            report.mapped(
-                s.at.clone(),
-                &s.text,
-                &at(
-                    name,
-                    &format!("spec.peers[{}] (this node's own address)", index(&s.value)),
-                ),
+    let h = &i.header;
+    if let Some(s) = &i.unicast_src {
+        let field = format!("spec.peers[{}] (this node's own address)", index(&s.value));
+        report.mapped(s.at.clone(), &s.text, &at(name, &field));
+    } else if mine.is_none() {
+        report.approximated(
+            h.at.clone(),
+            &h.text,
+            &at(name, "spec.peers"),
+            format!(
+                "node {}'s own address is unknown (no unicast_src_ip, and the other files do \
+                 not tell it apart): add {{node: {}, address: ...}} to spec.peers so the others \
+                 send to it",
+                n.name, n.name
+            ),
+        );
+    }
+    if i.unicast_peers.is_empty() {
+        report.approximated(
+            h.at.clone(),
+            &h.text,
+            &at(name, "spec.vrrp.mode"),
+            format!(
+                "node {} used multicast; Halo uses unicast for every node of the VirtualIP",
+                n.name
+            ),
+        );
+    }
+    for p in &i.unicast_peers {
+        let j = index(&p.value);
+        let owner = &peers[j].node;
+        let field = at(name, &format!("spec.peers[{j}]"));
+        if !own.contains(&Some(p.value)) || mine == Some(p.value) {
+            let how = format!(
+                "no file for the node at this address: listed as node {owner}; rename it to \
+                 that node's name"
             );
-        }
-        if i.unicast_peers.is_empty() {
-            let h = &i.header;
-            report.approximated(
-                h.at.clone(),
-                &h.text,
-                &at(name, "spec.vrrp.mode"),
-                format!(
-                    "node {} used multicast; Halo uses unicast for every node of the VirtualIP",
-                    n.name
-                ),
-            );
-        }
-        for p in &i.unicast_peers {
-            let j = index(&p.value);
-            let owner = &peers[j].node;
-            let field = at(name, &format!("spec.peers[{j}]"));
-            if own.contains(&Some(p.value)) && own[k] != Some(p.value) {
-                report.mapped(p.at.clone(), &p.text, &format!("{field} (node {owner})"));
-            } else {
-                report.approximated(p.at.clone(), &p.text, &field, format!("no file for the node at this address: listed as node {owner}; rename it to that node's name"));
-            }
+            report.approximated(p.at.clone(), &p.text, &field, how);
+        } else if p.text.split_whitespace().count() > 1 {
+            let how = "the peer's min_ttl/max_ttl checks are not carried over";
+            report.approximated(p.at.clone(), &p.text, &field, how);
+        } else {
+            report.mapped(p.at.clone(), &p.text, &format!("{field} (node {owner})"));
         }
     }
-    peers
 }
 
 /// Tracked interfaces and scripts, and each node's priority bonus from positive weights.
@@ -601,73 +649,104 @@ fn tracking(
     for (n, i) in &g.members {
         let b = bonus.entry(n.name.clone()).or_default();
         for t in &i.track_interfaces {
-            let weight = t.value.weight.unwrap_or(0);
-            let e = track::effect(weight);
-            if t.value.reverse {
-                report.unsupported(t.at.clone(), &t.text, "Halo has no reversed tracking");
-                continue;
-            }
-            *b = b.saturating_add(e.bonus);
-            let field = if Some(t.value.name.as_str()) == interface {
-                spec.interface_down = Some(track::action(e));
-                at(name, "spec.vrrp.track.interfaceDown")
-            } else {
-                if !spec.interfaces.iter().any(|x| x.name == t.value.name)
-                    && spec.interfaces.len() < 16
-                {
-                    let a = track::action(e);
-                    spec.interfaces.push(TrackInterface {
-                        name: t.value.name.chars().take(15).collect(),
-                        weight: a.weight,
-                        fault: a.fault,
-                    });
-                }
-                at(
-                    name,
-                    &format!("spec.vrrp.track.interfaces[{}]", t.value.name),
-                )
-            };
-            report.mapped(
-                t.at.clone(),
-                &t.text,
-                &format!("{field}: {}", track::explain(weight)),
-            );
+            let missing = not_tracking(g, &t.value.name, |o| &o.track_interfaces);
+            track_interface(name, t, interface, &missing, &mut spec, b, report);
         }
         for t in &i.track_scripts {
-            track_script(name, n, t, &mut spec, b, &mut origin, report);
-        }
-    }
-    let others: Vec<&str> = g.members.iter().map(|(n, _)| n.name.as_str()).collect();
-    if others.len() > 1 {
-        for (check, file_node) in &origin {
-            let missing: Vec<&str> = g
-                .members
-                .iter()
-                .filter(|(_, i)| !i.track_scripts.iter().any(|t| &t.value.name == check))
-                .map(|(n, _)| n.name.as_str())
-                .collect();
-            if let (false, Some((_, i))) = (
-                missing.is_empty(),
-                g.members.iter().find(|(n, _)| &n.name == file_node),
-            ) && let Some(t) = i.track_scripts.iter().find(|t| &t.value.name == check)
-            {
-                report.approximated(t.at.clone(), &t.text, &at(name, "spec.vrrp.track"), format!("Halo tracks it on every node of the VirtualIP, also on {} whose file does not", missing.join(", ")));
-            }
+            let missing = not_tracking(g, &t.value.name, |o| &o.track_scripts);
+            let script = Tracking {
+                node: n,
+                t,
+                missing: &missing,
+            };
+            track_script(name, &script, &mut spec, b, &mut origin, report);
         }
     }
     let empty = spec == TrackSpec::default();
     ((!empty).then_some(spec), bonus)
 }
 
+/// The members whose instance does not track `what`.
+fn not_tracking<'a>(
+    g: &'a Group<'_>,
+    what: &str,
+    list: impl Fn(&Instance) -> &Vec<Item<Tracked>>,
+) -> Vec<&'a str> {
+    g.members
+        .iter()
+        .filter(|(_, o)| !list(o).iter().any(|t| t.value.name == what))
+        .map(|(n, _)| n.name.as_str())
+        .collect()
+}
+
+/// The report's note for tracking that only some nodes' files have.
+fn partial(missing: &[&str]) -> Option<String> {
+    (!missing.is_empty()).then(|| {
+        format!(
+            "Halo tracks it on every node of the VirtualIP, also on {} whose file does not",
+            missing.join(", ")
+        )
+    })
+}
+
+fn track_interface(
+    name: &str,
+    t: &Item<Tracked>,
+    interface: Option<&str>,
+    missing: &[&str],
+    spec: &mut TrackSpec,
+    bonus: &mut u8,
+    report: &mut Report,
+) {
+    if t.value.reverse {
+        report.unsupported(t.at.clone(), &t.text, "Halo has no reversed tracking");
+        return;
+    }
+    let weight = t.value.weight.unwrap_or(0);
+    let e = track::effect(weight);
+    *bonus = bonus.saturating_add(e.bonus);
+    let action = track::action(e);
+    let field = if Some(t.value.name.as_str()) == interface {
+        spec.interface_down = Some(action);
+        at(name, "spec.vrrp.track.interfaceDown")
+    } else {
+        let known = spec.interfaces.iter().any(|x| x.name == t.value.name);
+        if !known && spec.interfaces.len() < 16 {
+            spec.interfaces.push(TrackInterface {
+                name: t.value.name.chars().take(15).collect(),
+                weight: action.weight,
+                fault: action.fault,
+            });
+        }
+        at(
+            name,
+            &format!("spec.vrrp.track.interfaces[{}]", t.value.name),
+        )
+    };
+    let field = format!("{field}: {}", track::explain(weight));
+    match partial(missing) {
+        Some(how) => report.approximated(t.at.clone(), &t.text, &field, how),
+        None => report.mapped(t.at.clone(), &t.text, &field),
+    }
+}
+
+/// One `track_script` line of one node.
+struct Tracking<'a> {
+    node: &'a NodeFile,
+    t: &'a Item<Tracked>,
+    /// Members whose files do not track this script.
+    missing: &'a [&'a str],
+}
+
 fn track_script(
     name: &str,
-    n: &NodeFile,
-    t: &Item<super::config::Tracked>,
+    tracking: &Tracking<'_>,
     spec: &mut TrackSpec,
     bonus: &mut u8,
     origin: &mut BTreeMap<String, String>,
     report: &mut Report,
 ) {
+    let (n, t) = (tracking.node, tracking.t);
     let Some(s) = n.conf.scripts.iter().find(|s| s.name == t.value.name) else {
         report.unsupported(
             t.at.clone(),
@@ -702,15 +781,50 @@ fn track_script(
     };
     let e = track::effect(weight);
     *bonus = bonus.saturating_add(e.bonus);
-    let action = track::action(e);
+    let placed = place(name, target, track::action(e), &n.name, spec, origin);
+    let (at_, text) = (t.at.clone(), &t.text);
+    match placed {
+        Placed::Field(field) => {
+            let field = format!("{field}: {}", track::explain(weight));
+            match partial(tracking.missing) {
+                Some(how) => report.approximated(at_, text, &field, how),
+                None => report.mapped(at_, text, &field),
+            }
+        }
+        Placed::Differs(field, how) => report.approximated(at_, text, &field, how),
+        Placed::Full => report.unsupported(at_, text, "at most 16 checks per VirtualIP"),
+    }
+}
+
+/// Where a tracked script landed in the VirtualIP's `track`.
+enum Placed {
+    Field(String),
+    /// Another node's definition was kept: field and how it differs.
+    Differs(String, String),
+    Full,
+}
+
+fn place(
+    name: &str,
+    target: Target,
+    action: TrackAction,
+    node: &str,
+    spec: &mut TrackSpec,
+    origin: &mut BTreeMap<String, String>,
+) -> Placed {
     match target {
         Target::BindFailure { .. } => {
             let field = at(name, "spec.vrrp.track.bindFailure");
             match &spec.bind_failure {
-                Some(existing) if *existing != action => report.approximated(t.at.clone(), &t.text, &field, "another proxy check already set bindFailure with another weight: that one is kept"),
+                Some(existing) if *existing != action => Placed::Differs(
+                    field,
+                    "another proxy check already set bindFailure with another weight: that \
+                     one is kept"
+                        .into(),
+                ),
                 _ => {
                     spec.bind_failure = Some(action);
-                    report.mapped(t.at.clone(), &t.text, &format!("{field}: {}", track::explain(weight)));
+                    Placed::Field(field)
                 }
             }
         }
@@ -721,24 +835,18 @@ fn track_script(
             match spec.checks.iter().find(|c| c.name == check.name) {
                 Some(existing) if *existing != check => {
                     let first = origin.get(&check.name).cloned().unwrap_or_default();
-                    report.approximated(t.at.clone(), &t.text, &field, format!("node {first} defines or weighs this check differently; Halo runs {first}'s on every node"));
-                }
-                Some(_) => report.mapped(
-                    t.at.clone(),
-                    &t.text,
-                    &format!("{field}: {}", track::explain(weight)),
-                ),
-                None if spec.checks.len() >= 16 => {
-                    report.unsupported(t.at.clone(), &t.text, "at most 16 checks per VirtualIP")
-                }
-                None => {
-                    origin.insert(check.name.clone(), n.name.clone());
-                    spec.checks.push(check);
-                    report.mapped(
-                        t.at.clone(),
-                        &t.text,
-                        &format!("{field}: {}", track::explain(weight)),
+                    let how = format!(
+                        "node {first} defines or weighs this check differently; Halo runs \
+                         {first}'s on every node"
                     );
+                    Placed::Differs(field, how)
+                }
+                Some(_) => Placed::Field(field),
+                None if spec.checks.len() >= 16 => Placed::Full,
+                None => {
+                    origin.insert(check.name.clone(), node.to_string());
+                    spec.checks.push(check);
+                    Placed::Field(field)
                 }
             }
         }
@@ -840,39 +948,51 @@ fn priorities(
             priority,
         });
     }
-    let top = out.iter().map(|p| p.priority).max().unwrap_or(0);
-    let at_top: Vec<usize> = (0..out.len()).filter(|k| out[*k].priority == top).collect();
-    let masters: Vec<usize> = at_top
+    let levels: Vec<u8> = out.iter().map(|p| p.priority).collect();
+    let masters: Vec<bool> = g
+        .members
         .iter()
-        .copied()
-        .filter(|k| g.members[*k].1.state.as_ref().is_some_and(|s| s.value))
+        .map(|(_, i)| i.state.as_ref().is_some_and(|s| s.value))
         .collect();
-    let tie = at_top.len() > 1 && masters.len() == 1 && top < 255;
+    let preferred = master_tie(&levels, &masters);
+    if let Some(k) = preferred {
+        out[k].priority += 1;
+    }
     for (k, (_, i)) in g.members.iter().enumerate() {
         let Some(s) = &i.state else { continue };
         let field = at(name, &format!("spec.priorities[{k}]"));
-        if tie && masters == [k] {
-            out[k].priority = top + 1;
-            report.approximated(
-                s.at.clone(),
-                &s.text,
-                &field,
-                format!(
-                    "{} shares the top priority {top} with another node: keepalived only lets the MASTER hold the address first (after a failover the holder keeps it); Halo gives {} priority {} so it is the preferred master and takes the address back",
-                    out[k].node, out[k].node, top + 1
-                ),
+        if preferred == Some(k) {
+            let (node, p) = (&out[k].node, out[k].priority);
+            let how = format!(
+                "{node} shares the top priority {} with another node: keepalived only lets \
+                 the MASTER hold the address first (after a failover the holder keeps it); \
+                 Halo gives {node} priority {p} so it is the preferred master and takes the \
+                 address back",
+                p - 1
             );
+            report.approximated(s.at.clone(), &s.text, &field, how);
         } else {
-            report.mapped(
-                s.at.clone(),
-                &s.text,
-                &format!(
-                    "{field} (keepalived's state is only the initial state; both elect by priority)"
-                ),
+            let field = format!(
+                "{field} (keepalived's state is only the initial state; both elect by priority)"
             );
+            report.mapped(s.at.clone(), &s.text, &field);
         }
     }
     out
+}
+
+/// The node to raise by one: several share the top priority (below 255) and exactly one
+/// of them says `state MASTER`.
+fn master_tie(priorities: &[u8], masters: &[bool]) -> Option<usize> {
+    let top = priorities.iter().copied().max()?;
+    let at_top: Vec<usize> = (0..priorities.len())
+        .filter(|k| priorities[*k] == top)
+        .collect();
+    let mut wanting = at_top.iter().copied().filter(|k| masters[*k]);
+    match (wanting.next(), wanting.next()) {
+        (Some(k), None) if at_top.len() > 1 && top < 255 => Some(k),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -1000,6 +1120,72 @@ mod tests {
             text.contains("a.conf:7: state MASTER: approximated"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn peers_without_a_file_and_tracking_on_one_node_only() {
+        let a = instance(
+            "BACKUP",
+            150,
+            " unicast_src_ip 10.0.0.1\n unicast_peer {\n 10.0.0.2\n 10.0.0.3\n }\n track_interface {\n eth1\n }\n",
+        );
+        let b = instance("BACKUP", 100, " unicast_peer {\n 10.0.0.1\n 10.0.0.3\n }\n")
+            .replace(" track_script {\n chk\n }\n", "");
+        let nodes = [node("a", &a), node("b", &b)];
+        let mut report = Report::default();
+        let v = &merge(&nodes, &mut report)[0];
+        let text = report.to_string();
+        let peers: Vec<(&str, &str)> = v
+            .spec
+            .peers
+            .iter()
+            .map(|p| (p.node.as_str(), p.address.as_str()))
+            .collect();
+        assert_eq!(
+            peers,
+            [
+                ("a", "10.0.0.1"),
+                ("b", "10.0.0.2"),
+                ("peer-10-0-0-3", "10.0.0.3")
+            ],
+            "{text}"
+        );
+        assert!(text.contains("10.0.0.3: approximated as VirtualIP vi-1 spec.peers[2]: no file for the node at this address: listed as node peer-10-0-0-3"), "{text}");
+        assert!(text.contains("a.conf:16: chk: approximated as VirtualIP vi-1 spec.vrrp.track.checks[chk]: weight: 10"), "{text}");
+        assert!(text.contains("also on b whose file does not"), "{text}");
+        assert!(
+            text.contains(
+                "eth1: approximated as VirtualIP vi-1 spec.vrrp.track.interfaces[eth1]: fault: true"
+            ),
+            "{text}"
+        );
+        // One entry per line even when a line is approximated.
+        let mut lines: Vec<(String, usize)> = report
+            .entries
+            .iter()
+            .map(|e| (e.source.file.clone(), e.source.line))
+            .collect();
+        let n = lines.len();
+        lines.sort();
+        lines.dedup();
+        assert_eq!(lines.len(), n, "{text}");
+    }
+
+    #[test]
+    fn state_master_breaks_only_a_tie_at_the_top() {
+        let cases: &[(&[u8], &[bool], Option<usize>)] = &[
+            (&[100, 100], &[true, false], Some(0)),
+            (&[100, 100], &[false, true], Some(1)),
+            (&[100, 100], &[true, true], None),
+            (&[100, 100], &[false, false], None),
+            (&[150, 100], &[false, true], None),
+            (&[100, 150, 150], &[true, false, true], Some(2)),
+            (&[255, 255], &[true, false], None),
+            (&[100], &[true], None),
+        ];
+        for (p, m, want) in cases {
+            assert_eq!(master_tie(p, m), *want, "{p:?} {m:?}");
+        }
     }
 
     #[test]

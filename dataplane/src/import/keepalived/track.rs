@@ -230,7 +230,10 @@ pub fn report_script(s: &Script, tracked: bool, report: &mut Report) {
                 } else {
                     "exec"
                 };
-                let field = format!("{base}.{kind}");
+                let mut field = format!("{base}.{kind}");
+                if check.exec.is_some() {
+                    field.push_str(" (in a cluster, only with halo-controller --allow-track-exec)");
+                }
                 match approximated {
                     Some(how) => report.approximated(c.at.clone(), &c.text, &field, how),
                     None => report.mapped(c.at.clone(), &c.text, &field),
