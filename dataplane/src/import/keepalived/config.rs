@@ -198,10 +198,28 @@ fn unsupported(node: &Node, why: &str, report: &mut Report) {
     report.unsupported(node.at.clone(), node.text(), why);
 }
 
+/// keepalived's `$NAME=value` definitions and `@id` conditional lines: reported, since
+/// what they expand to depends on the machine keepalived runs on.
+fn preprocessor(node: &Node, report: &mut Report) -> bool {
+    let special = node.keyword.starts_with(['$', '@']);
+    if special {
+        unsupported(
+            node,
+            "keepalived parameter definitions ($NAME=...) and conditional lines (@id ...) are \
+             not expanded: import the configuration as keepalived expands it on each node",
+            report,
+        );
+    }
+    special
+}
+
 /// Reads a parsed file. Directives with no Halo counterpart go to `report`.
 pub fn read(nodes: &[Node], report: &mut Report) -> NodeConf {
     let mut conf = NodeConf::default();
     for node in nodes {
+        if preprocessor(node, report) {
+            continue;
+        }
         match node.keyword.as_str() {
             "global_defs" => global(node.children(), &mut conf, report),
             "vrrp_instance" => {
@@ -246,6 +264,9 @@ pub fn read(nodes: &[Node], report: &mut Report) -> NodeConf {
 
 fn global(children: &[Node], conf: &mut NodeConf, report: &mut Report) {
     for node in children {
+        if preprocessor(node, report) {
+            continue;
+        }
         if let Some(g) = garp(node, report) {
             conf.garp.extend(g);
             continue;
@@ -329,6 +350,9 @@ fn instance(node: &Node, report: &mut Report) -> Option<Instance> {
 }
 
 fn instance_setting(n: &Node, i: &mut Instance, report: &mut Report) {
+    if preprocessor(n, report) {
+        return;
+    }
     if let Some(g) = garp(n, report) {
         i.garp.extend(g);
         return;
@@ -603,11 +627,13 @@ mod tests {
     fn bad_values_and_unknown_directives_are_reported() {
         let (c, report) = conf(
             "vrrp_instance A {\n virtual_router_id 300\n priority x\n use_vmac\n}\n\
-             virtual_server 10.0.0.1 80 {\n}\nvrrp_script s {\n script \"pidof haproxy\"\n weight -2\n user nobody\n}\n",
+             virtual_server 10.0.0.1 80 {\n}\nvrrp_script s {\n script \"pidof haproxy\"\n weight -2\n user nobody\n}\n\
+             $PRIO=150\nvrrp_instance B {\n @lb1 priority 150\n}\n",
         );
         assert!(c.instances[0].vrid.is_none());
         assert_eq!(c.scripts[0].weight.as_ref().unwrap().value, -2);
         let lines: Vec<usize> = report.entries.iter().map(|e| e.source.line).collect();
-        assert_eq!(lines, [2, 3, 4, 6, 11], "{report}");
+        assert_eq!(lines, [2, 3, 4, 6, 11, 13, 15], "{report}");
+        assert!(report.entries[6].directive.starts_with("@lb1"), "{report}");
     }
 }
