@@ -5,17 +5,16 @@
 //! reported with both lines.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use halo_crds::duration::format_ms;
 use halo_crds::virtual_ip::{
-    GarpSpec, NodePriority, Peer, TrackAction, TrackInterface, TrackSpec, VrrpAuthType,
-    VrrpAuthentication, VrrpMode, VrrpSpec,
+    GarpSpec, NodePriority, VrrpAuthType, VrrpAuthentication, VrrpMode, VrrpSpec,
 };
 use halo_crds::{VirtualIP, VirtualIPSpec};
 
-use super::config::{Garp, Instance, Item, NodeConf, Tracked, Vip};
-use super::track::{self, Target};
+use super::config::{Garp, Instance, Item, NodeConf, Vip};
+use super::track;
+use super::{peers, tracking};
 use crate::import::Report;
 
 /// One node: its name and its parsed file.
@@ -25,9 +24,9 @@ pub struct NodeFile {
 }
 
 /// The instances of all nodes that share a VRID and family.
-struct Group<'a> {
-    key: (u8, bool),
-    members: Vec<(&'a NodeFile, &'a Instance)>,
+pub(super) struct Group<'a> {
+    pub key: (u8, bool),
+    pub members: Vec<(&'a NodeFile, &'a Instance)>,
 }
 
 /// keepalived's defaults where Halo's differ.
@@ -194,7 +193,7 @@ fn object_name(g: &Group<'_>, taken: &[String]) -> String {
 }
 
 /// `VirtualIP NAME FIELD`, the report's field names.
-fn at(name: &str, field: &str) -> String {
+pub(super) fn at(name: &str, field: &str) -> String {
     format!("VirtualIP {name} {field}")
 }
 
@@ -223,11 +222,11 @@ fn build(name: &str, g: &Group<'_>, nodes: &[NodeFile], report: &mut Report) -> 
     vrrp.advertisement_interval = Some(advert(name, g, vrrp.version, report));
     preempt(name, g, &mut vrrp, report);
     vrrp.authentication = auth(name, g, vrrp.version, report);
-    let peers = peers(name, g, report);
+    let peers = peers::peers(name, g, report);
     if !peers.is_empty() {
         vrrp.mode = VrrpMode::Unicast;
     }
-    let (track, bonus) = tracking(name, g, interface.as_deref(), report);
+    let (track, bonus) = tracking::tracking(name, g, interface.as_deref(), report);
     vrrp.track = track;
     vrrp.garp = garp(name, g, report);
     vrrp.sync_group = sync_group(name, g, nodes, report);
@@ -511,348 +510,6 @@ fn auth(name: &str, g: &Group<'_>, version: u8, report: &mut Report) -> Option<V
     })
 }
 
-/// The unicast peer list: every node's own address (its `unicast_src_ip`, or the one
-/// address the other nodes list that it does not), then addresses no file owns.
-fn peers(name: &str, g: &Group<'_>, report: &mut Report) -> Vec<Peer> {
-    if g.members.iter().all(|(_, i)| i.unicast_peers.is_empty()) {
-        return Vec::new();
-    }
-    let (all, own) = own_addresses(g);
-    let mut peers: Vec<Peer> = Vec::new();
-    for (k, (n, _)) in g.members.iter().enumerate() {
-        if let Some(a) = own[k] {
-            peers.push(Peer {
-                node: n.name.clone(),
-                address: a.to_string(),
-            });
-        }
-    }
-    for a in &all {
-        if !own.contains(&Some(*a)) {
-            let node = format!("peer-{}", a.to_string().replace(['.', ':'], "-"));
-            peers.push(Peer {
-                node,
-                address: a.to_string(),
-            });
-        }
-    }
-    for (k, (n, i)) in g.members.iter().enumerate() {
-        report_peers(name, n, i, own[k], &own, &peers, report);
-    }
-    peers
-}
-
-/// Every address the files name, and each member's own address where it is known.
-fn own_addresses(g: &Group<'_>) -> (Vec<IpAddr>, Vec<Option<IpAddr>>) {
-    let mut all: Vec<IpAddr> = Vec::new();
-    for (_, i) in &g.members {
-        let src = i.unicast_src.iter().map(|s| s.value);
-        for a in src.chain(i.unicast_peers.iter().map(|p| p.value)) {
-            if !all.contains(&a) {
-                all.push(a);
-            }
-        }
-    }
-    let mut own: Vec<Option<IpAddr>> = g
-        .members
-        .iter()
-        .map(|(_, i)| i.unicast_src.as_ref().map(|s| s.value))
-        .collect();
-    for (k, (_, i)) in g.members.iter().enumerate() {
-        if own[k].is_some() {
-            continue;
-        }
-        let candidates: Vec<IpAddr> = all
-            .iter()
-            .copied()
-            .filter(|a| !i.unicast_peers.iter().any(|p| p.value == *a) && !own.contains(&Some(*a)))
-            .collect();
-        if let [one] = candidates.as_slice() {
-            own[k] = Some(*one);
-        }
-    }
-    (all, own)
-}
-
-fn report_peers(
-    name: &str,
-    n: &NodeFile,
-    i: &Instance,
-    mine: Option<IpAddr>,
-    own: &[Option<IpAddr>],
-    peers: &[Peer],
-    report: &mut Report,
-) {
-    let index = |a: &IpAddr| {
-        peers
-            .iter()
-            .position(|p| p.address == a.to_string())
-            .unwrap_or(0)
-    };
-    let h = &i.header;
-    if let Some(s) = &i.unicast_src {
-        let field = format!("spec.peers[{}] (this node's own address)", index(&s.value));
-        report.mapped(s.at.clone(), &s.text, &at(name, &field));
-    } else if mine.is_none() {
-        report.approximated(
-            h.at.clone(),
-            &h.text,
-            &at(name, "spec.peers"),
-            format!(
-                "node {}'s own address is unknown (no unicast_src_ip, and the other files do \
-                 not tell it apart): add {{node: {}, address: ...}} to spec.peers so the others \
-                 send to it",
-                n.name, n.name
-            ),
-        );
-    }
-    if i.unicast_peers.is_empty() {
-        report.approximated(
-            h.at.clone(),
-            &h.text,
-            &at(name, "spec.vrrp.mode"),
-            format!(
-                "node {} used multicast; Halo uses unicast for every node of the VirtualIP",
-                n.name
-            ),
-        );
-    }
-    for p in &i.unicast_peers {
-        let j = index(&p.value);
-        let owner = &peers[j].node;
-        let field = at(name, &format!("spec.peers[{j}]"));
-        if !own.contains(&Some(p.value)) || mine == Some(p.value) {
-            let how = format!(
-                "no file for the node at this address: listed as node {owner}; rename it to \
-                 that node's name"
-            );
-            report.approximated(p.at.clone(), &p.text, &field, how);
-        } else if p.text.split_whitespace().count() > 1 {
-            let how = "the peer's min_ttl/max_ttl checks are not carried over";
-            report.approximated(p.at.clone(), &p.text, &field, how);
-        } else {
-            report.mapped(p.at.clone(), &p.text, &format!("{field} (node {owner})"));
-        }
-    }
-}
-
-/// Tracked interfaces and scripts, and each node's priority bonus from positive weights.
-fn tracking(
-    name: &str,
-    g: &Group<'_>,
-    interface: Option<&str>,
-    report: &mut Report,
-) -> (Option<TrackSpec>, BTreeMap<String, u8>) {
-    let mut spec = TrackSpec::default();
-    let mut bonus: BTreeMap<String, u8> = BTreeMap::new();
-    let mut origin: BTreeMap<String, String> = BTreeMap::new();
-    for (n, i) in &g.members {
-        let b = bonus.entry(n.name.clone()).or_default();
-        for t in &i.track_interfaces {
-            let missing = not_tracking(g, &t.value.name, |o| &o.track_interfaces);
-            track_interface(name, t, interface, &missing, &mut spec, b, report);
-        }
-        for t in &i.track_scripts {
-            let missing = not_tracking(g, &t.value.name, |o| &o.track_scripts);
-            let script = Tracking {
-                node: n,
-                t,
-                missing: &missing,
-            };
-            track_script(name, &script, &mut spec, b, &mut origin, report);
-        }
-    }
-    let empty = spec == TrackSpec::default();
-    ((!empty).then_some(spec), bonus)
-}
-
-/// The members whose instance does not track `what`.
-fn not_tracking<'a>(
-    g: &'a Group<'_>,
-    what: &str,
-    list: impl Fn(&Instance) -> &Vec<Item<Tracked>>,
-) -> Vec<&'a str> {
-    g.members
-        .iter()
-        .filter(|(_, o)| !list(o).iter().any(|t| t.value.name == what))
-        .map(|(n, _)| n.name.as_str())
-        .collect()
-}
-
-/// The report's note for tracking that only some nodes' files have.
-fn partial(missing: &[&str]) -> Option<String> {
-    (!missing.is_empty()).then(|| {
-        format!(
-            "Halo tracks it on every node of the VirtualIP, also on {} whose file does not",
-            missing.join(", ")
-        )
-    })
-}
-
-fn track_interface(
-    name: &str,
-    t: &Item<Tracked>,
-    interface: Option<&str>,
-    missing: &[&str],
-    spec: &mut TrackSpec,
-    bonus: &mut u8,
-    report: &mut Report,
-) {
-    if t.value.reverse {
-        report.unsupported(t.at.clone(), &t.text, "Halo has no reversed tracking");
-        return;
-    }
-    let weight = t.value.weight.unwrap_or(0);
-    let e = track::effect(weight);
-    *bonus = bonus.saturating_add(e.bonus);
-    let action = track::action(e);
-    let field = if Some(t.value.name.as_str()) == interface {
-        spec.interface_down = Some(action);
-        at(name, "spec.vrrp.track.interfaceDown")
-    } else {
-        let known = spec.interfaces.iter().any(|x| x.name == t.value.name);
-        if !known && spec.interfaces.len() < 16 {
-            spec.interfaces.push(TrackInterface {
-                name: t.value.name.chars().take(15).collect(),
-                weight: action.weight,
-                fault: action.fault,
-            });
-        }
-        at(
-            name,
-            &format!("spec.vrrp.track.interfaces[{}]", t.value.name),
-        )
-    };
-    let field = format!("{field}: {}", track::explain(weight));
-    match partial(missing) {
-        Some(how) => report.approximated(t.at.clone(), &t.text, &field, how),
-        None => report.mapped(t.at.clone(), &t.text, &field),
-    }
-}
-
-/// One `track_script` line of one node.
-struct Tracking<'a> {
-    node: &'a NodeFile,
-    t: &'a Item<Tracked>,
-    /// Members whose files do not track this script.
-    missing: &'a [&'a str],
-}
-
-fn track_script(
-    name: &str,
-    tracking: &Tracking<'_>,
-    spec: &mut TrackSpec,
-    bonus: &mut u8,
-    origin: &mut BTreeMap<String, String>,
-    report: &mut Report,
-) {
-    let (n, t) = (tracking.node, tracking.t);
-    let Some(s) = n.conf.scripts.iter().find(|s| s.name == t.value.name) else {
-        report.unsupported(
-            t.at.clone(),
-            &t.text,
-            format!(
-                "no vrrp_script {} in this node's configuration (keepalived ignores the line)",
-                t.value.name
-            ),
-        );
-        return;
-    };
-    if t.value.reverse || (t.value.weight.is_none() && s.reverse) {
-        report.unsupported(
-            t.at.clone(),
-            &t.text,
-            "Halo has no reversed checks: invert the program's exit status",
-        );
-        return;
-    }
-    let weight = t
-        .value
-        .weight
-        .or(s.weight.as_ref().map(|w| w.value))
-        .unwrap_or(0);
-    let Ok(target) = track::target(s) else {
-        report.unsupported(
-            t.at.clone(),
-            &t.text,
-            "its vrrp_script cannot be imported (see that block)",
-        );
-        return;
-    };
-    let e = track::effect(weight);
-    *bonus = bonus.saturating_add(e.bonus);
-    let placed = place(name, target, track::action(e), &n.name, spec, origin);
-    let (at_, text) = (t.at.clone(), &t.text);
-    match placed {
-        Placed::Field(field) => {
-            let field = format!("{field}: {}", track::explain(weight));
-            match partial(tracking.missing) {
-                Some(how) => report.approximated(at_, text, &field, how),
-                None => report.mapped(at_, text, &field),
-            }
-        }
-        Placed::Differs(field, how) => report.approximated(at_, text, &field, how),
-        Placed::Full => report.unsupported(at_, text, "at most 16 checks per VirtualIP"),
-    }
-}
-
-/// Where a tracked script landed in the VirtualIP's `track`.
-enum Placed {
-    Field(String),
-    /// Another node's definition was kept: field and how it differs.
-    Differs(String, String),
-    Full,
-}
-
-fn place(
-    name: &str,
-    target: Target,
-    action: TrackAction,
-    node: &str,
-    spec: &mut TrackSpec,
-    origin: &mut BTreeMap<String, String>,
-) -> Placed {
-    match target {
-        Target::BindFailure { .. } => {
-            let field = at(name, "spec.vrrp.track.bindFailure");
-            match &spec.bind_failure {
-                Some(existing) if *existing != action => Placed::Differs(
-                    field,
-                    "another proxy check already set bindFailure with another weight: that \
-                     one is kept"
-                        .into(),
-                ),
-                _ => {
-                    spec.bind_failure = Some(action);
-                    Placed::Field(field)
-                }
-            }
-        }
-        Target::Check { mut check, .. } => {
-            check.weight = action.weight;
-            check.fault = action.fault;
-            let field = at(name, &format!("spec.vrrp.track.checks[{}]", check.name));
-            match spec.checks.iter().find(|c| c.name == check.name) {
-                Some(existing) if *existing != check => {
-                    let first = origin.get(&check.name).cloned().unwrap_or_default();
-                    let how = format!(
-                        "node {first} defines or weighs this check differently; Halo runs \
-                         {first}'s on every node"
-                    );
-                    Placed::Differs(field, how)
-                }
-                Some(_) => Placed::Field(field),
-                None if spec.checks.len() >= 16 => Placed::Full,
-                None => {
-                    origin.insert(check.name.clone(), node.to_string());
-                    spec.checks.push(check);
-                    Placed::Field(field)
-                }
-            }
-        }
-    }
-}
-
 fn garp(name: &str, g: &Group<'_>, report: &mut Report) -> Option<GarpSpec> {
     let (node, first) = g.members[0];
     for (_, i) in &g.members {
@@ -1001,6 +658,7 @@ mod tests {
     use super::super::include::Located;
     use super::super::{lexer, tree};
     use super::*;
+    use halo_crds::virtual_ip::TrackInterface;
 
     fn node(name: &str, text: &str) -> NodeFile {
         let file = format!("{name}.conf");

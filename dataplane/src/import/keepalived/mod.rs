@@ -3,14 +3,17 @@
 //!
 //! Each file is read with its includes ([`include`], [`lexer`]), built into a statement
 //! tree ([`tree`]), read into typed values ([`config`]) and then all nodes are merged
-//! ([`merge`], with scripts and weights in [`track`] and [`script`]).
+//! ([`merge`], with unicast peers in [`peers`], tracking in [`tracking`], and scripts and
+//! weights in [`track`] and [`script`]).
 
 pub mod config;
 pub mod include;
 pub mod lexer;
 pub mod merge;
+pub mod peers;
 pub mod script;
 pub mod track;
+pub mod tracking;
 pub mod tree;
 
 use std::collections::BTreeMap;
