@@ -62,7 +62,8 @@
 #   HALO_B_BIN, HALO_B_ENV, HALO_B_HTTP_YAML, HALO_B_TCP_YAML, HALO_B_LABEL: any of
 #   them adds a second Halo ("Halo-B": another binary, environment or listener
 #   settings, e.g. a splice mode) measured on every row beside the first,
-#   PERF=1 (after the reps, one extra run per row under `perf record -g` for each Halo;
+#   PERF=1 (after the reps, one extra run per row under `perf record` for each Halo, call
+#   graphs from frame pointers or PERF_CALLGRAPH=dwarf for a binary built without them;
 #   reports in the results directory).
 #
 # Output: the markdown table on stdout, also written with a per-run table to a results
@@ -1112,18 +1113,24 @@ profile_rows() {
   local row p url conns extra perf_pid
   for p in $PROXIES; do
     [[ $p == halo* ]] || continue
-    for row in l7-c64 l7-c256 l7-close l4-c64 https-c64 routes-1 routes-20 routes-1000; do
+    for row in l7-c64 l7-c256 l7-close l4-c64 https-c64 h2-c64 routes-1 routes-20 routes-1000; do
       has_row "$row" && runs_row "$row" "$p" || continue
-      read -r url conns extra < <(wrk_target "$row" "$p")
-      wrk_args "$row" "$p" "${extra:-}"
       log "perf record -g: $p $row"
-      timeout -k 5 $((DURATION + 30)) perf record -q -g -p "${PID_OF[$p]}" -o "$WORK/perf-$row-$p.data" \
+      timeout -k 5 $((DURATION + 30)) perf record -q --call-graph "${PERF_CALLGRAPH:-fp}" -p "${PID_OF[$p]}" -o "$WORK/perf-$row-$p.data" \
         -- sleep "$DURATION" >/dev/null 2>&1 &
       perf_pid=$!
       PIDS+=("$perf_pid")
-      timeout -k 5 $((DURATION + 30)) taskset -c "$LOAD_CPU" \
-        wrk -t"$WRK_THREADS" -c"$conns" -d"${DURATION}s" "${ARGS[@]+"${ARGS[@]}"}" "$url" \
-        "${ARGS_AFTER[@]+"${ARGS_AFTER[@]}"}" >/dev/null 2>&1 || true
+      if [ "$row" = h2-c64 ]; then
+        url=https://127.0.0.1:$(port_of https "$p")/
+        timeout -k 5 $((DURATION + 30)) taskset -c "$LOAD_CPU" \
+          h2load -t1 -c64 -m"$H2_STREAMS" -D "$DURATION" "$url" >/dev/null 2>&1 || true
+      else
+        read -r url conns extra < <(wrk_target "$row" "$p")
+        wrk_args "$row" "$p" "${extra:-}"
+        timeout -k 5 $((DURATION + 30)) taskset -c "$LOAD_CPU" \
+          wrk -t"$WRK_THREADS" -c"$conns" -d"${DURATION}s" "${ARGS[@]+"${ARGS[@]}"}" "$url" \
+          "${ARGS_AFTER[@]+"${ARGS_AFTER[@]}"}" >/dev/null 2>&1 || true
+      fi
       wait "$perf_pid" 2>/dev/null || true
       stop_pid "$perf_pid"
       timeout 120 perf report -i "$WORK/perf-$row-$p.data" --stdio --no-children --percent-limit 1 \

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::Either;
 use halo_crds::load_balancer::Protocol;
 use halo_crds::node_config::UpstreamProtocol;
 use http::{Method, Request, Response, StatusCode, Version, request};
@@ -60,23 +62,29 @@ pub async fn handle(stream: Stream, mut req: Request<Incoming>) -> Response<Body
                 let exchange = async {
                     match (on_upgrade, upgrade) {
                         (Some(client), Some(kind)) => {
-                            tunnel::upgrade(&service, group, stream, parts, client, kind, edits)
-                                .await
+                            // Boxed: a tunnel's state would enlarge every request's future.
+                            let tunnel = tunnel::upgrade(
+                                &service, group, stream, parts, client, kind, edits,
+                            );
+                            Box::pin(tunnel).await
                         }
                         _ => forward(&service, group, stream, parts, body, edits).await,
                     }
                 };
-                match plan.timeout {
-                    None => exchange.await,
-                    Some(limit) => match tokio::time::timeout(limit, exchange).await {
-                        Ok(r) => r,
-                        Err(_) => gateway_error(
-                            &service,
-                            peer,
-                            504,
-                            "no response within the route's timeout",
-                        ),
-                    },
+                // One future either way: a second copy of the exchange's state would
+                // double the size of every request's task.
+                let limited = match plan.timeout {
+                    None => Either::Left(exchange.map(Ok)),
+                    Some(limit) => Either::Right(tokio::time::timeout(limit, exchange)),
+                };
+                match limited.await {
+                    Ok(r) => r,
+                    Err(_) => gateway_error(
+                        &service,
+                        peer,
+                        504,
+                        "no response within the route's timeout",
+                    ),
                 }
             }
         }
@@ -431,13 +439,17 @@ pub async fn send(
         Try::Back(req) => req,
     };
     let second = match protocol {
-        UpstreamProtocol::Http1 => match upstream::open_http1(backend, connect, origin).await {
-            Ok(mut sender) => {
-                let sent = sender.try_send_request(req);
-                exchange(server, sent, Some(sender)).await
+        // Boxed: opening a connection is the rare path, and its large state would
+        // otherwise sit in every request's future.
+        UpstreamProtocol::Http1 => {
+            match Box::pin(upstream::open_http1(backend, connect, origin)).await {
+                Ok(mut sender) => {
+                    let sent = sender.try_send_request(req);
+                    exchange(server, sent, Some(sender)).await
+                }
+                Err(e) => return Sent::Unsent(req, e),
             }
-            Err(e) => return Sent::Unsent(req, e),
-        },
+        }
         UpstreamProtocol::Http2 => {
             upstream::drop_http2(backend);
             match upstream::shared_http2(backend, connect, origin).await {

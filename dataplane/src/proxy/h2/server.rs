@@ -163,7 +163,10 @@ fn service(
 > + Clone {
     service_fn(move |req| {
         let stream = Stream::open(&shared);
-        async move { Ok::<_, Infallible>(forward::handle(stream, req).await) }
+        // Boxed once here: hyper and the runtime move a stream's future several times
+        // before and while it runs, and a request's state is kilobytes.
+        let handled = Box::pin(forward::handle(stream, req));
+        async move { Ok::<_, Infallible>(handled.await) }
     })
 }
 

@@ -210,8 +210,9 @@ pub async fn shared_http2(
     connect: Duration,
     origin: Origin,
 ) -> Result<Http2, OpenError> {
+    // Opening is boxed: its large state would otherwise sit in every request's future.
     if backend.proxy_protocol.is_some() {
-        return open_http2(backend, connect, origin).await;
+        return Box::pin(open_http2(backend, connect, origin)).await;
     }
     let cell = SHARED.with(|t| entry(&mut t.borrow_mut(), backend).clone());
     let mut slot = cell.lock().await;
@@ -221,7 +222,7 @@ pub async fn shared_http2(
         return Ok(sender.clone());
     }
     *slot = None;
-    let sender = open_http2(backend, connect, origin).await?;
+    let sender = Box::pin(open_http2(backend, connect, origin)).await?;
     *slot = Some(sender.clone());
     Ok(sender)
 }
