@@ -10,6 +10,7 @@ pub mod curl;
 pub mod h2;
 pub mod haproxy;
 pub mod keepalived;
+pub mod migration;
 pub mod netns;
 pub mod pki;
 pub mod probe;

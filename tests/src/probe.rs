@@ -2,6 +2,7 @@
 //! it went unanswered: the measure of a failover as a user sees it.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -72,19 +73,21 @@ async fn once(addr: SocketAddr, timeout: Duration) -> Option<String> {
     (reply.status == 200).then(|| reply.body.lines().next().unwrap_or("").to_string())
 }
 
-/// Probes every `interval` for `duration` (bounded by `max_probes`).
+/// Probes every `interval` for `duration` (bounded by `max_probes`), or until the file
+/// `stop` exists (a step of a procedure whose length is not known in advance).
 pub async fn probe(
     addr: SocketAddr,
     interval: Duration,
     duration: Duration,
     timeout: Duration,
     max_probes: u32,
+    stop: Option<&Path>,
 ) -> Summary {
     let start = Instant::now();
     let mut summary = Summary::default();
     let mut next = start;
     for _ in 0..max_probes {
-        if start.elapsed() >= duration {
+        if start.elapsed() >= duration || stop.is_some_and(Path::exists) {
             break;
         }
         let at = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -2,6 +2,7 @@
 //! (see `halo_tests::probe`). Bounded by duration and count; loopback or lab addresses only.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -20,6 +21,9 @@ struct Args {
     timeout: Duration,
     #[arg(long, default_value_t = 100_000)]
     max_probes: u32,
+    /// Stop early once this file exists.
+    #[arg(long)]
+    stop_file: Option<PathBuf>,
 }
 
 fn parse(text: &str) -> Result<Duration, String> {
@@ -40,8 +44,15 @@ fn parse(text: &str) -> Result<Duration, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let a = Args::parse();
-    let summary =
-        halo_tests::probe::probe(a.target, a.interval, a.duration, a.timeout, a.max_probes).await;
+    let summary = halo_tests::probe::probe(
+        a.target,
+        a.interval,
+        a.duration,
+        a.timeout,
+        a.max_probes,
+        a.stop_file.as_deref(),
+    )
+    .await;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }
