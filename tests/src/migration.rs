@@ -22,6 +22,14 @@ pub const VRID: u8 = 42;
 pub const PASSWORD: &str = "secret1";
 /// Backend hosts: name and last octet.
 pub const BACKENDS: [(&str, u8); 2] = [("web1", 21), ("web2", 22)];
+/// What the client asks for: an answer that takes 20 ms at the backend, so that, as on
+/// a real site, a request is in flight on the old master at nearly every handover.
+pub const PROBE_PATH: &str = "/slow?ms=20";
+
+/// keepalived's `vrrp_garp_master_delay` (default 5 s): a master sends a second burst
+/// of gratuitous ARPs this long after it took over. A handover inside that window can
+/// have clients pulled back to the old master just before it lets go.
+pub const KEEPALIVED_GARP_MASTER_DELAY: Duration = Duration::from_secs(5);
 
 /// How the keepalived pair speaks VRRP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,7 +258,7 @@ impl Migration {
         planned: bool,
         action: impl FnOnce(&mut Self) -> Result<()>,
     ) -> Result<StepResult> {
-        let probe = self.site.probe_step(VIP, "60s", "200ms")?;
+        let probe = self.site.probe_step(VIP, PROBE_PATH, "60s", "200ms")?;
         std::thread::sleep(LEAD);
         let acted = action(self).with_context(|| format!("step {name}"));
         std::thread::sleep(LEAD);

@@ -65,18 +65,20 @@ impl Summary {
 }
 
 /// One GET on a fresh connection; the body's first line names the backend.
-async fn once(addr: SocketAddr, timeout: Duration) -> Option<String> {
-    let reply = tokio::time::timeout(timeout, crate::client::get(addr, "/"))
+async fn once(addr: SocketAddr, path: &str, timeout: Duration) -> Option<String> {
+    let reply = tokio::time::timeout(timeout, crate::client::get(addr, path))
         .await
         .ok()?
         .ok()?;
     (reply.status == 200).then(|| reply.body.lines().next().unwrap_or("").to_string())
 }
 
-/// Probes every `interval` for `duration` (bounded by `max_probes`), or until the file
-/// `stop` exists (a step of a procedure whose length is not known in advance).
+/// Probes `path` every `interval` for `duration` (bounded by `max_probes`), or until
+/// the file `stop` exists (a step of a procedure whose length is not known in advance).
+#[allow(clippy::too_many_arguments)]
 pub async fn probe(
     addr: SocketAddr,
+    path: &str,
     interval: Duration,
     duration: Duration,
     timeout: Duration,
@@ -91,7 +93,9 @@ pub async fn probe(
             break;
         }
         let at = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let who = once(addr, timeout).await.unwrap_or_else(|| "-".to_string());
+        let who = once(addr, path, timeout)
+            .await
+            .unwrap_or_else(|| "-".to_string());
         summary.record(&who, at);
         next += interval;
         tokio::time::sleep_until(next.into()).await;

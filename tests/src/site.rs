@@ -685,12 +685,23 @@ impl Site {
         Ok(Prober { handle })
     }
 
-    /// Starts the prober on a thread until [`StepProbe::finish`] (or `limit`): the
-    /// client's view of one step of a procedure.
-    pub fn probe_step(&self, addr: &str, limit: &str, timeout: &str) -> Result<StepProbe> {
+    /// Starts the prober on `path` on a thread until [`StepProbe::finish`] (or `limit`):
+    /// the client's view of one step of a procedure.
+    pub fn probe_step(
+        &self,
+        addr: &str,
+        path: &str,
+        limit: &str,
+        timeout: &str,
+    ) -> Result<StepProbe> {
         let stop = self.dir.join(crate::backends::unique("probe-stop-"));
         let mut args = Self::probe_args(addr, limit, timeout)?;
-        args.extend(["--stop-file".into(), stop.to_string_lossy().to_string()]);
+        args.extend([
+            "--stop-file".into(),
+            stop.to_string_lossy().to_string(),
+            "--path".into(),
+            path.into(),
+        ]);
         let ns = self.client.ns.clone();
         let handle = std::thread::spawn(move || -> Result<Summary> {
             let out = std::process::Command::new("ip")

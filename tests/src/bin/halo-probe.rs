@@ -11,8 +11,11 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(name = "halo-probe")]
 struct Args {
-    /// ADDRESS:PORT to GET / from.
+    /// ADDRESS:PORT to GET from.
     target: SocketAddr,
+    /// The path to GET (`/slow?ms=N` on a lab backend: requests that take a while).
+    #[arg(long, default_value = "/")]
+    path: String,
     #[arg(long, default_value = "10ms", value_parser = parse)]
     interval: Duration,
     #[arg(long, default_value = "5s", value_parser = parse)]
@@ -46,6 +49,7 @@ async fn main() -> Result<()> {
     let a = Args::parse();
     let summary = halo_tests::probe::probe(
         a.target,
+        &a.path,
         a.interval,
         a.duration,
         a.timeout,
