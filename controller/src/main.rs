@@ -54,6 +54,10 @@ struct Args {
     lease_duration: Duration,
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     heartbeat: Duration,
+    /// Let VirtualIPs run `exec` track checks: each is a program run on every node the
+    /// VirtualIP selects, so they are refused (Ready=False) unless this is given.
+    #[arg(long)]
+    allow_track_exec: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -122,6 +126,9 @@ async fn main() -> Result<()> {
         shared: shared.clone(),
         metrics: metrics.clone(),
         vrid_range: args.vrid_range,
+        options: halo_crds::render::RenderOptions {
+            allow_track_exec: args.allow_track_exec,
+        },
         service_status: Some((client.clone(), leader.clone())),
         resolver: Default::default(),
     };

@@ -10,7 +10,8 @@ use arc_swap::ArcSwap;
 use futures::channel::mpsc::UnboundedSender;
 use halo_crds::protocol::NodeReport;
 use halo_crds::render::{
-    Assignments, Material, ObjectRef, RenderInput, VipAssignment, render, virtual_ip_ref,
+    Assignments, Material, ObjectRef, RenderInput, RenderOptions, VipAssignment, render,
+    virtual_ip_ref,
 };
 use halo_crds::{LoadBalancer, VirtualIP};
 use kube::ResourceExt;
@@ -73,6 +74,7 @@ pub struct Renderer {
     pub shared: Arc<Shared>,
     pub metrics: Arc<Metrics>,
     pub vrid_range: (u8, u8),
+    pub options: RenderOptions,
     /// Writes Services' `status.loadBalancer` while this replica leads.
     pub service_status: Option<(kube::Client, Arc<crate::lease::Leader>)>,
     /// The last valid contents of every referenced Secret.
@@ -184,6 +186,7 @@ impl Renderer {
                 nodes: &nodes.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
                 secrets: &secrets.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
                 material: &material,
+                options: self.options,
             },
             self.vrid_range,
         );
@@ -220,6 +223,8 @@ pub struct World<'a> {
     pub secrets: &'a [&'a k8s_openapi::api::core::v1::Secret],
     /// The referenced TLS Secrets' contents, validated (see `material`).
     pub material: &'a Material,
+    /// What this controller permits (`--allow-track-exec`).
+    pub options: RenderOptions,
 }
 
 /// The whole cluster's render: pure, so it is tested and benchmarked without a cluster.
@@ -232,6 +237,7 @@ pub fn render_world(world: &World<'_>, vrid_range: (u8, u8)) -> Outcome {
         nodes,
         secrets,
         material,
+        options,
     } = *world;
     let endpoints = world::resolve_endpoints(services, slices);
     let secret_values = world::secret_values(secrets);
@@ -282,6 +288,7 @@ pub fn render_world(world: &World<'_>, vrid_range: (u8, u8)) -> Outcome {
             assignments: &assignments,
             secrets: &secret_values,
             material,
+            options,
         });
         for p in rendered.problems {
             let conflicting =

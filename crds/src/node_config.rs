@@ -1,7 +1,7 @@
 //! NodeConfig: everything one data plane needs, the only thing that crosses from the
 //! control plane to a node. Durations are plain milliseconds on the wire.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +63,7 @@ pub enum TrackEffect {
     Fault,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct TrackConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,6 +72,65 @@ pub struct TrackConfig {
     pub bind_failure: Option<TrackEffect>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface_down: Option<TrackEffect>,
+    /// Other links whose loss counts (keepalived's `track_interface`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<TrackedInterface>,
+    /// Periodic checks run on the node (keepalived's `vrrp_script`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<TrackCheckConfig>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackedInterface {
+    pub name: String,
+    pub effect: TrackEffect,
+}
+
+/// One periodic check: `fall` failures in a row make it failed, `rise` successes passing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackCheckConfig {
+    pub name: String,
+    pub kind: CheckKind,
+    pub interval_ms: u64,
+    /// At most `interval_ms`.
+    pub timeout_ms: u64,
+    pub rise: u32,
+    pub fall: u32,
+    pub effect: TrackEffect,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum CheckKind {
+    /// GET `path` from `address` with `Host: host`; passes on `expect_status`, or below 400.
+    Http {
+        address: SocketAddr,
+        host: String,
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect_status: Option<u16>,
+    },
+    /// A TCP connect.
+    Tcp { address: SocketAddr },
+    /// `command` with `args`, no shell; exit status 0 passes.
+    Exec {
+        command: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        args: Vec<String>,
+    },
+}
+
+impl CheckKind {
+    /// `http`, `tcp` or `exec`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Http { .. } => "http",
+            Self::Tcp { .. } => "tcp",
+            Self::Exec { .. } => "exec",
+        }
+    }
 }
 
 impl Default for TrackConfig {
@@ -80,6 +139,8 @@ impl Default for TrackConfig {
             backends_down: None,
             bind_failure: None,
             interface_down: Some(TrackEffect::Fault),
+            interfaces: Vec::new(),
+            checks: Vec::new(),
         }
     }
 }

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use crate::duration;
 use crate::load_balancer::LoadBalancer;
 use crate::net::IpPrefix;
-use crate::node_config::{GarpConfig, NodeConfig, TrackConfig, TrackEffect, VipConfig, VrrpConfig};
+use crate::node_config::{GarpConfig, NodeConfig, VipConfig, VrrpConfig};
 use crate::virtual_ip::{VirtualIP, VrrpMode};
 
 mod group;
@@ -19,6 +19,7 @@ mod listener;
 mod route;
 pub mod syntax;
 mod tls;
+pub mod track;
 
 pub use group::DEFAULT_COOKIE;
 use listener::render_load_balancer;
@@ -89,6 +90,15 @@ pub struct RenderInput<'a> {
     pub assignments: &'a Assignments,
     pub secrets: &'a SecretValues,
     pub material: &'a Material,
+    pub options: RenderOptions,
+}
+
+/// What the caller permits beyond the API's own rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Run `exec` track checks: standalone mode does; the controller only when started
+    /// with `--allow-track-exec`, since the program runs on every selected node.
+    pub allow_track_exec: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -451,22 +461,7 @@ fn render_vrrp(
         );
     }
 
-    let track = match &vrrp.track {
-        None => TrackConfig::default(),
-        Some(t) => TrackConfig {
-            backends_down: track_effect(
-                c,
-                "spec.vrrp.track.backendsDown",
-                t.backends_down.as_ref(),
-            ),
-            bind_failure: track_effect(c, "spec.vrrp.track.bindFailure", t.bind_failure.as_ref()),
-            // Unspecified keeps the default (fault), as the API documents.
-            interface_down: match &t.interface_down {
-                Some(a) => track_effect(c, "spec.vrrp.track.interfaceDown", Some(a)),
-                None => TrackConfig::default().interface_down,
-            },
-        },
-    };
+    let track = track::render_track(c, vrrp.track.as_ref(), input.options);
     let garp = match &vrrp.garp {
         None => GarpConfig::default(),
         Some(g) => {
@@ -501,22 +496,6 @@ fn render_vrrp(
         track,
         garp,
     })
-}
-
-fn track_effect(
-    c: &mut Checker,
-    field: &str,
-    action: Option<&crate::virtual_ip::TrackAction>,
-) -> Option<TrackEffect> {
-    let action = action?;
-    match (action.weight, action.fault.unwrap_or(false)) {
-        (Some(w), false) if (1..=254).contains(&w) => Some(TrackEffect::Weight(w)),
-        (None, true) => Some(TrackEffect::Fault),
-        _ => {
-            c.report(field, "set either weight (1-254) or fault: true");
-            None
-        }
-    }
 }
 
 /// Two VirtualIPs on this node must not share a VRID within one address family.

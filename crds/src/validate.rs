@@ -228,6 +228,13 @@ pub fn cel_rule(rule: &str) -> Option<fn(&Value) -> bool> {
         "self.all(l, self.exists_one(m, m.name == l.name))" => |v| unique(v, "name"),
         "self.all(l, self.exists_one(m, m.port == l.port))" => |v| unique(v, "port"),
         "self.all(g, self.exists_one(h, h.name == g.name))" => |v| unique(v, "name"),
+        "self.all(i, self.exists_one(j, j.name == i.name))" => |v| unique(v, "name"),
+        "self.all(c, self.exists_one(d, d.name == c.name))" => |v| unique(v, "name"),
+        "[has(self.http), has(self.tcp), has(self.exec)].filter(x, x).size() == 1" => {
+            |v| ["http", "tcp", "exec"].iter().filter(|k| has(v, k)).count() == 1
+        }
+        "self.startsWith('http://')" => |v| v.as_str().is_some_and(|s| s.starts_with("http://")),
+        "self.startsWith('/')" => |v| v.as_str().is_some_and(|s| s.starts_with('/')),
         "self.type == 'Cookie' || !has(self.cookie)" => {
             |v| text(v, "type") == Some("Cookie") || !has(v, "cookie")
         }
@@ -537,6 +544,29 @@ mod tests {
                 json!([{"port": 1}, {"port": 1}]),
                 false,
             ),
+            (
+                "self.all(c, self.exists_one(d, d.name == c.name))",
+                json!([{"name": "a"}, {"name": "a"}]),
+                false,
+            ),
+            (
+                "[has(self.http), has(self.tcp), has(self.exec)].filter(x, x).size() == 1",
+                json!({"tcp": {"address": "127.0.0.1:1"}}),
+                true,
+            ),
+            (
+                "[has(self.http), has(self.tcp), has(self.exec)].filter(x, x).size() == 1",
+                json!({"tcp": {}, "exec": {}}),
+                false,
+            ),
+            (
+                "[has(self.http), has(self.tcp), has(self.exec)].filter(x, x).size() == 1",
+                json!({"name": "c"}),
+                false,
+            ),
+            ("self.startsWith('http://')", json!("https://x/"), false),
+            ("self.startsWith('/')", json!("bin/true"), false),
+            ("self.startsWith('/')", json!("/bin/true"), true),
             (
                 "self.protocol in ['HTTP', 'HTTPS'] || !has(self.forwardedHeaders) || !self.forwardedHeaders",
                 json!({"protocol": "TCP", "forwardedHeaders": true}),

@@ -5,9 +5,10 @@ use std::net::IpAddr;
 
 use halo_crds::load_balancer::{Algorithm, Protocol};
 use halo_crds::manifest;
+use halo_crds::node_config::{CheckKind, TrackEffect, TrackedInterface};
 use halo_crds::node_config::{ForwardedMode, Probe};
 use halo_crds::render::{
-    Assignments, Endpoint, Material, NodeInfo, RenderInput, Rendered, SecretValues,
+    Assignments, Endpoint, Material, NodeInfo, RenderInput, RenderOptions, Rendered, SecretValues,
     ServiceEndpoints, ServiceKey, VipAssignment, render,
 };
 
@@ -77,6 +78,15 @@ fn endpoints() -> ServiceEndpoints {
 
 /// Renders objects that skipped the schema checks, so render's own checks are what is tested.
 fn render_text(text: &str, node_name: &str, assignments: &Assignments) -> Rendered {
+    render_options(text, node_name, assignments, RenderOptions::default())
+}
+
+fn render_options(
+    text: &str,
+    node_name: &str,
+    assignments: &Assignments,
+    options: RenderOptions,
+) -> Rendered {
     let m = manifest::parse_unvalidated(text).expect("parse");
     let node = node(node_name);
     let eps = endpoints();
@@ -88,6 +98,7 @@ fn render_text(text: &str, node_name: &str, assignments: &Assignments) -> Render
         assignments,
         secrets: &SecretValues::new(),
         material: &Material::new(),
+        options,
     })
 }
 
@@ -307,5 +318,212 @@ fn standalone_vrrp_needs_an_explicit_vrid_and_unicast_needs_peers() {
         got.iter()
             .any(|p| p.contains("spec.peers: unicast mode needs at least one peer")),
         "{got:?}"
+    );
+}
+
+/// SITE with `spec.vrrp.track` set to `track` (flow-style YAML).
+fn with_track(track: &str) -> String {
+    let text = SITE.replace(
+        "    preemptDelay: 5s\n",
+        &format!("    preemptDelay: 5s\n    track: {track}\n"),
+    );
+    assert_ne!(text, SITE);
+    text
+}
+
+const ALLOW_EXEC: RenderOptions = RenderOptions {
+    allow_track_exec: true,
+};
+
+#[test]
+fn track_interfaces_and_checks_render_typed_with_defaults() {
+    let text = with_track(
+        "{interfaces: [{name: eth1, weight: 20}, {name: bond0, fault: true}], checks: [\
+         {name: app, http: {url: 'http://localhost:8080/healthz?full=1', expectStatus: 204}, weight: 30}, \
+         {name: db, tcp: {address: '[::1]:3306'}, interval: 500ms, timeout: 500ms, rise: 3, fall: 2, fault: true}, \
+         {name: file, exec: {command: /usr/bin/test, args: [-e, /run/ok]}, weight: 5}, \
+         {name: plain, http: {url: 'http://10.0.0.5'}, weight: 1}]}",
+    );
+    let r = render_options(&text, "lb1", &Assignments::new(), ALLOW_EXEC);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    let track = r.config.vips[0].vrrp.clone().expect("vrrp").track;
+    assert_eq!(
+        track.interface_down,
+        Some(TrackEffect::Fault),
+        "default kept"
+    );
+    assert_eq!(
+        track.interfaces,
+        [
+            TrackedInterface {
+                name: "eth1".into(),
+                effect: TrackEffect::Weight(20)
+            },
+            TrackedInterface {
+                name: "bond0".into(),
+                effect: TrackEffect::Fault
+            }
+        ]
+    );
+    let c = &track.checks;
+    assert_eq!(
+        c.iter()
+            .map(|c| (
+                c.name.as_str(),
+                c.interval_ms,
+                c.timeout_ms,
+                c.rise,
+                c.fall,
+                c.effect
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("app", 2_000, 1_000, 1, 1, TrackEffect::Weight(30)),
+            ("db", 500, 500, 3, 2, TrackEffect::Fault),
+            ("file", 2_000, 1_000, 1, 1, TrackEffect::Weight(5)),
+            ("plain", 2_000, 1_000, 1, 1, TrackEffect::Weight(1)),
+        ]
+    );
+    assert_eq!(
+        c[0].kind,
+        CheckKind::Http {
+            address: "127.0.0.1:8080".parse().expect("addr"),
+            host: "localhost:8080".into(),
+            path: "/healthz?full=1".into(),
+            expect_status: Some(204),
+        }
+    );
+    assert_eq!(
+        c[1].kind,
+        CheckKind::Tcp {
+            address: "[::1]:3306".parse().expect("addr")
+        }
+    );
+    assert_eq!(
+        c[2].kind,
+        CheckKind::Exec {
+            command: "/usr/bin/test".into(),
+            args: vec!["-e".into(), "/run/ok".into()],
+        }
+    );
+    assert_eq!(
+        c[3].kind,
+        CheckKind::Http {
+            address: "10.0.0.5:80".parse().expect("addr"),
+            host: "10.0.0.5".into(),
+            path: "/".into(),
+            expect_status: None,
+        }
+    );
+}
+
+#[test]
+fn track_problems_name_the_field() {
+    let cases = [
+        (
+            "{checks: [{name: a, tcp: {address: '127.0.0.1:1'}, weight: 1}, {name: b, tcp: {address: '127.0.0.1:1'}, interval: 1s, timeout: 2s, weight: 1}]}",
+            "spec.vrrp.track.checks[1].timeout: 2000ms is longer than the interval (1000ms)",
+        ),
+        (
+            "{checks: [{name: a, tcp: {address: '127.0.0.1:1'}, interval: 500ms, weight: 1}]}",
+            "spec.vrrp.track.checks[0].timeout: 1000ms is longer than the interval (500ms)",
+        ),
+        (
+            "{checks: [{name: a, http: {url: 'http://example.com/'}, weight: 1}]}",
+            "spec.vrrp.track.checks[0].http.url: \"http://example.com/\": the host must be an IP address or localhost",
+        ),
+        (
+            "{checks: [{name: a, http: {url: 'https://127.0.0.1/'}, weight: 1}]}",
+            "spec.vrrp.track.checks[0].http.url: \"https://127.0.0.1/\": must start with http://",
+        ),
+        (
+            "{checks: [{name: a, http: {url: 'http://127.0.0.1:99999/'}, weight: 1}]}",
+            "spec.vrrp.track.checks[0].http.url: \"http://127.0.0.1:99999/\": port \"99999\" is not 1-65535",
+        ),
+        (
+            "{checks: [{name: a, http: {url: 'http://[::1/'}, weight: 1}]}",
+            "spec.vrrp.track.checks[0].http.url: \"http://[::1/\": unclosed [",
+        ),
+        (
+            "{checks: [{name: a, tcp: {address: 'localhost:80'}, weight: 1}]}",
+            "spec.vrrp.track.checks[0].tcp.address: \"localhost:80\" is not ip:port or [ipv6]:port",
+        ),
+        (
+            "{checks: [{name: a, tcp: {address: '127.0.0.1'}, weight: 1}]}",
+            "spec.vrrp.track.checks[0].tcp.address:",
+        ),
+        (
+            "{checks: [{name: a, exec: {command: bin/true}, weight: 1}]}",
+            "spec.vrrp.track.checks[0].exec.command: must be an absolute path",
+        ),
+        (
+            "{checks: [{name: a, weight: 1}]}",
+            "spec.vrrp.track.checks[0]: set exactly one of http, tcp or exec",
+        ),
+        (
+            "{checks: [{name: a, tcp: {address: '127.0.0.1:1'}, http: {url: 'http://127.0.0.1/'}, weight: 1}]}",
+            "spec.vrrp.track.checks[0]: set exactly one of http, tcp or exec",
+        ),
+        (
+            "{checks: [{name: a, tcp: {address: '127.0.0.1:1'}, weight: 1, fault: true}]}",
+            "spec.vrrp.track.checks[0]: set either weight (1-254) or fault: true",
+        ),
+        (
+            "{checks: [{name: a, tcp: {address: '127.0.0.1:1'}, rise: 0, weight: 1}]}",
+            "spec.vrrp.track.checks[0].rise: must be 1-100",
+        ),
+        (
+            "{checks: [{name: a, tcp: {address: '127.0.0.1:1'}, interval: soon, weight: 1}]}",
+            "spec.vrrp.track.checks[0].interval: invalid duration",
+        ),
+        (
+            "{checks: [{name: a, tcp: {address: '127.0.0.1:1'}, weight: 1}, {name: a, tcp: {address: '127.0.0.1:2'}, weight: 1}]}",
+            "spec.vrrp.track.checks[1].name: \"a\" is used by another check",
+        ),
+        (
+            "{interfaces: [{name: eth1, weight: 10}, {name: eth1, fault: true}]}",
+            "spec.vrrp.track.interfaces[1].name: \"eth1\" is listed twice",
+        ),
+        (
+            "{interfaces: [{name: a-very-long-interface-name, weight: 10}]}",
+            "spec.vrrp.track.interfaces[0].name: an interface name has 1-15 characters",
+        ),
+        (
+            "{interfaces: [{name: eth1}]}",
+            "spec.vrrp.track.interfaces[0]: set either weight (1-254) or fault: true",
+        ),
+    ];
+    for (track, expected) in cases {
+        let r = render_options(&with_track(track), "lb1", &Assignments::new(), ALLOW_EXEC);
+        let got: Vec<String> = r.problems.iter().map(ToString::to_string).collect();
+        let expected = format!("VirtualIP public: {expected}");
+        assert!(
+            got.iter().any(|p| p.starts_with(&expected)),
+            "{track}: expected {expected:?} in {got:?}"
+        );
+        assert!(
+            r.config.vips.is_empty(),
+            "{track}: the VirtualIP is left out"
+        );
+    }
+}
+
+#[test]
+fn exec_checks_need_the_option() {
+    let text = with_track("{checks: [{name: file, exec: {command: /usr/bin/true}, weight: 5}]}");
+    let refused = problems(&text);
+    assert_eq!(
+        refused[0],
+        "VirtualIP public: spec.vrrp.track.checks[0].exec: exec checks are not allowed here (the controller runs them only with --allow-track-exec)"
+    );
+    assert_eq!(refused.len(), 2, "and its LoadBalancer: {refused:?}");
+    let allowed = render_options(&text, "lb1", &Assignments::new(), ALLOW_EXEC);
+    assert!(allowed.problems.is_empty(), "{:?}", allowed.problems);
+    assert_eq!(
+        allowed.config.vips[0]
+            .vrrp
+            .as_ref()
+            .map(|v| v.track.checks.len()),
+        Some(1)
     );
 }

@@ -58,6 +58,7 @@ fn render_with(text: &str, material: &Material) -> Rendered {
         assignments: &Assignments::new(),
         secrets: &SecretValues::new(),
         material,
+        options: Default::default(),
     })
 }
 

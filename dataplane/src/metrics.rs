@@ -65,6 +65,8 @@ pub struct Metrics {
     pub vrrp_garp_sent: Family<Labels, Counter>,
     pub vrrp_split_brain: Family<Labels, Counter>,
     pub vrrp_master_seconds: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    pub track_check_up: Family<Labels, Gauge>,
+    pub track_check_runs: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -293,8 +295,22 @@ impl Metrics {
             "Time spent as VRRP master",
             vrrp_master_seconds.clone(),
         );
+        let track_check_up = Family::<Labels, Gauge>::default();
+        registry.register(
+            "track_check_up",
+            "1 while a VRRP track check passes (after rise/fall), else 0",
+            track_check_up.clone(),
+        );
+        let track_check_runs = Family::<Labels, Counter>::default();
+        registry.register(
+            "track_check_runs",
+            "VRRP track check runs, by result (pass, fail, timeout)",
+            track_check_runs.clone(),
+        );
         Self {
             registry,
+            track_check_up,
+            track_check_runs,
             vrrp_master_seconds,
             vrrp_state,
             vrrp_priority,
@@ -334,12 +350,20 @@ impl Metrics {
         }
     }
 
+    /// Drops the queue series of a backend group that left the config.
+    pub fn forget_queue(&self, listener: &str, group: &str) {
+        let labels = group_labels(listener, group);
+        self.queue_length.remove(&labels);
+        self.queue_wait.remove(&labels);
+        for reason in ["timeout", "overflow"] {
+            self.queue_refused
+                .remove(&with(labels.clone(), "reason", reason));
+        }
+    }
+
     /// The queue series of backend group `group` of `listener`.
     pub fn queue(&self, listener: &str, group: &str) -> QueueMetrics {
-        let labels = vec![
-            ("listener", listener.to_string()),
-            ("group", group.to_string()),
-        ];
+        let labels = group_labels(listener, group);
         // One statement each: a family's read guard lives to the end of its statement,
         // and a second lookup in the same family there would wait for it forever.
         let length = self.queue_length.get_or_create(&labels).clone();
@@ -396,6 +420,13 @@ pub fn class_index(status: u16) -> usize {
 
 pub fn listener_labels(listener: &str) -> Labels {
     vec![("listener", listener.to_string())]
+}
+
+fn group_labels(listener: &str, group: &str) -> Labels {
+    vec![
+        ("listener", listener.to_string()),
+        ("group", group.to_string()),
+    ]
 }
 
 pub fn backend_labels(listener: &str, backend: &str) -> Labels {

@@ -214,6 +214,14 @@ impl Runtime {
                     self.metrics.forget_backend(&old.config.name, b.name());
                 }
             }
+            let new = services.get(&old.config.name);
+            for g in &old.groups {
+                let kept =
+                    new.is_some_and(|s| s.groups.iter().any(|n| n.config.name == g.config.name));
+                if !kept {
+                    self.metrics.forget_queue(&old.config.name, &g.config.name);
+                }
+            }
         }
         state.sockets.retain(|addr, _| wanted.contains_key(addr));
         for (addr, name) in &wanted {
@@ -322,6 +330,7 @@ impl Runtime {
                 inputs.bind_failed.insert(vip);
             }
         }
+        inputs.checks_failed = self.vrrp.failed_checks();
         inputs
     }
 

@@ -462,6 +462,76 @@ async fn http2_requests_are_logged_and_counted_on_their_backend() {
     );
 }
 
+/// A redirect and a fixed response are logged with the route that answered (and no
+/// group), on the HTTP/1.1 engine and on the HTTP/2 one.
+#[tokio::test]
+async fn a_routes_own_answers_are_logged_with_its_name_on_both_engines() {
+    let web = backends::http("web", "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("backend");
+    let lab = Lab::new(BIN, "log-own");
+    let log = lab.dir.join("access.log");
+    let (h1, h2) = (free_port().expect("port"), free_port().expect("port"));
+    let routes = "      routes:\n        - name: moved\n          matches: [{path: {value: /old}}]\n          filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /new}, statusCode: 301}}]\n        - name: teapot\n          matches: [{path: {value: /tea}}]\n          fixedResponse: {statusCode: 418, body: short}\n";
+    let listener = |name: &str, port: u16, h2c: &str| {
+        format!(
+            "    - name: {name}\n      port: {port}\n      protocol: HTTP\n{h2c}{}{routes}      backends: [{{name: web, address: 127.0.0.1, port: {}}}]\n",
+            file_log(&log, 100),
+            web.port()
+        )
+    };
+    let yaml = format!(
+        "apiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata: {{name: site, namespace: test}}\nspec:\n  addresses: [127.0.0.1]\n  listeners:\n{}{}",
+        listener("main", h1, ""),
+        listener("h2", h2, "      http2PriorKnowledge: true\n")
+    );
+    let _dp = lab.start(&yaml);
+    assert_eq!(exchange(h1, &get("/old/page")).await.0, 301);
+    assert_eq!(exchange(h1, &get("/tea")).await.0, 418);
+    for path in ["/old/page", "/tea"] {
+        let url = format!("http://127.0.0.1:{h2}{path}");
+        let reply = tokio::task::spawn_blocking(move || {
+            halo_tests::curl::curl(&["--http2-prior-knowledge", &url])
+        })
+        .await
+        .expect("client thread")
+        .expect("curl h2c");
+        assert_eq!(reply.version, "2");
+    }
+    let lines = wait_lines(&log, 4).await;
+    let seen: Vec<(String, String, u64, bool)> = lines
+        .iter()
+        .map(|l| {
+            let text = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+            let status = l["status"].as_u64().unwrap_or_default();
+            (
+                text("listener"),
+                text("route"),
+                status,
+                l["group"].is_null(),
+            )
+        })
+        .collect();
+    let want = |listener: &str, route: &str, status| {
+        (
+            format!("test/site/{listener}"),
+            route.to_string(),
+            status,
+            true,
+        )
+    };
+    assert_eq!(
+        seen,
+        [
+            want("main", "moved", 301),
+            want("main", "teapot", 418),
+            want("h2", "moved", 301),
+            want("h2", "teapot", 418)
+        ],
+        "{lines:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_request_refused_at_max_connections_is_logged_as_a_resource_limit() {
     let web = backend("web").await;

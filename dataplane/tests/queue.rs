@@ -9,7 +9,9 @@ use std::sync::Arc;
 use halo_tests::backends::{self, Concurrency, free_port};
 use halo_tests::client;
 use halo_tests::process::DataPlane;
-use halo_tests::standalone::{Lab, front, metric_sum};
+use std::time::Duration;
+
+use halo_tests::standalone::{Lab, front, metric_sum, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_halo-dataplane");
 const GROUP: [(&str, &str); 2] = [("listener", "test/site/main"), ("group", "default")];
@@ -101,6 +103,24 @@ async fn the_queue_timeout_answers_the_excess_503_and_counts_it() {
         &[("reason", "timeout")],
     );
     assert_eq!(timeouts, 4.0);
+
+    // The group leaves with its listener: so do its queue series.
+    let renamed = limited(port, 1, extra, &[("a", a.port())]).replace("name: main", "name: other");
+    lab.write(&renamed);
+    let gone = wait_until(Duration::from_secs(10), || {
+        let m = dp.metrics().unwrap_or_default();
+        [
+            "halo_backend_queue_length",
+            "halo_backend_queue_refused_total",
+        ]
+        .iter()
+        .all(|name| {
+            let series = |l: &str| m.lines().any(|s| s.starts_with(name) && s.contains(l));
+            series("\"test/site/other\"") && !series("\"test/site/main\"")
+        })
+    })
+    .await;
+    assert!(gone, "{:?}", dp.metrics());
 }
 
 #[tokio::test]

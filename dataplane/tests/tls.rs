@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use halo_tests::backends::{self, free_port};
-use halo_tests::certs::{self, Ca, SServer, s_client};
+use halo_tests::certs::{self, Ca, SServer, s_client, s_client_send};
 use halo_tests::client;
 use halo_tests::curl::curl;
 use halo_tests::process::DataPlane;
@@ -311,6 +311,66 @@ async fn https_without_a_default_route_answers_404_on_http2() {
     assert_eq!(r.status, 404);
 }
 
+/// Malformed requests over TLS get hyper's 400 (HTTP/1.1) or a GOAWAY (HTTP/2), and are
+/// counted by reason like the plain HTTP/1.1 engine's, while good requests still pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_over_tls_are_refused_and_counted() {
+    let lab = Lab::new(BIN, "tls-bad");
+    let ca = Ca::new(&lab.dir, "ca", "Halo Test CA");
+    ca.issue("site", &["site.test"]);
+    let web = backends::http("web", "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("backend");
+    let port = free_port().expect("port");
+    let listener = "      tls:\n        certificates: [{certFile: site.crt, keyFile: site.key}]\n";
+    let groups = format!(
+        "  backendGroups:\n    - name: web\n      backends: [{{name: web, address: 127.0.0.1, port: {}}}]\n",
+        web.port()
+    );
+    let dp = lab.start(&format!(
+        "{}      routes: [{{name: all, backendRefs: [{{name: web}}]}}]\n",
+        yaml(port, "HTTPS", listener, &groups)
+    ));
+    let errors = |reason: &str| {
+        dp.metrics().map_or(0.0, |m| {
+            metric_sum(&m, "halo_http_client_errors_total", &[("reason", reason)])
+        })
+    };
+    let addr = front(port);
+    let h1 = ["-servername", "site.test", "-alpn", "http/1.1"];
+    let answer = s_client_send(
+        addr,
+        &h1,
+        b"GET / HTTP/1.1\r\nHost: site.test\r\nno colon here\r\n\r\n",
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        wait_until(Duration::from_secs(3), || errors("malformed") == 1.0).await,
+        "{:?}",
+        dp.metrics()
+    );
+
+    // The preface, then a HEADERS frame on stream 0: a connection error (RFC 9113 §6.2).
+    let mut h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    h2.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // empty SETTINGS
+    h2.extend_from_slice(&[0, 0, 1, 1, 5, 0, 0, 0, 0, 0x82]); // HEADERS, stream 0
+    let answer = s_client_send(addr, &["-servername", "site.test", "-alpn", "h2"], &h2);
+    // A GOAWAY frame (type 7) with PROTOCOL_ERROR (1) as its last 4 bytes of payload.
+    let goaway = answer.windows(4).any(|w| w == [0, 0, 0, 1]) && answer.contains(&7);
+    assert!(goaway, "no GOAWAY(PROTOCOL_ERROR) in {answer:?}");
+    assert!(
+        wait_until(Duration::from_secs(3), || errors("h2_protocol_error")
+            == 1.0)
+        .await,
+        "{:?}",
+        dp.metrics()
+    );
+
+    let r = https("site.test", addr, &ca.cert, "/", &["--http2"]);
+    assert_eq!((r.status, r.text().as_str()), (200, "web\n"));
+}
+
 /// GET / on an open HTTP/1.1 connection, within 5 s: status and body.
 async fn get_on(
     sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
@@ -488,25 +548,33 @@ async fn backend_tls_is_verified_against_the_ca() {
         "    - name: skip\n      backends: [{{name: skip, address: 127.0.0.1, port: {}}}]\n      backendTls: {{insecureSkipVerify: true}}\n",
         secure.port()
     );
+    // A TCP check of a TLS group completes the handshake: an untrusted server is down.
+    let tcp = "      healthCheck: {type: TCP, interval: 100ms, downInterval: 100ms, timeout: 1s, rise: 1, fall: 1}\n";
     let groups = format!(
-        "  backendGroups:\n{}{}{skip}",
+        "  backendGroups:\n{}{}{}{skip}",
         group("good", "ca.crt", check),
-        group("bad", "other.crt", "")
+        group("bad", "other.crt", ""),
+        group("untrusted", "other.crt", tcp)
     );
     let port = free_port().expect("port");
-    let listener = "      routes:\n        - name: good\n          matches: [{path: {value: /good}}]\n          backendRefs: [{name: good}]\n        - name: bad\n          matches: [{path: {value: /bad}}]\n          backendRefs: [{name: bad}]\n        - name: skip\n          matches: [{path: {value: /skip}}]\n          backendRefs: [{name: skip}]\n";
+    let listener = "      routes:\n        - name: good\n          matches: [{path: {value: /good}}]\n          backendRefs: [{name: good}]\n        - name: bad\n          matches: [{path: {value: /bad}}]\n          backendRefs: [{name: bad}]\n        - name: skip\n          matches: [{path: {value: /skip}}]\n          backendRefs: [{name: skip}]\n        - name: untrusted\n          matches: [{path: {value: /untrusted}}]\n          backendRefs: [{name: untrusted}]\n";
     let dp = lab.start(&yaml(port, "HTTP", listener, &groups));
-    let checks = |result: &str| {
+    let checks = |backend: &str, result: &str| {
         dp.metrics().map_or(0.0, |m| {
-            metric_sum(&m, "halo_health_checks_total", &[("result", result)])
+            let labels = [("backend", backend), ("result", result)];
+            metric_sum(&m, "halo_health_checks_total", &labels)
         })
     };
     assert!(
-        wait_until(Duration::from_secs(10), || checks("pass") >= 3.0).await,
+        wait_until(Duration::from_secs(10), || checks("good/good", "pass")
+            >= 3.0
+            && checks("untrusted/untrusted", "fail") >= 3.0)
+        .await,
         "{}",
         dp.metrics().unwrap_or_default()
     );
-    assert_eq!(checks("fail"), 0.0);
+    assert_eq!(checks("good/good", "fail"), 0.0);
+    assert_eq!(checks("untrusted/untrusted", "pass"), 0.0);
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     let r = curl(&[&url("/good")]).expect("curl");
     assert_eq!((r.status, r.text().as_str()), (200, "secure\n"));
@@ -515,6 +583,8 @@ async fn backend_tls_is_verified_against_the_ca() {
     // Not verified at all: the wrong name (the backend's address) and no CA are fine.
     let r = curl(&[&url("/skip")]).expect("curl");
     assert_eq!((r.status, r.text().as_str()), (200, "secure\n"));
+    let r = curl(&[&url("/untrusted")]).expect("curl");
+    assert_eq!(r.status, 503, "{}", r.text());
     let m = dp.metrics().unwrap_or_default();
     assert!(
         metric_sum(&m, "halo_backend_errors_total", &[("kind", "tls")]) >= 1.0,

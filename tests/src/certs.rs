@@ -143,6 +143,25 @@ pub fn s_client(addr: std::net::SocketAddr, args: &[&str]) -> (bool, String) {
     (established, text)
 }
 
+/// Sends `input` over a TLS connection made by `openssl s_client` (after the handshake,
+/// then waits until the server closes, at most 10 s): what the server answered.
+pub fn s_client_send(addr: std::net::SocketAddr, args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut child = Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-quiet", "-ign_eof"])
+        .args(["-connect", &addr.to_string()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run openssl s_client");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input).expect("write to s_client");
+    }
+    child.wait_with_output().expect("s_client output").stdout
+}
+
 /// The served leaf certificate's subject line (`subject=CN = a.test`) in s_client output.
 pub fn subject(text: &str) -> Option<&str> {
     text.lines().find(|l| l.starts_with("subject="))

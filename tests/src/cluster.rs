@@ -167,6 +167,17 @@ impl Cluster {
     /// `halo-controller` as `name`, streaming on `port`, metrics on `metrics`; its log
     /// is `log(name)`.
     pub fn controller(&self, name: &str, port: u16, metrics: u16) -> Result<Proc> {
+        self.controller_with(name, port, metrics, &[])
+    }
+
+    /// [`Cluster::controller`] with `extra` arguments, e.g. `--allow-track-exec`.
+    pub fn controller_with(
+        &self,
+        name: &str,
+        port: u16,
+        metrics: u16,
+        extra: &[&str],
+    ) -> Result<Proc> {
         let log = std::fs::File::create(self.log_path(name))?;
         let child = Command::new(binary("halo-controller")?)
             .arg("--kubeconfig")
@@ -183,6 +194,7 @@ impl Cluster {
             .arg("--tls-key")
             .arg(self.dir.join("tls.key"))
             .args(["--lease-duration", "3s", "--heartbeat", "1s"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -478,6 +478,18 @@ impl Site {
         Ok(pid)
     }
 
+    /// Replaces node `i`'s manifest with `yaml` and sends SIGHUP: the data plane reloads
+    /// it (or refuses it, keeping the old one).
+    pub fn reload(&self, i: usize, yaml: &str) -> Result<()> {
+        let pid = self.dataplanes[i].context("data plane not running")?;
+        let config = self.dir.join(format!(
+            "{}-{}.yaml",
+            self.nodes[i].name, self.dataplane_runs[i]
+        ));
+        std::fs::write(&config, yaml)?;
+        self.lab.signal(pid, "HUP")
+    }
+
     /// Sends `signal` ("KILL", "TERM") to node `i`'s data plane and waits for it to exit.
     pub fn stop(&mut self, i: usize, signal: &str) -> Result<()> {
         let pid = self.dataplanes[i]
@@ -863,6 +875,34 @@ impl Site {
 
     pub fn vrrp_priority(&self, i: usize, vip: &str) -> Option<u64> {
         self.vrrp_status(i, vip)?.get("priority")?.as_u64()
+    }
+
+    /// The `/status` entry of track check `check` of VRRP instance `vip` on node `i`.
+    pub fn track_check(&self, i: usize, vip: &str, check: &str) -> Option<serde_json::Value> {
+        self.vrrp_status(i, vip)?
+            .get("checks")?
+            .as_array()?
+            .iter()
+            .find(|c| c.get("name").and_then(|n| n.as_str()) == Some(check))
+            .cloned()
+    }
+
+    /// The state ("Passing", "Failing", "Unknown") of a track check on node `i`.
+    pub fn track_check_state(&self, i: usize, vip: &str, check: &str) -> Option<String> {
+        self.track_check(i, vip, check)?
+            .get("state")?
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// What `halo-dataplane status` prints for node `i` (whatever its exit status).
+    pub fn status_text(&self, i: usize) -> Result<String> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.nodes[i].ns])
+            .arg(binary("halo-dataplane")?)
+            .args(["status", "--admin", ADMIN])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     pub fn metrics(&self, i: usize) -> Result<String> {

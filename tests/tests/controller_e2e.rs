@@ -483,3 +483,64 @@ async fn restart_keeps_serving_without_churn_and_leadership_moves() {
     assert_eq!(client::get(front, "/").await.expect("served").status, 200);
     drop(ctl1b);
 }
+
+/// An exec track check runs a program on every node its VirtualIP selects, so the
+/// controller refuses it (Ready=False with the field named, and an Event) unless it was
+/// started with `--allow-track-exec`; one that was accepts the same object.
+#[test]
+fn exec_track_checks_need_allow_track_exec() {
+    let cluster = Cluster::start("exec").expect("cluster");
+    cluster
+        .apply(
+            "apiVersion: halo.dev/v1alpha1\nkind: VirtualIP\nmetadata: {name: scripted}\nspec:\n  addresses: [\"192.0.2.110/24\"]\n  vrrp:\n    track:\n      checks:\n        - {name: ok, exec: {command: /usr/bin/test, args: [-e, /run/halo-ok]}, weight: 10}\n        - {name: web, http: {url: 'http://127.0.0.1:8080/healthz'}, fault: true}\n",
+        )
+        .expect("virtual ip");
+    let ready = || {
+        cluster
+            .jsonpath(
+                "vip",
+                "scripted",
+                "default",
+                "{.status.conditions[?(@.type==\"Ready\")].reason}: {.status.conditions[?(@.type==\"Ready\")].message}",
+            )
+            .unwrap_or_default()
+    };
+    let (p1, m1) = (free_port().expect("port"), free_port().expect("port"));
+    let ctl1 = cluster.controller("ctl-1", p1, m1).expect("controller");
+    let refused = "InvalidSpec: spec.vrrp.track.checks[0].exec: exec checks are not allowed here (the controller runs them only with --allow-track-exec)";
+    assert!(
+        wait_for(Duration::from_secs(30), || ready() == refused),
+        "Ready is {:?}:\n{}",
+        ready(),
+        cluster.log("ctl-1")
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            cluster
+                .kubectl_ok(&[
+                    "get",
+                    "events",
+                    "-A",
+                    "--field-selector",
+                    "involvedObject.kind=VirtualIP,involvedObject.name=scripted",
+                    "-o",
+                    "jsonpath={.items[*].reason}",
+                ])
+                .is_ok_and(|r| r.contains("InvalidSpec"))
+        }),
+        "no InvalidSpec Event:\n{}",
+        cluster.log("ctl-1")
+    );
+
+    drop(ctl1);
+    let (p2, m2) = (free_port().expect("port"), free_port().expect("port"));
+    let _ctl2 = cluster
+        .controller_with("ctl-2", p2, m2, &["--allow-track-exec"])
+        .expect("controller");
+    assert!(
+        wait_for(Duration::from_secs(30), || ready().starts_with("NoMaster:")),
+        "with --allow-track-exec the spec is valid (no node runs it yet); Ready is {:?}:\n{}",
+        ready(),
+        cluster.log("ctl-2")
+    );
+}

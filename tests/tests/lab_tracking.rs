@@ -1,8 +1,9 @@
 //! VRRP tracking, sync groups, gratuitous ARP settings and the planned takeover, between
 //! real data planes in network namespaces (root only).
 //!
-//! These exercise `spec.vrrp.track`, `spec.vrrp.syncGroup`, `spec.vrrp.garp` and
-//! `POST /vrrp/<vip>/takeover`, added together with these tests.
+//! These exercise `spec.vrrp.track` (its conditions, tracked interfaces and periodic
+//! http / tcp / exec checks), `spec.vrrp.syncGroup`, `spec.vrrp.garp` and
+//! `POST /vrrp/<vip>/takeover`.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,11 @@ fn web(vrrp_lines: &[&str]) -> VipDoc {
 /// Starts node-b, then node-a, and waits for node-a to be master and settled.
 fn pair(label: &str, yaml: &str) -> Site {
     let mut site = Site::new(label, &["node-a", "node-b"]).expect("lab");
+    start_pair(&mut site, yaml);
+    site
+}
+
+fn start_pair(site: &mut Site, yaml: &str) {
     site.start_healthy(B, yaml).expect("start b");
     site.start_healthy(A, yaml).expect("start a");
     assert!(
@@ -43,7 +49,6 @@ fn pair(label: &str, yaml: &str) -> Site {
         site.debug()
     );
     std::thread::sleep(SETTLE);
-    site
 }
 
 /// node-a's only backend dies: with `backendsDown: {weight: 80}` its priority falls to
@@ -291,5 +296,315 @@ fn garp_count_and_refresh() {
     assert!(
         (7.0..=10.0).contains(&later),
         "a refresh every 500 ms should add 3-4 in 2 s, got {later} in total"
+    );
+}
+
+/// A periodic track check (`spec.vrrp.track.checks[]`) on web, 200 ms apart.
+fn check(name: &str, probe: &str, extra: &str) -> String {
+    format!("{{name: {name}, {probe}, interval: 200ms, timeout: 150ms, {extra}}}")
+}
+
+fn tracked(checks: &[String]) -> String {
+    format!("track: {{checks: [{}]}}", checks.join(", "))
+}
+
+/// An http check on node-a's backend with `weight: 80` and `rise: 3`: the backend dies,
+/// node-a falls to 70 and node-b takes the VIP; the backend comes back, and node-a
+/// preempts only after three passing runs.
+#[test]
+fn http_check_weight_moves_the_vip_and_back_after_rise() {
+    require_lab!();
+    let app = check(
+        "app",
+        "http: {url: 'http://127.0.0.1:8000/', expectStatus: 200}",
+        "rise: 3, weight: 80",
+    );
+    let yaml = manifest(&[
+        web(&[&tracked(&[app])]).yaml(),
+        LbDoc::on_vip("web", "web").yaml(),
+    ]);
+    let mut site = pair("trkhttp", &yaml);
+    let labels = [("vip", "web"), ("check", "app")];
+    assert_eq!(
+        site.track_check_state(A, "web", "app").as_deref(),
+        Some("Passing")
+    );
+    assert_eq!(site.metric(A, "halo_track_check_up", &labels), 1.0);
+
+    site.kill_backend(A).expect("kill a's backend");
+    assert!(
+        site.wait_master(B, Duration::from_secs(4)),
+        "node-b should take over once node-a's check fails:\n{}",
+        site.debug()
+    );
+    assert_eq!(site.vrrp_priority(A, "web"), Some(70), "{}", site.debug());
+    let failing = site.track_check(A, "web", "app").expect("check in /status");
+    assert_eq!(failing["state"], "Failing", "{failing}");
+    assert_eq!(failing["effect"], "weight 80", "{failing}");
+    assert!(
+        failing["lastError"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("connect")),
+        "{failing}"
+    );
+    assert_eq!(site.metric(A, "halo_track_check_up", &labels), 0.0);
+    assert!(
+        site.metric(
+            A,
+            "halo_track_check_runs_total",
+            &[labels[0], labels[1], ("result", "fail")]
+        ) >= 1.0
+    );
+
+    let pass = |site: &Site| {
+        site.metric(
+            A,
+            "halo_track_check_runs_total",
+            &[labels[0], labels[1], ("result", "pass")],
+        )
+    };
+    let passes_before = pass(&site);
+    site.start_backend(A).expect("backend back");
+    assert!(
+        site.wait_master(A, Duration::from_secs(5)),
+        "node-a should preempt once its check passes again:\n{}",
+        site.debug()
+    );
+    let passes = pass(&site) - passes_before;
+    assert!(
+        passes >= 3.0,
+        "node-a came back after {passes} passing runs, before rise (3)"
+    );
+    assert_eq!(site.vrrp_priority(A, "web"), Some(150));
+}
+
+/// A tcp check with `fault: true`: the port closes and node-a goes to Fault (holding
+/// nothing) while node-b takes over, and `halo-dataplane status` shows the check failing;
+/// the port opens again and node-a returns.
+#[test]
+fn tcp_check_with_fault_faults_the_node() {
+    require_lab!();
+    let port = check("port", "tcp: {address: '127.0.0.1:8000'}", "fault: true");
+    let yaml = manifest(&[
+        web(&[&tracked(&[port])]).yaml(),
+        LbDoc::on_vip("web", "web").yaml(),
+    ]);
+    let mut site = pair("trktcp", &yaml);
+    site.kill_backend(A).expect("kill a's backend");
+    let faulted = wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
+        site.vrrp_state(A, "web").as_deref() == Some("Fault") && !site.holds(A, VIP)
+    });
+    assert!(faulted, "node-a should fault:\n{}", site.debug());
+    assert!(
+        site.wait_master(B, Duration::from_secs(2)),
+        "{}",
+        site.debug()
+    );
+    assert_eq!(
+        site.track_check_state(A, "web", "port").as_deref(),
+        Some("Failing")
+    );
+    let printed = site.status_text(A).expect("halo-dataplane status");
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.trim_start().starts_with("check port")
+                && l.contains("tcp")
+                && l.contains("Failing")
+                && l.contains("(fault)")
+                && l.contains("last error: connect")),
+        "halo-dataplane status should show the failing check:\n{printed}"
+    );
+    site.start_backend(A).expect("backend back");
+    assert!(
+        site.wait_master(A, Duration::from_secs(5)),
+        "{}",
+        site.debug()
+    );
+}
+
+/// Processes whose command line is exactly `argv`.
+fn processes(argv: &[&str]) -> usize {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
+        .count()
+}
+
+/// Exec checks (no shell): `/usr/bin/test -e FLAG` with `weight: 80` moves the VIP when
+/// the file goes and back when it returns; `/usr/bin/sleep` past its timeout counts as
+/// failed, run after run, and leaves no process behind. A reload that changes only the
+/// slow check restarts that one: the flag check keeps its runs and the instance its
+/// mastership.
+#[test]
+fn exec_checks_weight_timeout_and_reload() {
+    require_lab!();
+    // The nodes share the file system: each looks for its own file.
+    let flags: Vec<std::path::PathBuf> = (0..2)
+        .map(|_| std::env::temp_dir().join(halo_tests::backends::unique("halo-track-flag-")))
+        .collect();
+    for f in &flags {
+        std::fs::write(f, "").expect("flag");
+    }
+    let flag = flags[A].clone();
+    // A unique argument, to find these very processes.
+    let nap = format!("5.{}", std::process::id());
+    let sleep_argv = ["/usr/bin/sleep", nap.as_str()];
+    let flag_check = |node: usize| {
+        check(
+            "flag",
+            &format!(
+                "exec: {{command: /usr/bin/test, args: [-e, '{}']}}",
+                flags[node].display()
+            ),
+            "weight: 80",
+        )
+    };
+    let slow = |timeout: &str| {
+        format!(
+            "{{name: slow, exec: {{command: /usr/bin/sleep, args: ['{nap}']}}, interval: 300ms, timeout: {timeout}, weight: 1}}"
+        )
+    };
+    let yaml_with = |node: usize, timeout: &str| {
+        manifest(&[
+            web(&[&tracked(&[flag_check(node), slow(timeout)])]).yaml(),
+            LbDoc::on_vip("web", "web").yaml(),
+        ])
+    };
+    let mut site = Site::new("trkexec", &["node-a", "node-b"]).expect("lab");
+    site.start_healthy(B, &yaml_with(B, "100ms"))
+        .expect("start b");
+    site.start_healthy(A, &yaml_with(A, "100ms"))
+        .expect("start a");
+    assert!(
+        site.wait_master(A, Duration::from_secs(5)),
+        "{}",
+        site.debug()
+    );
+    // The slow check always fails: 150 - 1.
+    assert_eq!(site.vrrp_priority(A, "web"), Some(149), "{}", site.debug());
+
+    std::fs::remove_file(&flag).expect("remove flag");
+    let moved = site.wait_master(B, Duration::from_secs(4));
+    std::fs::write(&flag, "").expect("flag back");
+    assert!(
+        moved,
+        "node-b should take over without the file:\n{}",
+        site.debug()
+    );
+    assert!(
+        site.wait_master(A, Duration::from_secs(4)),
+        "node-a should come back with the file:\n{}",
+        site.debug()
+    );
+
+    let slow_labels = [("vip", "web"), ("check", "slow"), ("result", "timeout")];
+    assert!(
+        site.metric(A, "halo_track_check_runs_total", &slow_labels) >= 3.0,
+        "{}",
+        site.metrics(A).unwrap_or_default()
+    );
+    let slow_status = site.track_check(A, "web", "slow").expect("slow in /status");
+    assert_eq!(slow_status["state"], "Failing", "{slow_status}");
+    assert_eq!(
+        slow_status["lastError"], "no result within 100ms",
+        "{slow_status}"
+    );
+    // At most the run in flight on each node: every timed-out one was killed.
+    for _ in 0..5 {
+        let n = processes(&sleep_argv);
+        assert!(
+            n <= 2,
+            "{n} sleeping check programs: timed-out runs were left behind"
+        );
+        std::thread::sleep(Duration::from_millis(150));
+    }
+
+    let runs = |site: &Site, check: &str| {
+        site.track_check(A, "web", check)
+            .and_then(|c| c["runs"].as_u64())
+            .unwrap_or(0)
+    };
+    let (flag_runs, slow_runs) = (runs(&site, "flag"), runs(&site, "slow"));
+    site.reload(A, &yaml_with(A, "120ms")).expect("reload");
+    assert!(
+        wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
+            runs(&site, "slow") < slow_runs
+        }),
+        "the changed check should restart:\n{}",
+        site.log(A)
+    );
+    assert!(
+        runs(&site, "flag") >= flag_runs,
+        "the unchanged check kept running through the reload"
+    );
+    assert!(
+        site.stays(VIP, &[A], Duration::from_secs(1)),
+        "a tracking change moves nothing:\n{}",
+        site.debug()
+    );
+
+    site.stop(A, "TERM").expect("stop a");
+    site.stop(B, "TERM").expect("stop b");
+    for f in &flags {
+        let _ = std::fs::remove_file(f);
+    }
+    assert!(
+        wait_until(Duration::from_secs(2), Duration::from_millis(50), || {
+            processes(&sleep_argv) == 0
+        }),
+        "check programs outlived their data planes"
+    );
+}
+
+/// `track.interfaces: [{name: trk0, weight: 80}]` (a second link in each node, one end
+/// of a veth pair): it goes down on node-a and node-b takes the VIP; it comes up and
+/// node-a preempts.
+#[test]
+fn tracked_interface_weight_moves_the_vip() {
+    require_lab!();
+    let yaml = manifest(&[
+        web(&["track: {interfaces: [{name: trk0, weight: 80}]}"]).yaml(),
+        LbDoc::on_vip("web", "web").yaml(),
+    ]);
+    let mut site = Site::new("trklink", &["node-a", "node-b"]).expect("lab");
+    let ip = |site: &Site, i: usize, args: &[&str]| {
+        let mut full = vec!["ip", "link"];
+        full.extend_from_slice(args);
+        site.lab.exec_in(&site.nodes[i].ns, &full).expect("ip link");
+    };
+    for i in [A, B] {
+        ip(
+            &site,
+            i,
+            &["add", "trk0", "type", "veth", "peer", "name", "trk0p"],
+        );
+        ip(&site, i, &["set", "trk0p", "up"]);
+        ip(&site, i, &["set", "trk0", "up"]);
+    }
+    start_pair(&mut site, &yaml);
+    let link = |site: &Site| {
+        site.vrrp_status(A, "web")
+            .and_then(|v| v["interfaces"].get(0).cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(link(&site)["down"], false, "{}", link(&site));
+
+    ip(&site, A, &["set", "trk0", "down"]);
+    assert!(
+        site.wait_master(B, Duration::from_secs(4)),
+        "node-b should take over when trk0 is down on node-a:\n{}",
+        site.debug()
+    );
+    assert_eq!(site.vrrp_priority(A, "web"), Some(70));
+    assert_eq!(link(&site)["down"], true, "{}", link(&site));
+    ip(&site, A, &["set", "trk0", "up"]);
+    assert!(
+        site.wait_master(A, Duration::from_secs(4)),
+        "{}",
+        site.debug()
     );
 }

@@ -131,9 +131,42 @@ fn render_vips(out: &mut String, status: &Value) {
             v["priority"],
             v["sinceMsAgo"].as_u64().unwrap_or(0) / 1000
         ));
+        track_lines(&mut lines, v);
     }
     if !lines.is_empty() {
         let _ = writeln!(out, "VirtualIPs:\n{}", lines.join("\n"));
+    }
+}
+
+/// A VRRP instance's track checks and tracked interfaces, one line each.
+fn track_lines(lines: &mut Vec<String>, vrrp: &Value) {
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    for c in items(vrrp, "checks") {
+        let error = match (c["state"].as_str(), c["lastError"].as_str()) {
+            (Some("Passing"), _) | (_, None) => String::new(),
+            (_, Some(e)) => format!("  last error: {e}"),
+        };
+        lines.push(format!(
+            "    check {:<16} {:<5} {:<8} ({}) for {}s, {} runs{error}",
+            s(&c["name"]),
+            s(&c["kind"]),
+            s(&c["state"]),
+            s(&c["effect"]),
+            c["sinceMsAgo"].as_u64().unwrap_or(0) / 1000,
+            c["runs"].as_u64().unwrap_or(0)
+        ));
+    }
+    for i in items(vrrp, "interfaces") {
+        let state = if i["down"].as_bool().unwrap_or(false) {
+            "DOWN"
+        } else {
+            "up"
+        };
+        lines.push(format!(
+            "    interface {:<12} {state:<5} ({})",
+            s(&i["name"]),
+            s(&i["effect"])
+        ));
     }
 }
 
@@ -340,7 +373,10 @@ mod tests {
         let status = json!({
             "node": "node-a", "version": 3, "hash": "abc",
             "vips": [{"name": "local", "addresses": ["127.0.0.77/8"], "state": "Held"}],
-            "vrrp": [{"name": "web", "vrid": 7, "state": "Master", "priority": 150, "sinceMsAgo": 12000}],
+            "vrrp": [{"name": "web", "vrid": 7, "state": "Master", "priority": 150, "sinceMsAgo": 12000,
+                      "checks": [{"name": "app", "kind": "http", "state": "Failing", "effect": "weight 30",
+                                  "runs": 9, "streak": 0, "lastError": "status 503", "sinceMsAgo": 4000}],
+                      "interfaces": [{"name": "eth1", "effect": "fault", "down": true}]}],
             "bindErrors": [],
             "listeners": [{"name": "test/site/main", "protocol": "HTTP", "bind": ["127.0.0.1:8080"],
                            "readyBackends": 1, "backends": [
@@ -357,6 +393,16 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("VRRP vrid 7 priority 150 for 12s"), "{text}");
+        assert!(
+            text.contains(
+                "    check app              http  Failing  (weight 30) for 4s, 9 runs  last error: status 503\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("    interface eth1         DOWN  (fault)\n"),
+            "{text}"
+        );
         assert!(
             text.contains("test/site/main") && text.contains("backends 1/2 up"),
             "{text}"

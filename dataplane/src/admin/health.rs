@@ -73,6 +73,8 @@ mod tests {
             since_ms_ago: 0,
             error: error.map(String::from),
             since: None,
+            checks: Vec::new(),
+            interfaces: Vec::new(),
         }
     }
 

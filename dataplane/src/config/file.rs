@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use halo_crds::NodeConfig;
 use halo_crds::manifest::{self, ManifestError, Manifests};
 use halo_crds::render::{
-    Assignments, Material, MaterialRef, NodeInfo, Problem, RenderInput, SecretValues,
-    ServiceEndpoints, material_refs, render,
+    Assignments, Material, MaterialRef, NodeInfo, Problem, RenderInput, RenderOptions,
+    SecretValues, ServiceEndpoints, material_refs, render,
 };
 use tokio::signal::unix::Signal;
 
@@ -99,6 +99,10 @@ fn render_objects(
         assignments: &Assignments::new(),
         secrets: &SecretValues::new(),
         material: &read_material(path, objects),
+        // The manifest's author runs this node: its exec checks are theirs to run.
+        options: RenderOptions {
+            allow_track_exec: true,
+        },
     });
     if rendered.problems.is_empty() {
         Ok(rendered.config)

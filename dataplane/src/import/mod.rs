@@ -161,14 +161,18 @@ pub fn run(args: &ImportArgs) -> std::process::ExitCode {
         namespace: args.namespace.clone(),
         node_name_from: args.node_name_from,
     };
-    let imported = match import(&options) {
+    let mut imported = match import(&options) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("halo-dataplane import: {e}");
             return ExitCode::from(report::EXIT_PARSE_ERROR);
         }
     };
-    let written = output::manifest_yaml(&imported).and_then(|yaml| match &args.output {
+    let written = place_certificates(&mut imported, args).and_then(|secrets| {
+        let yaml = output::manifest_yaml(&imported)?;
+        Ok(format!("{yaml}{secrets}"))
+    });
+    let written = written.and_then(|yaml| match &args.output {
         Some(path) => output::write_file(path, &yaml),
         None => {
             print!("{yaml}");
@@ -184,4 +188,25 @@ pub fn run(args: &ImportArgs) -> std::process::ExitCode {
         output::ReportFormat::Json => eprintln!("{}", imported.report.to_json()),
     }
     ExitCode::from(imported.report.exit_code())
+}
+
+/// Certificates as Secret documents (cluster mode, returned) or as files next to the
+/// output (standalone mode, which therefore needs `--output`).
+fn place_certificates(
+    imported: &mut Imported,
+    args: &ImportArgs,
+) -> Result<String, output::OutputError> {
+    if let Some(ns) = &args.namespace {
+        return output::secrets_yaml(imported, ns);
+    }
+    match &args.output {
+        Some(path) => output::write_certificates(imported, path).map(|()| String::new()),
+        None if imported.certificates.is_empty() => Ok(String::new()),
+        None => Err(output::OutputError::Write {
+            path: "(standard output)".into(),
+            source: std::io::Error::other(
+                "certificates are written next to the manifest: give --output FILE (or --namespace for Secrets)",
+            ),
+        }),
+    }
 }

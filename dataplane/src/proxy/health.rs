@@ -106,23 +106,28 @@ async fn probe(
             .await
             .map_err(|e| format!("send: {e}"))?;
     }
-    let Probe::Http {
-        path,
-        expect_status,
-    } = probe
-    else {
-        return Ok(());
+    // A group that speaks TLS to its servers is checked over TLS too (a TCP check
+    // completes the handshake), so a server whose certificate fails verification is not
+    // marked up.
+    let http = match probe {
+        Probe::Http {
+            path,
+            expect_status,
+        } => Some((path.as_str(), *expect_status)),
+        _ => None,
     };
-    // A group that speaks TLS to its servers is checked over TLS too, so a server whose
-    // certificate fails verification is not marked up.
-    match tls {
-        None => http_probe(stream, target, path, *expect_status).await,
-        Some(tls) => {
+    match (tls, http) {
+        (None, None) => Ok(()),
+        (None, Some((path, expect))) => http_probe(stream, target, path, expect).await,
+        (Some(tls), http) => {
             let stream = tls
                 .connect(stream, target.ip())
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
-            http_probe(stream, target, path, *expect_status).await
+            match http {
+                Some((path, expect)) => http_probe(stream, target, path, expect).await,
+                None => Ok(()),
+            }
         }
     }
 }

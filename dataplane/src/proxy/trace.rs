@@ -104,6 +104,14 @@ impl Trace {
         }
     }
 
+    /// A route answered the request itself (redirect, fixed response): logged with the
+    /// route's name and no group.
+    pub fn answered_by(&mut self, route: &str) {
+        if let Some(m) = self.marks().filter(|m| m.text) {
+            m.route = Some(route.to_string());
+        }
+    }
+
     /// A backend was chosen (the last one tried is the one logged).
     pub fn picked(&mut self, backend: &Arc<Backend>) {
         if let Some(m) = self.marks() {

@@ -40,6 +40,21 @@ pub struct InstanceStatus {
     pub error: Option<String>,
     #[serde(skip)]
     pub since: Option<Instant>,
+    /// The instance's track checks (`track.checks`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<super::track::CheckStatus>,
+    /// Its tracked interfaces (`track.interfaces`), as last looked at.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<InterfaceTrack>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InterfaceTrack {
+    pub name: String,
+    /// `weight N` or `fault`.
+    pub effect: String,
+    pub down: bool,
 }
 
 pub fn state_name(state: State) -> &'static str {

@@ -5,16 +5,17 @@ pub mod instance;
 pub mod machine;
 pub mod packet;
 pub mod socket;
+pub mod track;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use halo_crds::node_config::{TrackEffect, VipConfig, VrrpConfig};
+use halo_crds::node_config::{TrackConfig, TrackEffect, VipConfig, VrrpConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use self::instance::{Command, InstanceStatus};
+use self::instance::{Command, InstanceStatus, InterfaceTrack};
 use crate::metrics::Metrics;
 
 struct Running {
@@ -34,6 +35,8 @@ pub struct TrackInputs {
     pub backends_down: BTreeSet<String>,
     /// A listener on the VIP cannot bind.
     pub bind_failed: BTreeSet<String>,
+    /// Track checks that count as failed, by VIP.
+    pub checks_failed: BTreeMap<String, BTreeSet<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,22 +48,43 @@ pub enum TakeoverError {
 }
 
 fn interface_down(ifname: &str) -> bool {
-    // operstate is "up" only with carrier; "unknown" is what some virtual links report.
-    std::fs::read_to_string(format!("/sys/class/net/{ifname}/operstate"))
-        .map(|s| !matches!(s.trim(), "up" | "unknown"))
-        .unwrap_or(false)
+    link_down(ifname).unwrap_or(false)
 }
 
-/// Penalty and fault of one instance from its own conditions.
+/// None when the link does not exist (or sysfs cannot be read).
+fn link_down(ifname: &str) -> Option<bool> {
+    // operstate is "up" only with carrier; "unknown" is what some virtual links report.
+    std::fs::read_to_string(format!("/sys/class/net/{ifname}/operstate"))
+        .ok()
+        .map(|s| !matches!(s.trim(), "up" | "unknown"))
+}
+
+/// The tracked interfaces (`track.interfaces`) now; a missing link counts as down.
+fn tracked_interfaces(track: &TrackConfig) -> Vec<InterfaceTrack> {
+    track
+        .interfaces
+        .iter()
+        .map(|i| InterfaceTrack {
+            name: i.name.clone(),
+            effect: track::effect_text(i.effect),
+            down: link_down(&i.name).unwrap_or(true),
+        })
+        .collect()
+}
+
+/// Penalty and fault of one instance from its own conditions (`interfaces`: the state of
+/// its tracked interfaces, in `track.interfaces` order).
 fn own_tracking(
     vrrp: &VrrpConfig,
     name: &str,
     ifname: Option<&str>,
+    interfaces: &[InterfaceTrack],
     inputs: &TrackInputs,
 ) -> (u8, bool) {
     let mut penalty: u8 = 0;
     let mut fault = false;
-    let conditions = [
+    let failed_checks = inputs.checks_failed.get(name);
+    let mut conditions = vec![
         (
             vrrp.track.backends_down,
             inputs.backends_down.contains(name),
@@ -71,6 +95,15 @@ fn own_tracking(
             ifname.is_some_and(interface_down),
         ),
     ];
+    for (i, state) in vrrp.track.interfaces.iter().zip(interfaces) {
+        conditions.push((Some(i.effect), state.down));
+    }
+    for c in &vrrp.track.checks {
+        conditions.push((
+            Some(c.effect),
+            failed_checks.is_some_and(|f| f.contains(&c.name)),
+        ));
+    }
     for (effect, active) in conditions {
         match (effect, active) {
             (Some(TrackEffect::Weight(w)), true) => penalty = penalty.saturating_add(w),
@@ -85,6 +118,20 @@ fn own_tracking(
 pub struct VrrpManager {
     running: tokio::sync::Mutex<BTreeMap<String, Running>>,
     statuses: Mutex<Vec<Arc<Mutex<InstanceStatus>>>>,
+    checks: track::Checks,
+}
+
+/// Equal but for tracking, which reaches a running instance as commands: a change there
+/// needs no restart.
+fn same_instance(a: &VipConfig, b: &VipConfig) -> bool {
+    let untracked = |v: &VipConfig| {
+        let mut v = v.clone();
+        if let Some(r) = &mut v.vrrp {
+            r.track = TrackConfig::default();
+        }
+        v
+    };
+    a == b || untracked(a) == untracked(b)
 }
 
 impl VrrpManager {
@@ -95,9 +142,14 @@ impl VrrpManager {
             .iter()
             .filter_map(|v| v.vrrp.as_ref().map(|r| (v.name.as_str(), (v, r))))
             .collect();
+        self.checks.apply(vips, metrics);
         let stale: Vec<String> = running
             .iter()
-            .filter(|(name, r)| wanted.get(name.as_str()).is_none_or(|(v, _)| **v != r.vip))
+            .filter(|(name, r)| {
+                wanted
+                    .get(name.as_str())
+                    .is_none_or(|(v, _)| !same_instance(v, &r.vip))
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for name in stale {
@@ -106,7 +158,13 @@ impl VrrpManager {
             }
         }
         for (name, (vip, vrrp)) in wanted {
-            if running.contains_key(name) {
+            if let Some(r) = running.get_mut(name) {
+                if r.vip != *vip {
+                    // Only tracking changed: the next round sends the new result.
+                    r.vip = vip.clone();
+                    r.vrrp = vrrp.clone();
+                    r.tracked = None;
+                }
                 continue;
             }
             let status = Arc::new(Mutex::new(InstanceStatus {
@@ -118,6 +176,8 @@ impl VrrpManager {
                 since_ms_ago: 0,
                 error: None,
                 since: None,
+                checks: Vec::new(),
+                interfaces: Vec::new(),
             }));
             let (tx, rx) = mpsc::channel(8);
             let task = tokio::spawn(instance::run(
@@ -151,10 +211,14 @@ impl VrrpManager {
         let own: BTreeMap<String, (u8, bool)> = running
             .iter()
             .map(|(name, r)| {
-                let ifname = r.status.lock().ok().and_then(|s| s.interface.clone());
+                let interfaces = tracked_interfaces(&r.vrrp.track);
+                let ifname = r.status.lock().ok().and_then(|mut s| {
+                    s.interfaces.clone_from(&interfaces);
+                    s.interface.clone()
+                });
                 (
                     name.clone(),
-                    own_tracking(&r.vrrp, name, ifname.as_deref(), inputs),
+                    own_tracking(&r.vrrp, name, ifname.as_deref(), &interfaces, inputs),
                 )
             })
             .collect();
@@ -222,8 +286,14 @@ impl VrrpManager {
         Ok(())
     }
 
+    /// The track checks that count as failed now, by VIP.
+    pub fn failed_checks(&self) -> BTreeMap<String, BTreeSet<String>> {
+        self.checks.failed()
+    }
+
     /// Graceful stop: every master sends priority 0 and releases its addresses.
     pub async fn stop_all(&self) {
+        self.checks.stop_all();
         let mut running = self.running.lock().await;
         for (_, r) in std::mem::take(&mut *running) {
             stop(r).await;
@@ -241,6 +311,7 @@ impl VrrpManager {
                 s.since_ms_ago = s.since.map_or(0, |t| {
                     u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
                 });
+                s.checks = self.checks.status(&s.name);
                 s
             })
             .collect()
@@ -253,4 +324,129 @@ async fn stop(r: Running) {
         let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
     }
     r.task.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use halo_crds::node_config::{
+        CheckKind, GarpConfig, TrackCheckConfig, TrackEffect, TrackedInterface,
+    };
+
+    use super::*;
+
+    fn vrrp(track: TrackConfig) -> VrrpConfig {
+        VrrpConfig {
+            version: 3,
+            vrid: 1,
+            priority: 150,
+            advert_interval_ms: 100,
+            preempt: true,
+            preempt_delay_ms: 0,
+            unicast_peers: Vec::new(),
+            unicast_source: None,
+            auth_password: None,
+            sync_group: None,
+            track,
+            garp: GarpConfig::default(),
+        }
+    }
+
+    fn check(name: &str, effect: TrackEffect) -> TrackCheckConfig {
+        TrackCheckConfig {
+            name: name.into(),
+            kind: CheckKind::Tcp {
+                address: "127.0.0.1:1".parse().expect("addr"),
+            },
+            interval_ms: 1000,
+            timeout_ms: 1000,
+            rise: 1,
+            fall: 1,
+            effect,
+        }
+    }
+
+    fn link(name: &str, down: bool) -> InterfaceTrack {
+        InterfaceTrack {
+            name: name.into(),
+            effect: String::new(),
+            down,
+        }
+    }
+
+    /// (failed checks, tracked interfaces down, backends down) → (penalty, fault)
+    type Case<'a> = (&'a [&'a str], [bool; 2], bool, (u8, bool));
+
+    #[test]
+    fn table_of_own_tracking() {
+        let config = vrrp(TrackConfig {
+            backends_down: Some(TrackEffect::Weight(10)),
+            interfaces: vec![
+                TrackedInterface {
+                    name: "eth1".into(),
+                    effect: TrackEffect::Weight(20),
+                },
+                TrackedInterface {
+                    name: "eth2".into(),
+                    effect: TrackEffect::Fault,
+                },
+            ],
+            checks: vec![
+                check("app", TrackEffect::Weight(30)),
+                check("db", TrackEffect::Fault),
+                check("big", TrackEffect::Weight(250)),
+            ],
+            ..TrackConfig::default()
+        });
+        let cases: &[Case<'_>] = &[
+            (&[], [false, false], false, (0, false)),
+            (&["app"], [false, false], false, (30, false)),
+            (&["app"], [true, false], true, (60, false)),
+            (&["db"], [false, false], false, (0, true)),
+            (&[], [false, true], false, (0, true)),
+            // Penalties saturate rather than wrap.
+            (&["app", "big"], [false, false], false, (255, false)),
+            // A failed check of another name (or VIP) does not count.
+            (&["other"], [false, false], false, (0, false)),
+        ];
+        for (failed, down, backends, want) in cases {
+            let mut inputs = TrackInputs::default();
+            if *backends {
+                inputs.backends_down.insert("web".into());
+            }
+            inputs.checks_failed.insert(
+                "web".into(),
+                failed.iter().map(|c| (*c).to_string()).collect(),
+            );
+            inputs
+                .checks_failed
+                .insert("other-vip".into(), BTreeSet::from(["app".to_string()]));
+            let links = [link("eth1", down[0]), link("eth2", down[1])];
+            let got = own_tracking(&config, "web", None, &links, &inputs);
+            assert_eq!(
+                got, *want,
+                "failed {failed:?} down {down:?} backends {backends}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tracking_change_alone_keeps_the_instance() {
+        let vip = |track: TrackConfig| VipConfig {
+            name: "web".into(),
+            addresses: Vec::new(),
+            interface: None,
+            vrrp: Some(vrrp(track)),
+        };
+        let base = vip(TrackConfig::default());
+        let tracked = vip(TrackConfig {
+            checks: vec![check("app", TrackEffect::Fault)],
+            ..TrackConfig::default()
+        });
+        assert!(same_instance(&base, &tracked));
+        let mut other = base.clone();
+        if let Some(r) = &mut other.vrrp {
+            r.priority = 10;
+        }
+        assert!(!same_instance(&base, &other));
+    }
 }

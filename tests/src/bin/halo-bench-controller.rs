@@ -897,6 +897,7 @@ fn render_in_memory(args: &Args) -> Result<()> {
                 nodes: &node_refs,
                 secrets: &secret_refs,
                 material: &halo_crds::render::Material::new(),
+                options: Default::default(),
             },
             (1, 255),
         );

@@ -245,6 +245,9 @@ async fn forward(
         }
         Err(local) => {
             bufpool::give(out);
+            if let Some(route) = local.route {
+                client.trace.answered_by(route);
+            }
             return answer(client, service, cbuf, &head, local).await;
         }
     };
@@ -283,12 +286,15 @@ struct Local<'s> {
     location: Option<String>,
     content_type: &'s str,
     body: &'s [u8],
+    /// The route whose own answer this is.
+    route: Option<&'s str>,
 }
 
 impl Local<'static> {
     fn text(status: u16, message: &'static str) -> Self {
         Self {
             status,
+            route: None,
             location: None,
             content_type: DEFAULT_CONTENT_TYPE,
             body: message.as_bytes(),
@@ -317,6 +323,7 @@ fn route<'s>(
             let location = routed::location(r, &view, matched, origin.scheme, port, origin.local);
             return Err(Local {
                 location: Some(location),
+                route: Some(&plan.name),
                 ..Local::text(r.status, "")
             });
         }
@@ -330,6 +337,7 @@ fn route<'s>(
                 location: None,
                 content_type,
                 body: body.as_bytes(),
+                route: Some(&plan.name),
             });
         }
     }

@@ -44,6 +44,10 @@ where
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
+    // A body that has already ended (a GET's) has nothing to wait for: no timer.
+    if inner.is_end_stream() {
+        return inner.map_err(Into::into).boxed_unsync();
+    }
     Idle {
         inner,
         limit,

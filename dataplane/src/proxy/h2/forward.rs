@@ -41,6 +41,10 @@ pub async fn handle(stream: Stream, mut req: Request<Incoming>) -> Response<Body
         match prepare(&service, stream.conn.peer, req, upgrade.as_ref()) {
             Err(e) => client_error(&service, stream.conn.peer, &e),
             Ok(Prepared::Local(response)) => response,
+            Ok(Prepared::Own { route, response }) => {
+                trace.answered_by(route);
+                response
+            }
             Ok(Prepared::Forward(p)) => {
                 let Forwarded {
                     plan,
@@ -130,8 +134,13 @@ struct Forwarded<'s> {
 
 enum Prepared<'s> {
     Forward(Box<Forwarded<'s>>),
-    /// The route's own answer (redirect, fixed response) or 404.
+    /// The proxy's answer: 404 without a route, 503 without a group.
     Local(Response<Body>),
+    /// A route's own answer (redirect, fixed response).
+    Own {
+        route: &'s str,
+        response: Response<Body>,
+    },
 }
 
 /// Header lookup of a request for the router.
@@ -156,11 +165,9 @@ fn prepare<'s>(
         return Err(BadRequest::Connect);
     }
     let authority = headers::authority(&parts)?;
-    let (path, query) = (
-        parts.uri.path().to_string(),
-        parts.uri.query().unwrap_or(""),
-    );
-    let query = query.to_string();
+    // A cheap copy (shared bytes): the head is rewritten while the view still reads it.
+    let uri = parts.uri.clone();
+    let (path, query) = (uri.path(), uri.query().unwrap_or(""));
     let fields = Fields(&parts.headers);
     let view = RequestView {
         method: parts.method.as_str().as_bytes(),
@@ -174,7 +181,8 @@ fn prepare<'s>(
     };
     let scheme = scheme(service);
     if let Some(response) = own_answer(service, plan, &view, matched, scheme) {
-        return Ok(Prepared::Local(response));
+        let route = plan.name.as_str();
+        return Ok(Prepared::Own { route, response });
     }
     let Some(group) = service.route_group(plan) else {
         return Ok(Prepared::Local(local(

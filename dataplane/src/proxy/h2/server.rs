@@ -169,14 +169,13 @@ fn service(
 
 /// Drives `connection` to its end, asking it to go away (`drain`) or dropping it per
 /// `verdict`.
-async fn watch<C, E>(
+async fn watch<C>(
     mut connection: std::pin::Pin<&mut C>,
     mut drain: impl FnMut(std::pin::Pin<&mut C>),
     conn: &Conn,
     activity: &Activity,
 ) where
-    C: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    C: Future<Output = Result<(), hyper::Error>>,
 {
     let peer = conn.peer;
     let started = tokio::time::Instant::now();
@@ -187,7 +186,7 @@ async fn watch<C, E>(
         tokio::select! {
             r = connection.as_mut() => {
                 if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                    ended_with(&conn.slot.load(), peer, &e);
                 }
                 break;
             }
@@ -210,6 +209,46 @@ async fn watch<C, E>(
             }
             Watch::Close => break,
         }
+    }
+}
+
+/// Counts and logs (rate-limited) a connection that ended on the client's malformed input;
+/// hyper has answered an HTTP/1.1 one 400 or 431, an HTTP/2 one got a GOAWAY.
+fn ended_with(service: &Service, peer: SocketAddr, e: &hyper::Error) {
+    match client_fault(e) {
+        Some(reason) => {
+            service.count_client_error(reason);
+            throttle::info_client(peer, &service.config.name, 400, reason);
+        }
+        None => tracing::debug!(%peer, error = %e, "HTTP connection ended"),
+    }
+}
+
+/// The client's fault behind a connection error, as a metric reason; None for the
+/// ordinary ends (closed, reset, timed out).
+fn client_fault(e: &hyper::Error) -> Option<&'static str> {
+    if e.is_parse_too_large() {
+        return Some("head_too_large");
+    }
+    if e.is_parse() {
+        return Some("malformed");
+    }
+    let h2 = std::error::Error::source(e)?.downcast_ref::<h2::Error>()?;
+    if h2.is_remote() {
+        return None;
+    }
+    h2_fault(h2.reason()?)
+}
+
+/// HTTP/2 connection errors that the peer's frames caused (RFC 9113 §7).
+fn h2_fault(reason: h2::Reason) -> Option<&'static str> {
+    match reason {
+        h2::Reason::PROTOCOL_ERROR => Some("h2_protocol_error"),
+        h2::Reason::FRAME_SIZE_ERROR => Some("h2_frame_size_error"),
+        h2::Reason::COMPRESSION_ERROR => Some("h2_compression_error"),
+        h2::Reason::FLOW_CONTROL_ERROR => Some("h2_flow_control_error"),
+        h2::Reason::ENHANCE_YOUR_CALM => Some("h2_enhance_your_calm"),
+        _ => None,
     }
 }
 
@@ -380,6 +419,20 @@ mod tests {
         ];
         for (s, want) in cases {
             assert_eq!(verdict(s, &t), want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn h2_faults_of_the_client_are_named() {
+        let cases = [
+            (h2::Reason::PROTOCOL_ERROR, Some("h2_protocol_error")),
+            (h2::Reason::COMPRESSION_ERROR, Some("h2_compression_error")),
+            (h2::Reason::NO_ERROR, None),
+            (h2::Reason::CANCEL, None),
+            (h2::Reason::INTERNAL_ERROR, None),
+        ];
+        for (reason, want) in cases {
+            assert_eq!(h2_fault(reason), want, "{reason:?}");
         }
     }
 
