@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -82,6 +83,19 @@ impl Flavor {
     /// authentication and peers as the keepalived pair, and a LoadBalancer doing what
     /// the haproxy.cfg does.
     pub fn halo_manifest(self, backends: &[(String, String)]) -> String {
+        let backends: Vec<(&str, &str)> = backends
+            .iter()
+            .map(|(n, a)| (n.as_str(), a.as_str()))
+            .collect();
+        let lb = LbDoc::on_vip("web", "web")
+            .backends(&backends)
+            .health_checked();
+        manifest(&[self.virtual_ip(), lb.yaml()])
+    }
+
+    /// The VirtualIP `web` written by hand from the keepalived.conf files: VRID,
+    /// version, interval, each node's priority, authentication and unicast peers.
+    pub fn virtual_ip(self) -> String {
         let mut vip = VipDoc::new("web", VIP, VRID);
         for (n, p) in NODES.iter().zip(PRIORITIES) {
             vip = vip.priority(n, p);
@@ -97,14 +111,7 @@ impl Flavor {
                 .collect();
             vip = vip.unicast(&peers);
         }
-        let backends: Vec<(&str, &str)> = backends
-            .iter()
-            .map(|(n, a)| (n.as_str(), a.as_str()))
-            .collect();
-        let lb = LbDoc::on_vip("web", "web")
-            .backends(&backends)
-            .health_checked();
-        manifest(&[vip.yaml(), lb.yaml()])
+        vip.yaml()
     }
 }
 
@@ -127,6 +134,17 @@ pub fn haproxy_cfg(backends: &[(String, String)]) -> String {
 /// VIP:80, where HAProxy and Halo listen.
 pub fn vip_port() -> Result<SocketAddr> {
     Ok(format!("{VIP}:80").parse()?)
+}
+
+/// An imported LoadBalancer listening on `addresses: [VIP]` put on VirtualIP `vip`
+/// instead, as the runbook says to do by hand while keepalived.conf import is missing.
+pub fn on_virtual_ip(imported: &str, vip: &str) -> Result<String> {
+    let listens = format!("  addresses:\n  - \"{VIP}\"\n");
+    if !imported.contains(&listens) {
+        bail!("the imported LoadBalancer does not listen on {VIP} alone:\n{imported}");
+    }
+    let body = imported.trim_start_matches("---\n");
+    Ok(body.replacen(&listens, &format!("  virtualIP: {vip}\n"), 1))
 }
 
 /// What the client saw during one step.
@@ -189,6 +207,10 @@ pub struct Migration {
     /// (name, address:port) of the web backends.
     pub backends: Vec<(String, String)>,
     pub results: Vec<StepResult>,
+    /// The haproxy.cfg the legacy nodes ran, once one has.
+    pub legacy_haproxy_cfg: Option<PathBuf>,
+    /// `halo-dataplane import`'s report on it.
+    pub import_report: String,
 }
 
 /// Quiet time before a step's action and after it, so the probe sees the state on both
@@ -212,6 +234,8 @@ impl Migration {
             flavor,
             backends,
             results: Vec::new(),
+            legacy_haproxy_cfg: None,
+            import_report: String::new(),
         })
     }
 
@@ -219,14 +243,44 @@ impl Migration {
         haproxy_cfg(&self.backends)
     }
 
-    pub fn halo_manifest(&self) -> String {
-        self.flavor.halo_manifest(&self.backends)
+    /// The Halo manifest both nodes run: the LoadBalancer that `halo-dataplane import
+    /// --haproxy` makes of the haproxy.cfg the legacy nodes ran, moved onto the VirtualIP
+    /// (its `addresses: [VIP]` becomes `virtualIP: web`, so the VIP tracks the listener),
+    /// and the hand-written VirtualIP.
+    pub fn halo_manifest(&mut self) -> Result<String> {
+        let cfg = self
+            .legacy_haproxy_cfg
+            .clone()
+            .context("no legacy node has run HAProxy yet")?;
+        let out = self.site.dir.join("imported.yaml");
+        let program = crate::process::binary("halo-dataplane")?;
+        let run = std::process::Command::new(&program)
+            .arg("import")
+            .arg("--haproxy")
+            .arg(&cfg)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .context("run halo-dataplane import")?;
+        self.import_report = String::from_utf8_lossy(&run.stderr).to_string();
+        // 0: everything mapped; 3: something approximated or unsupported (reported).
+        if !matches!(run.status.code(), Some(0 | 3)) {
+            bail!(
+                "halo-dataplane import failed ({}):\n{}",
+                run.status,
+                self.import_report
+            );
+        }
+        let imported = std::fs::read_to_string(&out)?;
+        let on_vip = on_virtual_ip(&imported, "web")?;
+        Ok(manifest(&[self.flavor.virtual_ip(), on_vip]))
     }
 
     /// HAProxy first (it listens on the VIP with or without holding it), then keepalived.
     pub fn start_legacy(&mut self, i: usize) -> Result<()> {
         let cfg = self.haproxy_cfg();
         self.site.start_haproxy(i, &cfg, &[vip_port()?])?;
+        self.legacy_haproxy_cfg = Some(self.site.haproxy(i)?.config.clone());
         self.site.start_keepalived(i, &self.flavor.keepalived(i))
     }
 
@@ -245,7 +299,7 @@ impl Migration {
 
     /// Halo on node `i` with the site's manifest, waiting until its admin API is healthy.
     pub fn start_halo(&mut self, i: usize) -> Result<()> {
-        let yaml = self.halo_manifest();
+        let yaml = self.halo_manifest()?;
         self.site.start_healthy(i, &yaml)?;
         Ok(())
     }
@@ -314,6 +368,14 @@ mod tests {
         assert!(!v3.contains("Unicast") && v3.contains("version: 3"), "{v3}");
         let cfg = haproxy_cfg(&backends);
         assert!(cfg.contains("bind 192.0.2.100:80"), "{cfg}");
+        let imported = "---\napiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata:\n  name: www\nspec:\n  addresses:\n  - \"192.0.2.100\"\n  listeners: []\n";
+        let moved = on_virtual_ip(imported, "web").expect("moved");
+        assert!(
+            moved.starts_with("apiVersion")
+                && moved.contains("spec:\n  virtualIP: web\n  listeners"),
+            "{moved}"
+        );
+        assert!(on_virtual_ip("spec:\n  addresses: [192.0.2.7]\n", "web").is_err());
         assert!(cfg.contains("server web1 192.0.2.21:8000 check"), "{cfg}");
     }
 }

@@ -3,6 +3,8 @@
 //! (c) a planned handover to Halo with `halo-dataplane takeover`, (d) the old master
 //! swapped for Halo, (e) the Halo master crashes. A client probes through the VIP during
 //! every step; planned steps must lose no request, the crash at most one failover time.
+//! Halo's LoadBalancer is what `halo-dataplane import --haproxy` makes of the haproxy.cfg
+//! the legacy nodes ran; the VirtualIP is written by hand from their keepalived.conf.
 
 use std::time::{Duration, Instant};
 
@@ -146,6 +148,10 @@ fn migrate(flavor: Flavor, label: &str) {
         "{flavor:?} migration (one failover time: {} ms)\n{}",
         crash_bound.as_millis(),
         table(&m.results)
+    );
+    eprintln!(
+        "halo-dataplane import --haproxy on the nodes' haproxy.cfg:\n{}",
+        m.import_report
     );
     let both = ["web1", "web2"];
     for r in &m.results {
