@@ -286,7 +286,9 @@ impl Migration {
 
     /// Takes node `i` out of the legacy pair without dropping a request: keepalived
     /// first (a master sends priority 0, so the peer takes over at once), then — once
-    /// the VIP has left the node — HAProxy, soft-stopped so requests in flight finish.
+    /// the VIP has left the node — HAProxy, stopped at once (SIGTERM, as `systemctl
+    /// stop` does): with the VIP gone, nothing it still has open can be answered from
+    /// this node.
     pub fn retire_legacy(&mut self, i: usize) -> Result<()> {
         self.site.stop_keepalived(i)?;
         if !wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
@@ -294,7 +296,7 @@ impl Migration {
         }) {
             bail!("the VIP stayed on {} after keepalived stopped", NODES[i]);
         }
-        self.site.stop_haproxy(i, "USR1")
+        self.site.stop_haproxy(i, "TERM")
     }
 
     /// Halo on node `i` with the site's manifest, waiting until its admin API is healthy.
