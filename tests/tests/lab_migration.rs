@@ -85,6 +85,13 @@ fn migrate(flavor: Flavor, label: &str) {
         "Halo accepted none of keepalived's adverts:\n{}",
         m.site.debug()
     );
+    assert_eq!(
+        m.site
+            .metric(B, "halo_vrrp_dropped_packets_total", &[("vip", "web")]),
+        0.0,
+        "Halo dropped keepalived's adverts (the runbook's check):\n{}",
+        m.site.metrics(B).unwrap_or_default()
+    );
     assert_eq!(connections(&m.site, B), 0.0, "the backup served traffic");
 
     m.step(
