@@ -149,6 +149,19 @@ impl Keepalived {
     pub fn start(lab: &mut Lab, host: &Host, dir: &Path, tag: &str, conf: &Conf) -> Result<Self> {
         let conf_file = dir.join(format!("{tag}.conf"));
         std::fs::write(&conf_file, conf.render(tag))?;
+        Self::start_file(lab, host, dir, tag, &conf_file)
+    }
+
+    /// Starts keepalived on an existing configuration file (its includes are read
+    /// relative to it); pid and log files go to `dir`, named after `tag`.
+    pub fn start_file(
+        lab: &mut Lab,
+        host: &Host,
+        dir: &Path,
+        tag: &str,
+        conf_file: &Path,
+    ) -> Result<Self> {
+        let conf_file = conf_file.to_path_buf();
         let pid_file = dir.join(format!("{tag}.pid"));
         let vrrp_pid_file = dir.join(format!("{tag}-vrrp.pid"));
         let _ = std::fs::remove_file(&pid_file);

@@ -9,6 +9,7 @@ pub mod control_plane;
 pub mod curl;
 pub mod h2;
 pub mod haproxy;
+pub mod import;
 pub mod keepalived;
 pub mod migration;
 pub mod netns;

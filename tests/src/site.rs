@@ -526,16 +526,32 @@ impl Site {
     /// Starts keepalived with `conf` in node `i`'s namespace and waits until its VRRP
     /// child runs.
     pub fn start_keepalived(&mut self, i: usize, conf: &keepalived::Conf) -> Result<()> {
+        let tag = self.next_keepalived_tag(i);
+        let node = self.nodes[i].clone();
+        let k = Keepalived::start(&mut self.lab, &node, &self.dir, &tag, conf)?;
+        self.keepalived_started(i, k)
+    }
+
+    /// Starts keepalived on node `i` with a configuration file as it stands.
+    pub fn start_keepalived_file(&mut self, i: usize, conf_file: &std::path::Path) -> Result<()> {
+        let tag = self.next_keepalived_tag(i);
+        let node = self.nodes[i].clone();
+        let k = Keepalived::start_file(&mut self.lab, &node, &self.dir, &tag, conf_file)?;
+        self.keepalived_started(i, k)
+    }
+
+    fn next_keepalived_tag(&mut self, i: usize) -> String {
         if let Some(k) = self.keepaliveds[i].take() {
             k.kill_child();
         }
         self.keepalived_runs[i] += 1;
-        let tag = format!(
+        format!(
             "{}-keepalived-{}",
             self.nodes[i].name, self.keepalived_runs[i]
-        );
-        let node = self.nodes[i].clone();
-        let k = Keepalived::start(&mut self.lab, &node, &self.dir, &tag, conf)?;
+        )
+    }
+
+    fn keepalived_started(&mut self, i: usize, k: Keepalived) -> Result<()> {
         k.wait_started(Duration::from_secs(10))?;
         self.keepaliveds[i] = Some(k);
         Ok(())
