@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::keepalived::Conf;
 use crate::probe::Summary;
-use crate::site::{LbDoc, Site, VIP, VipDoc, manifest, outage_ms, wait_until};
+use crate::site::{Site, VIP, outage_ms, wait_until};
 
 pub const NODES: [&str; 2] = ["node-a", "node-b"];
 /// node-a is the keepalived MASTER, node-b the BACKUP.
@@ -78,41 +78,6 @@ impl Flavor {
             Flavor::V3Multicast => Conf::v3(VRID, PRIORITIES[i], "0.1", &vip),
         }
     }
-
-    /// The Halo manifest both nodes run: the same VRID, version, interval, priorities,
-    /// authentication and peers as the keepalived pair, and a LoadBalancer doing what
-    /// the haproxy.cfg does.
-    pub fn halo_manifest(self, backends: &[(String, String)]) -> String {
-        let backends: Vec<(&str, &str)> = backends
-            .iter()
-            .map(|(n, a)| (n.as_str(), a.as_str()))
-            .collect();
-        let lb = LbDoc::on_vip("web", "web")
-            .backends(&backends)
-            .health_checked();
-        manifest(&[self.virtual_ip(), lb.yaml()])
-    }
-
-    /// The VirtualIP `web` written by hand from the keepalived.conf files: VRID,
-    /// version, interval, each node's priority, authentication and unicast peers.
-    pub fn virtual_ip(self) -> String {
-        let mut vip = VipDoc::new("web", VIP, VRID);
-        for (n, p) in NODES.iter().zip(PRIORITIES) {
-            vip = vip.priority(n, p);
-        }
-        if self == Flavor::V2PassUnicast {
-            vip = vip.v2_password(PASSWORD);
-            let peers: Vec<(String, String)> = (0..NODES.len())
-                .map(|i| (NODES[i].to_string(), node_addr(i)))
-                .collect();
-            let peers: Vec<(&str, &str)> = peers
-                .iter()
-                .map(|(n, a)| (n.as_str(), a.as_str()))
-                .collect();
-            vip = vip.unicast(&peers);
-        }
-        vip.yaml()
-    }
 }
 
 fn node_addr(i: usize) -> String {
@@ -120,7 +85,7 @@ fn node_addr(i: usize) -> String {
 }
 
 /// The haproxy.cfg both legacy nodes run: HTTP on VIP:80, round robin over the web
-/// backends with an HTTP health check as fast as the Halo manifest's.
+/// backends with a fast HTTP health check (every 200 ms, rise 2, fall 2).
 pub fn haproxy_cfg(backends: &[(String, String)]) -> String {
     let mut s = format!(
         "frontend www\n    bind {VIP}:80\n    log stdout format raw local0\n    option httplog\n    default_backend web\n\nbackend web\n    balance roundrobin\n    option httpchk GET /\n    default-server inter 200ms fall 2 rise 2\n"
@@ -134,17 +99,6 @@ pub fn haproxy_cfg(backends: &[(String, String)]) -> String {
 /// VIP:80, where HAProxy and Halo listen.
 pub fn vip_port() -> Result<SocketAddr> {
     Ok(format!("{VIP}:80").parse()?)
-}
-
-/// An imported LoadBalancer listening on `addresses: [VIP]` put on VirtualIP `vip`
-/// instead, as the runbook says to do by hand while keepalived.conf import is missing.
-pub fn on_virtual_ip(imported: &str, vip: &str) -> Result<String> {
-    let listens = format!("  addresses:\n  - \"{VIP}\"\n");
-    if !imported.contains(&listens) {
-        bail!("the imported LoadBalancer does not listen on {VIP} alone:\n{imported}");
-    }
-    let body = imported.trim_start_matches("---\n");
-    Ok(body.replacen(&listens, &format!("  virtualIP: {vip}\n"), 1))
 }
 
 /// What the client saw during one step.
@@ -209,6 +163,9 @@ pub struct Migration {
     pub results: Vec<StepResult>,
     /// The haproxy.cfg the legacy nodes ran, once one has.
     pub legacy_haproxy_cfg: Option<PathBuf>,
+    /// Each node's keepalived.conf, copied to `<node>.conf` (the importer names nodes
+    /// after their files), once it has run keepalived.
+    pub legacy_keepalived_conf: Vec<Option<PathBuf>>,
     /// `halo-dataplane import`'s report on it.
     pub import_report: String,
 }
@@ -235,6 +192,7 @@ impl Migration {
             backends,
             results: Vec::new(),
             legacy_haproxy_cfg: None,
+            legacy_keepalived_conf: vec![None; NODES.len()],
             import_report: String::new(),
         })
     }
@@ -243,21 +201,24 @@ impl Migration {
         haproxy_cfg(&self.backends)
     }
 
-    /// The Halo manifest both nodes run: the LoadBalancer that `halo-dataplane import
-    /// --haproxy` makes of the haproxy.cfg the legacy nodes ran, moved onto the VirtualIP
-    /// (its `addresses: [VIP]` becomes `virtualIP: web`, so the VIP tracks the listener),
-    /// and the hand-written VirtualIP.
+    /// The Halo manifest both nodes run: `halo-dataplane import` of the haproxy.cfg
+    /// and the keepalived.conf files the legacy nodes ran (one VirtualIP with each
+    /// node's priority and peer address, the LoadBalancer on it).
     pub fn halo_manifest(&mut self) -> Result<String> {
         let cfg = self
             .legacy_haproxy_cfg
             .clone()
             .context("no legacy node has run HAProxy yet")?;
         let out = self.site.dir.join("imported.yaml");
-        let program = crate::process::binary("halo-dataplane")?;
-        let run = std::process::Command::new(&program)
-            .arg("import")
-            .arg("--haproxy")
-            .arg(&cfg)
+        let mut import = std::process::Command::new(crate::process::binary("halo-dataplane")?);
+        import.arg("import").arg("--haproxy").arg(&cfg);
+        for (i, conf) in self.legacy_keepalived_conf.iter().enumerate() {
+            let conf = conf
+                .as_ref()
+                .with_context(|| format!("{} has not run keepalived", NODES[i]))?;
+            import.arg("--keepalived").arg(conf);
+        }
+        let run = import
             .arg("-o")
             .arg(&out)
             .output()
@@ -271,9 +232,7 @@ impl Migration {
                 self.import_report
             );
         }
-        let imported = std::fs::read_to_string(&out)?;
-        let on_vip = on_virtual_ip(&imported, "web")?;
-        Ok(manifest(&[self.flavor.virtual_ip(), on_vip]))
+        Ok(std::fs::read_to_string(&out)?)
     }
 
     /// HAProxy first (it listens on the VIP with or without holding it), then keepalived.
@@ -281,7 +240,13 @@ impl Migration {
         let cfg = self.haproxy_cfg();
         self.site.start_haproxy(i, &cfg, &[vip_port()?])?;
         self.legacy_haproxy_cfg = Some(self.site.haproxy(i)?.config.clone());
-        self.site.start_keepalived(i, &self.flavor.keepalived(i))
+        self.site.start_keepalived(i, &self.flavor.keepalived(i))?;
+        let dir = self.site.dir.join("keepalived");
+        std::fs::create_dir_all(&dir)?;
+        let conf = dir.join(format!("{}.conf", NODES[i]));
+        std::fs::copy(&self.site.keepalived(i)?.conf_file, &conf)?;
+        self.legacy_keepalived_conf[i] = Some(conf);
+        Ok(())
     }
 
     /// Takes node `i` out of the legacy pair without dropping a request: keepalived
@@ -348,36 +313,13 @@ mod tests {
     }
 
     #[test]
-    fn keepalived_and_halo_agree_on_the_election() {
+    fn the_legacy_nodes_run_a_unicast_pair_behind_one_haproxy_cfg() {
         let backends = vec![("web1".to_string(), "192.0.2.21:8000".to_string())];
         let conf = Flavor::V2PassUnicast.keepalived(1).render("node-b");
         assert!(conf.contains("unicast_src_ip 192.0.2.2"), "{conf}");
         assert!(conf.contains("    192.0.2.1\n"), "{conf}");
         assert!(conf.contains("priority 100"), "{conf}");
-        let halo = Flavor::V2PassUnicast.halo_manifest(&backends);
-        for want in [
-            "virtualRouterId: 42",
-            "version: 2",
-            "mode: Unicast",
-            "password: secret1",
-            "{node: node-a, priority: 150}",
-            "{node: node-b, address: 192.0.2.2}",
-            "{name: web1, address: 192.0.2.21, port: 8000}",
-        ] {
-            assert!(halo.contains(want), "{want} missing:\n{halo}");
-        }
-        let v3 = Flavor::V3Multicast.halo_manifest(&backends);
-        assert!(!v3.contains("Unicast") && v3.contains("version: 3"), "{v3}");
         let cfg = haproxy_cfg(&backends);
         assert!(cfg.contains("bind 192.0.2.100:80"), "{cfg}");
-        let imported = "---\napiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata:\n  name: www\nspec:\n  addresses:\n  - \"192.0.2.100\"\n  listeners: []\n";
-        let moved = on_virtual_ip(imported, "web").expect("moved");
-        assert!(
-            moved.starts_with("apiVersion")
-                && moved.contains("spec:\n  virtualIP: web\n  listeners"),
-            "{moved}"
-        );
-        assert!(on_virtual_ip("spec:\n  addresses: [192.0.2.7]\n", "web").is_err());
-        assert!(cfg.contains("server web1 192.0.2.21:8000 check"), "{cfg}");
     }
 }

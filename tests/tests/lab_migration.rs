@@ -3,8 +3,8 @@
 //! (c) a planned handover to Halo with `halo-dataplane takeover`, (d) the old master
 //! swapped for Halo, (e) the Halo master crashes. A client probes through the VIP during
 //! every step; planned steps must lose no request, the crash at most one failover time.
-//! Halo's LoadBalancer is what `halo-dataplane import --haproxy` makes of the haproxy.cfg
-//! the legacy nodes ran; the VirtualIP is written by hand from their keepalived.conf.
+//! Halo's manifest is what `halo-dataplane import` makes of the haproxy.cfg and the
+//! keepalived.conf files the legacy nodes ran.
 
 use std::time::{Duration, Instant};
 
@@ -157,7 +157,7 @@ fn migrate(flavor: Flavor, label: &str) {
         table(&m.results)
     );
     eprintln!(
-        "halo-dataplane import --haproxy on the nodes' haproxy.cfg:\n{}",
+        "halo-dataplane import of the nodes' haproxy.cfg and keepalived.conf files:\n{}",
         m.import_report
     );
     let both = ["web1", "web2"];
@@ -212,6 +212,8 @@ fn handover_orders_compared() {
     let mut m = Migration::new("migord", flavor).expect("lab");
     m.start_legacy(A).expect("legacy node-a");
     assert!(m.site.wait_master(A, failover * 2), "{}", m.site.debug());
+    m.start_legacy(B).expect("legacy node-b");
+    m.retire_legacy(B).expect("retire node-b");
     m.start_halo(B).expect("halo on node-b");
     std::thread::sleep(failover);
     assert_eq!(m.site.holders(VIP), [A], "{}", m.site.debug());
