@@ -1135,6 +1135,9 @@ profile_rows() {
       stop_pid "$perf_pid"
       timeout 120 perf report -i "$WORK/perf-$row-$p.data" --stdio --no-children --percent-limit 1 \
         >"$WORK/perf-$row-$p.txt" 2>/dev/null || warn "perf report failed for $p $row"
+      # Inclusive time per function: where the time goes below each caller.
+      timeout 120 perf report -i "$WORK/perf-$row-$p.data" --stdio --children -g none --sort symbol \
+        --percent-limit 2 >"$WORK/perf-$row-$p.children.txt" 2>/dev/null || true
     done
   done
 }
