@@ -396,12 +396,16 @@ fn render_vrrp(
     }
 
     let mut unicast_peers = Vec::new();
+    // This node's own entry in spec.peers is the address it speaks from (keepalived's
+    // unicast_src_ip on that node), unless spec.vrrp.unicastSource says otherwise.
+    let mut own_address = None;
     if vrrp.mode == VrrpMode::Unicast {
         match assignment {
             Some(a) => unicast_peers = a.peers.clone(),
             None => {
                 for (i, p) in spec.peers.iter().enumerate() {
                     if &p.node == node {
+                        own_address = c.ip(&format!("spec.peers[{i}].address"), &p.address);
                         continue;
                     }
                     if let Some(ip) = c.ip(&format!("spec.peers[{i}].address"), &p.address) {
@@ -420,7 +424,8 @@ fn render_vrrp(
     let unicast_source = vrrp
         .unicast_source
         .as_ref()
-        .and_then(|s| c.ip("spec.vrrp.unicastSource", s));
+        .and_then(|s| c.ip("spec.vrrp.unicastSource", s))
+        .or(own_address);
 
     let auth_password = match &vrrp.authentication {
         None => None,

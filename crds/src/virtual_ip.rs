@@ -50,7 +50,8 @@ pub struct VirtualIPSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub priorities: Vec<NodePriority>,
-    /// Unicast peers, by node. Written by hand in standalone mode.
+    /// Unicast peers, by node. Written by hand in standalone mode; a node's own entry is
+    /// the address it sends its adverts from (unless `vrrp.unicastSource` is set).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub peers: Vec<Peer>,

@@ -321,6 +321,38 @@ fn standalone_vrrp_needs_an_explicit_vrid_and_unicast_needs_peers() {
     );
 }
 
+#[test]
+fn a_nodes_own_peer_entry_is_its_unicast_source_unless_one_is_given() {
+    let unicast = SITE.replace(
+        "    preempt: false\n",
+        "    preempt: false\n    mode: Unicast\n",
+    );
+    let unicast = unicast.replace(
+        "    - {node: lb2, priority: 100}\n",
+        "    - {node: lb2, priority: 100}\n  peers:\n    - {node: lb1, address: 192.0.2.21}\n    - {node: lb2, address: 192.0.2.22}\n",
+    );
+    let source = |text: &str, node: &str| {
+        let r = render_text(text, node, &Assignments::new());
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let vrrp = r.config.vips[0].vrrp.clone().expect("vrrp");
+        (vrrp.unicast_source, vrrp.unicast_peers)
+    };
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    assert_eq!(
+        source(&unicast, "lb1"),
+        (Some(ip("192.0.2.21")), vec![ip("192.0.2.22")])
+    );
+    assert_eq!(
+        source(&unicast, "lb2"),
+        (Some(ip("192.0.2.22")), vec![ip("192.0.2.21")])
+    );
+    let given = unicast.replace(
+        "mode: Unicast\n",
+        "mode: Unicast\n    unicastSource: 192.0.2.99\n",
+    );
+    assert_eq!(source(&given, "lb1").0, Some(ip("192.0.2.99")));
+}
+
 /// SITE with `spec.vrrp.track` set to `track` (flow-style YAML).
 fn with_track(track: &str) -> String {
     let text = SITE.replace(
