@@ -11,6 +11,7 @@ pub mod h2;
 pub mod haproxy;
 pub mod import;
 pub mod keepalived;
+pub mod migration;
 pub mod netns;
 pub mod pki;
 pub mod probe;

@@ -242,6 +242,21 @@ impl Lab {
         Ok(())
     }
 
+    /// Whether a TCP socket listens on `addr` in `host`'s namespace (also on an address
+    /// the host does not hold: IP_FREEBIND, `ip_nonlocal_bind`).
+    pub fn listening(&self, host: &Host, addr: std::net::SocketAddr) -> bool {
+        let filter = format!("src {addr}");
+        self.exec_in(&host.ns, &["ss", "-Hltn", &filter])
+            .is_ok_and(|o| !o.stdout.trim_ascii().is_empty())
+    }
+
+    /// Sets a (namespace-local) sysctl in `host`'s namespace, e.g.
+    /// `net.ipv4.ip_nonlocal_bind=1`.
+    pub fn sysctl(&self, host: &Host, setting: &str) -> Result<()> {
+        self.exec_in(&host.ns, &["sysctl", "-qw", setting])?;
+        Ok(())
+    }
+
     /// The IPv4 and IPv6 addresses on a host's eth0, with prefix lengths.
     pub fn addresses(&self, host: &Host) -> Result<Vec<String>> {
         let out = self.exec_in(&host.ns, &["ip", "-o", "addr", "show", "dev", "eth0"])?;

@@ -2,6 +2,7 @@
 //! it went unanswered: the measure of a failover as a user sees it.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -64,31 +65,37 @@ impl Summary {
 }
 
 /// One GET on a fresh connection; the body's first line names the backend.
-async fn once(addr: SocketAddr, timeout: Duration) -> Option<String> {
-    let reply = tokio::time::timeout(timeout, crate::client::get(addr, "/"))
+async fn once(addr: SocketAddr, path: &str, timeout: Duration) -> Option<String> {
+    let reply = tokio::time::timeout(timeout, crate::client::get(addr, path))
         .await
         .ok()?
         .ok()?;
     (reply.status == 200).then(|| reply.body.lines().next().unwrap_or("").to_string())
 }
 
-/// Probes every `interval` for `duration` (bounded by `max_probes`).
+/// Probes `path` every `interval` for `duration` (bounded by `max_probes`), or until
+/// the file `stop` exists (a step of a procedure whose length is not known in advance).
+#[allow(clippy::too_many_arguments)]
 pub async fn probe(
     addr: SocketAddr,
+    path: &str,
     interval: Duration,
     duration: Duration,
     timeout: Duration,
     max_probes: u32,
+    stop: Option<&Path>,
 ) -> Summary {
     let start = Instant::now();
     let mut summary = Summary::default();
     let mut next = start;
     for _ in 0..max_probes {
-        if start.elapsed() >= duration {
+        if start.elapsed() >= duration || stop.is_some_and(Path::exists) {
             break;
         }
         let at = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let who = once(addr, timeout).await.unwrap_or_else(|| "-".to_string());
+        let who = once(addr, path, timeout)
+            .await
+            .unwrap_or_else(|| "-".to_string());
         summary.record(&who, at);
         next += interval;
         tokio::time::sleep_until(next.into()).await;

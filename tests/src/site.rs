@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::haproxy;
 use crate::keepalived::{self, Keepalived};
 use crate::netns::{Host, Lab};
 use crate::probe::Summary;
@@ -142,7 +143,8 @@ pub struct LbDoc {
     /// does not own (IP_FREEBIND), e.g. a VIP that keepalived moves.
     pub target: std::result::Result<String, Vec<String>>,
     pub port: u16,
-    pub backend: String,
+    /// (name, host:port) of each static backend.
+    pub backends: Vec<(String, String)>,
     pub health_check: Option<String>,
 }
 
@@ -152,7 +154,7 @@ impl LbDoc {
             name: name.into(),
             target: Ok(vip.into()),
             port: 80,
-            backend: BACKEND.into(),
+            backends: vec![("local".into(), BACKEND.into())],
             health_check: None,
         }
     }
@@ -162,6 +164,15 @@ impl LbDoc {
             target: Err(addresses.iter().map(|a| (*a).to_string()).collect()),
             ..Self::on_vip(name, "")
         }
+    }
+
+    /// Static backends `(name, host:port)` instead of the node's local one.
+    pub fn backends(mut self, backends: &[(&str, &str)]) -> Self {
+        self.backends = backends
+            .iter()
+            .map(|(n, a)| ((*n).into(), (*a).into()))
+            .collect();
+        self
     }
 
     /// With [`FAST_HEALTH_CHECK`].
@@ -175,17 +186,21 @@ impl LbDoc {
             Ok(vip) => format!("  virtualIP: {vip}\n"),
             Err(addrs) => format!("  addresses: [{}]\n", addrs.join(", ")),
         };
-        let (host, port) = self
-            .backend
-            .rsplit_once(':')
-            .unwrap_or((&self.backend, "80"));
+        let backends: String = self
+            .backends
+            .iter()
+            .map(|(name, addr)| {
+                let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "80"));
+                format!("        - {{name: {name}, address: {host}, port: {port}}}\n")
+            })
+            .collect();
         let hc = self
             .health_check
             .as_ref()
             .map(|h| format!("      healthCheck: {h}\n"))
             .unwrap_or_default();
         format!(
-            "apiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata: {{name: {}}}\nspec:\n{target}  listeners:\n    - name: http\n      port: {}\n      protocol: HTTP\n      backends:\n        - {{name: local, address: {host}, port: {port}}}\n{hc}",
+            "apiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata: {{name: {}}}\nspec:\n{target}  listeners:\n    - name: http\n      port: {}\n      protocol: HTTP\n      backends:\n{backends}{hc}",
             self.name, self.port
         )
     }
@@ -259,6 +274,20 @@ impl Prober {
     }
 }
 
+/// A probe that runs until told to stop ([`Site::probe_step`]).
+pub struct StepProbe {
+    prober: Prober,
+    stop: PathBuf,
+}
+
+impl StepProbe {
+    /// Stops the probe and gives its summary.
+    pub fn finish(self) -> Result<Summary> {
+        std::fs::write(&self.stop, b"")?;
+        self.prober.join()
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Metrics text
 
@@ -294,6 +323,10 @@ pub struct Site {
     pub dataplanes: Vec<Option<u32>>,
     pub backends: Vec<Option<u32>>,
     pub keepaliveds: Vec<Option<Keepalived>>,
+    /// Backends in their own namespaces ([`Site::add_backend_host`]): host and PID.
+    pub backend_hosts: Vec<(Host, u32)>,
+    pub haproxies: Vec<Option<haproxy::InLab>>,
+    haproxy_runs: Vec<u32>,
     dataplane_runs: Vec<u32>,
     backend_runs: Vec<u32>,
     keepalived_runs: Vec<u32>,
@@ -320,6 +353,9 @@ impl Site {
             dataplanes: vec![None; n],
             backends: vec![None; n],
             keepaliveds: (0..n).map(|_| None).collect(),
+            backend_hosts: Vec::new(),
+            haproxies: (0..n).map(|_| None).collect(),
+            haproxy_runs: vec![0; n],
             dataplane_runs: vec![0; n],
             backend_runs: vec![0; n],
             keepalived_runs: vec![0; n],
@@ -358,6 +394,28 @@ impl Site {
             bail!("backend on {} did not start", node.name);
         }
         Ok(pid)
+    }
+
+    /// Adds a host at 192.0.2.`index` running a backend on port 8000 of its own address
+    /// that answers `name`; returns that address:port.
+    pub fn add_backend_host(&mut self, name: &str, index: u8) -> Result<String> {
+        let host = self.lab.add_host(name, index)?;
+        let listen = format!("{}:8000", host.addr);
+        let log = self.dir.join(format!("{name}-backend.log"));
+        let pid = self.lab.spawn(
+            &host,
+            &binary("halo-lab")?,
+            &["backend", "--listen", &listen, "--name", name],
+            &log,
+        )?;
+        let ok = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.contains("listening"))
+        });
+        if !ok {
+            bail!("backend {name} did not start");
+        }
+        self.backend_hosts.push((host, pid));
+        Ok(listen)
     }
 
     /// SIGKILL on node `i`'s backend.
@@ -532,6 +590,40 @@ impl Site {
             .unwrap_or_default()
     }
 
+    // --- HAProxy --------------------------------------------------------------------
+
+    /// Lets processes on node `i` bind addresses it does not hold, as sites running
+    /// HAProxy on both nodes of a keepalived pair do.
+    pub fn allow_nonlocal_bind(&self, i: usize) -> Result<()> {
+        self.lab
+            .sysctl(&self.nodes[i], "net.ipv4.ip_nonlocal_bind=1")
+    }
+
+    /// Starts HAProxy on `config` (a complete haproxy.cfg) in node `i`'s namespace and
+    /// waits until it listens on every address of `binds`.
+    pub fn start_haproxy(
+        &mut self,
+        i: usize,
+        config: &str,
+        binds: &[std::net::SocketAddr],
+    ) -> Result<()> {
+        self.haproxy_runs[i] += 1;
+        let name = format!("{}-haproxy-{}", self.nodes[i].name, self.haproxy_runs[i]);
+        let h = haproxy::InLab::start(&self.lab, &self.nodes[i], &self.dir, &name, config, binds)?;
+        self.haproxies[i] = Some(h);
+        Ok(())
+    }
+
+    /// Stops node `i`'s HAProxy with `signal` (`USR1` soft stop, `TERM` hard stop).
+    pub fn stop_haproxy(&mut self, i: usize, signal: &str) -> Result<()> {
+        let h = self.haproxies[i].take().context("haproxy not running")?;
+        h.stop(&self.lab, signal)
+    }
+
+    pub fn haproxy(&self, i: usize) -> Result<&haproxy::InLab> {
+        self.haproxies[i].as_ref().context("haproxy not running")
+    }
+
     // --- addresses -----------------------------------------------------------------
 
     /// Whether node `i` has `addr` (a /24 VIP) on eth0.
@@ -621,6 +713,40 @@ impl Site {
         Ok(Prober { handle })
     }
 
+    /// Starts the prober on `path` on a thread until [`StepProbe::finish`] (or `limit`):
+    /// the client's view of one step of a procedure.
+    pub fn probe_step(
+        &self,
+        addr: &str,
+        path: &str,
+        limit: &str,
+        timeout: &str,
+    ) -> Result<StepProbe> {
+        let stop = self.dir.join(crate::backends::unique("probe-stop-"));
+        let mut args = Self::probe_args(addr, limit, timeout)?;
+        args.extend([
+            "--stop-file".into(),
+            stop.to_string_lossy().to_string(),
+            "--path".into(),
+            path.into(),
+        ]);
+        let ns = self.client.ns.clone();
+        let handle = std::thread::spawn(move || -> Result<Summary> {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .args(&args)
+                .output()?;
+            if !out.status.success() {
+                bail!("probe failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(serde_json::from_slice(&out.stdout)?)
+        });
+        Ok(StepProbe {
+            prober: Prober { handle },
+            stop,
+        })
+    }
+
     /// The lab's switch namespace (derived from a host's: `<tag>-<host>` → `<tag>-sw`).
     fn switch_ns(&self) -> Result<String> {
         let host = &self.client;
@@ -684,6 +810,26 @@ impl Site {
     }
 
     // --- admin API ---------------------------------------------------------------------
+
+    /// `halo-dataplane takeover <vip>` on node `i` (the command an operator runs for a
+    /// planned handover), through its admin listener with its admin token.
+    pub fn takeover(&self, i: usize, vip: &str) -> Result<String> {
+        let program = binary("halo-dataplane")?.to_string_lossy().to_string();
+        let token = self.admin_token_path(i).to_string_lossy().to_string();
+        let out = self.lab.exec_in(
+            &self.nodes[i].ns,
+            &[
+                &program,
+                "takeover",
+                vip,
+                "--admin",
+                ADMIN,
+                "--admin-token-file",
+                &token,
+            ],
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
 
     /// Where node `i`'s data plane keeps its admin token.
     fn admin_token_path(&self, i: usize) -> PathBuf {
@@ -803,6 +949,9 @@ impl Site {
             ));
             if self.dataplane_runs[i] > 0 {
                 s.push_str(&self.all_logs(i));
+            }
+            if let Some(h) = &self.haproxies[i] {
+                s.push_str(&format!("--- {} haproxy\n{}", self.name(i), h.log_text()));
             }
             if let Some(k) = &self.keepaliveds[i] {
                 s.push_str(&format!(

@@ -16,6 +16,9 @@ pub const OWNER_PRIORITY: u8 = 255;
 // interval turning the Adver_Timer into a busy loop.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
+/// Longest hold of a planned takeover's first advert (see [`Machine::takeover`]).
+const MAX_TAKEOVER_DRAIN: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
     Initialize,
@@ -85,6 +88,8 @@ pub struct Machine {
     preempt: Option<Preempt>,
     /// Priority carried by the last advert from the current master (Backup only).
     last_master_priority: Option<u8>,
+    /// A planned takeover holds its first advert until the Adver_Timer fires.
+    draining: bool,
 }
 
 /// v3 Skew_Time = ((256 - priority) * Master_Adver_Interval) / 256;
@@ -135,6 +140,7 @@ impl Machine {
             master_down_timer: None,
             preempt: None,
             last_master_priority: None,
+            draining: false,
             config,
         }
     }
@@ -288,9 +294,13 @@ impl Machine {
     }
 
     /// Planned handover to this node: a Backup raises its priority just above the
-    /// current master's and becomes Master now; the old master yields on our first
-    /// advert. Until then both serve, so clients see no gap. Returns nothing unless
-    /// Backup. The raised priority stays (a later takeover elsewhere goes above it).
+    /// current master's and becomes Master now: it takes and announces the addresses, so
+    /// new connections come here, but holds its first advert for one advert interval (at
+    /// most [`MAX_TAKEOVER_DRAIN`]). Until that advert makes the old master yield, it
+    /// keeps the addresses too and can still answer the requests it is serving (a node
+    /// that drops an address cannot send from it any more); the old master's adverts
+    /// are ignored meanwhile. Returns nothing unless Backup. The raised priority stays
+    /// (a later takeover elsewhere goes above it).
     pub fn takeover(&mut self, now: Duration) -> Vec<Action> {
         if self.state != State::Backup {
             return Vec::new();
@@ -301,14 +311,13 @@ impl Machine {
                 .map_or(self.priority, |p| p.saturating_add(1));
             self.priority = self.priority.max(above_master).min(OWNER_PRIORITY - 1);
         }
-        self.preempt = None;
         let mut actions = self.become_master(now);
-        // Hold the addresses (and announce them) before the advert that makes the old
-        // master let go, so no request falls into a gap.
-        if let Some(take) = actions.iter().position(|a| *a == Action::TakeAddresses) {
-            let a = actions.remove(take);
-            actions.insert(1, a);
-        }
+        actions.retain(|a| !matches!(a, Action::SendAdvert { .. }));
+        self.adver_timer = Some(after(
+            now,
+            self.config.advert_interval.min(MAX_TAKEOVER_DRAIN),
+        ));
+        self.draining = true;
         actions
     }
 
@@ -389,10 +398,15 @@ impl Machine {
         src: IpAddr,
     ) -> Vec<Action> {
         if priority == 0 {
+            self.draining = false;
             self.adver_timer = Some(after(now, self.config.advert_interval));
             return vec![Action::SendAdvert {
                 priority: self.priority,
             }];
+        }
+        if self.draining && priority < self.priority {
+            // The master a planned takeover is draining: it yields on our first advert.
+            return Vec::new();
         }
         // IpAddr's ordering is numeric within a family.
         let peer_wins = priority > self.priority
@@ -448,9 +462,16 @@ impl Machine {
             State::Master => match self.adver_timer {
                 Some(t) if t <= now => {
                     self.adver_timer = Some(after(now, self.config.advert_interval));
-                    vec![Action::SendAdvert {
+                    let advert = Action::SendAdvert {
                         priority: self.priority,
-                    }]
+                    };
+                    if std::mem::take(&mut self.draining) {
+                        // The old master lets go now; clients it pulled back while both
+                        // held the addresses come here again.
+                        vec![advert, Action::Announce]
+                    } else {
+                        vec![advert]
+                    }
                 }
                 _ => Vec::new(),
             },
@@ -493,6 +514,7 @@ impl Machine {
         self.master_down_timer = None;
         self.preempt = None;
         self.last_master_priority = None;
+        self.draining = false;
         Action::StateChanged { from, to }
     }
 }
@@ -501,8 +523,8 @@ impl Machine {
 mod tests {
     use super::*;
 
-    #[test]
-    fn takeover_outranks_the_current_master_and_takes_over_at_once() {
+    /// A v3 backup (100, 100 ms) of 192.0.2.1 at 150, after one advert from it.
+    fn backup_of_150() -> Machine {
         let mut m = Machine::new(Config {
             version: Version::V3,
             priority: 100,
@@ -520,6 +542,14 @@ mod tests {
             Duration::from_millis(100),
             IpAddr::from([192, 0, 2, 1]),
         );
+        m
+    }
+
+    const OLD_MASTER: [u8; 4] = [192, 0, 2, 1];
+
+    #[test]
+    fn takeover_outranks_the_current_master_and_takes_the_addresses_at_once() {
+        let mut m = backup_of_150();
         let actions = m.takeover(Duration::from_millis(5));
         assert_eq!(m.state(), State::Master);
         assert_eq!(m.effective_priority(), 151);
@@ -531,11 +561,89 @@ mod tests {
                     to: State::Master
                 },
                 Action::TakeAddresses,
-                Action::SendAdvert { priority: 151 },
             ]
         );
+        // The first advert waits one interval: the old master drains until then.
+        assert_eq!(m.next_deadline(), Some(Duration::from_millis(105)));
         // Not a Backup any more: nothing to do.
         assert!(m.takeover(Duration::from_millis(6)).is_empty());
+    }
+
+    #[test]
+    fn takeover_drains_the_old_master_then_makes_it_yield() {
+        let ms = Duration::from_millis;
+        let old = IpAddr::from(OLD_MASTER);
+        let mut m = backup_of_150();
+        m.takeover(ms(5));
+        // The old master still advertises while it drains: no split-brain reply.
+        assert_eq!(m.on_advert(ms(50), 150, ms(100), old), vec![]);
+        assert_eq!(m.on_timer(ms(104)), vec![]);
+        assert_eq!(
+            m.on_timer(ms(105)),
+            vec![Action::SendAdvert { priority: 151 }, Action::Announce]
+        );
+        // After the drain a lower master is a split brain again.
+        assert_eq!(
+            m.on_advert(ms(120), 150, ms(100), old),
+            vec![
+                Action::SplitBrain {
+                    kept: true,
+                    peer: old,
+                    peer_priority: 150
+                },
+                Action::SendAdvert { priority: 151 },
+                Action::Announce,
+            ]
+        );
+        assert_eq!(
+            m.on_timer(ms(220)),
+            vec![Action::SendAdvert { priority: 151 }]
+        );
+    }
+
+    #[test]
+    fn takeover_drain_ends_early_when_the_old_master_stops_or_a_higher_one_speaks() {
+        let ms = Duration::from_millis;
+        let old = IpAddr::from(OLD_MASTER);
+        let mut m = backup_of_150();
+        m.takeover(ms(5));
+        assert_eq!(
+            m.on_advert(ms(30), 0, ms(100), old),
+            vec![Action::SendAdvert { priority: 151 }]
+        );
+        assert_eq!(
+            m.on_timer(ms(130)),
+            vec![Action::SendAdvert { priority: 151 }]
+        );
+
+        let mut m = backup_of_150();
+        m.takeover(ms(5));
+        let higher = IpAddr::from([192, 0, 2, 3]);
+        let actions = m.on_advert(ms(30), 200, ms(100), higher);
+        assert_eq!(m.state(), State::Backup);
+        assert!(actions.contains(&Action::ReleaseAddresses), "{actions:?}");
+    }
+
+    #[test]
+    fn takeover_drain_is_at_most_a_second() {
+        let mut m = Machine::new(Config {
+            version: Version::V2,
+            priority: 100,
+            advert_interval: Duration::from_secs(3),
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            accept_mode: true,
+            primary_address: IpAddr::from([192, 0, 2, 2]),
+        });
+        m.startup(Duration::ZERO);
+        m.on_advert(
+            Duration::ZERO,
+            150,
+            Duration::from_secs(3),
+            IpAddr::from(OLD_MASTER),
+        );
+        m.takeover(Duration::from_secs(1));
+        assert_eq!(m.next_deadline(), Some(Duration::from_secs(2)));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (see `halo_tests::probe`). Bounded by duration and count; loopback or lab addresses only.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -10,8 +11,11 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(name = "halo-probe")]
 struct Args {
-    /// ADDRESS:PORT to GET / from.
+    /// ADDRESS:PORT to GET from.
     target: SocketAddr,
+    /// The path to GET (`/slow?ms=N` on a lab backend: requests that take a while).
+    #[arg(long, default_value = "/")]
+    path: String,
     #[arg(long, default_value = "10ms", value_parser = parse)]
     interval: Duration,
     #[arg(long, default_value = "5s", value_parser = parse)]
@@ -20,6 +24,9 @@ struct Args {
     timeout: Duration,
     #[arg(long, default_value_t = 100_000)]
     max_probes: u32,
+    /// Stop early once this file exists.
+    #[arg(long)]
+    stop_file: Option<PathBuf>,
 }
 
 fn parse(text: &str) -> Result<Duration, String> {
@@ -40,8 +47,16 @@ fn parse(text: &str) -> Result<Duration, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let a = Args::parse();
-    let summary =
-        halo_tests::probe::probe(a.target, a.interval, a.duration, a.timeout, a.max_probes).await;
+    let summary = halo_tests::probe::probe(
+        a.target,
+        &a.path,
+        a.interval,
+        a.duration,
+        a.timeout,
+        a.max_probes,
+        a.stop_file.as_deref(),
+    )
+    .await;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }
