@@ -164,7 +164,8 @@ impl Outcomes {
         self.rows.iter().filter(|r| r.1 != r.2).collect()
     }
 
-    pub fn table(&self) -> String {
+    /// The side-by-side table; rows named in `expected` may differ (marked so).
+    pub fn table(&self, expected: &[&str]) -> String {
         let mut s = format!(
             "{:<46} {:<34} {:<34} same\n",
             "scenario", "HAProxy + keepalived", "Halo (imported)"
@@ -173,7 +174,11 @@ impl Outcomes {
             let _ = writeln!(
                 s,
                 "{scenario:<46} {legacy:<34} {halo:<34} {}",
-                if legacy == halo { "yes" } else { "NO" }
+                match (legacy == halo, expected.contains(&scenario.as_str())) {
+                    (true, _) => "yes",
+                    (false, true) => "no (expected)",
+                    (false, false) => "NO",
+                }
             );
         }
         s
@@ -562,6 +567,11 @@ mod tests {
         let d = o.differences();
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].0, "b");
-        assert!(o.table().contains("NO"), "{}", o.table());
+        assert!(o.table(&[]).contains("NO"), "{}", o.table(&[]));
+        assert!(
+            o.table(&["b"]).contains("no (expected)"),
+            "{}",
+            o.table(&["b"])
+        );
     }
 }
