@@ -480,7 +480,9 @@ import socket
 def ask(s):
     s.sendall(b"GET / HTTP/1.1\r\nHost: db\r\n\r\n")
     data = b""
-    while b"\r\n\r\n" not in data or not data.endswith(b"\n"):
+    for _ in range(64):
+        if b"\r\n\r\n" in data and data.endswith(b"\n"):
+            break
         chunk = s.recv(4096)
         if not chunk:
             break
