@@ -45,8 +45,9 @@ impl Backend {
 }
 
 /// HTTP/1.1 keep-alive server. `GET /headers` echoes the request headers; `/health`
-/// answers 200; `/slow?ms=N` waits N ms; `POST` echoes the body; everything else
-/// answers `<name>\n` with header `x-backend: <name>`.
+/// answers 200; `/slow?ms=N` waits N ms; `/cacheable` answers with `Cache-Control:
+/// max-age=60` (a response shared caches may store); `POST` echoes the body; everything
+/// else answers `<name>\n` with header `x-backend: <name>`.
 pub async fn http(name: &str, addr: SocketAddr) -> std::io::Result<Backend> {
     let requests = Arc::new(AtomicU64::new(0));
     let counter = requests.clone();
@@ -155,6 +156,12 @@ async fn respond(name: &str, counter: &AtomicU64, req: Request<Incoming>) -> Res
     let mut response = Response::new(Full::new(Bytes::from(body)));
     if let Ok(v) = hyper::header::HeaderValue::from_str(name) {
         response.headers_mut().insert("x-backend", v);
+    }
+    if path == "/cacheable" {
+        response.headers_mut().insert(
+            hyper::header::CACHE_CONTROL,
+            hyper::header::HeaderValue::from_static("max-age=60"),
+        );
     }
     response
 }

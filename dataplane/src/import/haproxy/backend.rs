@@ -281,9 +281,15 @@ fn health_check(
         }
     }
     http_check_lines(lines, &field, &mut hc, notes);
-    if let Some(t) = timeout(lines, "check", notes) {
-        hc.timeout = Some(t.value);
-        notes.mapped(t.line, &t.text, format!("{field}.timeout"));
+    match timeout(lines, "check", notes) {
+        Some(t) => {
+            hc.timeout = Some(t.value);
+            notes.mapped(t.line, &t.text, format!("{field}.timeout"));
+        }
+        // Without `timeout check` HAProxy gives a check until the next one is due
+        // (`inter`, 2 s by default) to connect and answer; Halo's own default is 1 s,
+        // which would fail servers HAProxy keeps up.
+        None => hc.timeout = Some(hc.interval.clone().unwrap_or_else(|| "2s".into())),
     }
     Some(hc)
 }
@@ -746,6 +752,27 @@ mod tests {
                 "approximated"
             ]
         );
+    }
+
+    #[test]
+    fn check_timeout_defaults_to_the_interval_as_in_haproxy() {
+        let timeout = |text: &str| {
+            let (m, _) = mapped(text);
+            m.upstream.health_check.and_then(|hc| hc.timeout)
+        };
+        assert_eq!(
+            timeout("server a 10.0.0.1:80 check inter 400ms\n").as_deref(),
+            Some("400ms")
+        );
+        assert_eq!(
+            timeout("option httpchk GET /\nserver a 10.0.0.1:80 check\n").as_deref(),
+            Some("2s")
+        );
+        assert_eq!(
+            timeout("timeout check 3s\nserver a 10.0.0.1:80 check inter 5s\n").as_deref(),
+            Some("3s")
+        );
+        assert_eq!(timeout("server a 10.0.0.1:80\n"), None);
     }
 
     #[test]
