@@ -6,28 +6,14 @@
 //! Needs `scripts/build-k8s-tools.sh` to have run once.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use halo_tests::control_plane::ControlPlane;
+use halo_tests::process::{describe, succeeds};
 use halo_tests::standalone::Lab;
 
 const BIN: &str = env!("CARGO_BIN_EXE_halo-dataplane");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-
-fn describe(out: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-#[track_caller]
-fn succeeds(what: &str, out: Output) -> String {
-    assert!(out.status.success(), "{what} failed: {}", describe(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Imports `tests/import/NAME` for namespace `shop` (with a generated `shop.pem`).
 fn imported(lab: &Lab, name: &str) -> String {

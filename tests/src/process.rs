@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -254,4 +254,21 @@ pub fn http_request_blocking(
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((code, body))
+}
+
+/// A finished command's status and both outputs, for an assertion message.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Asserts that the command `what` succeeded; its standard output.
+#[track_caller]
+pub fn succeeds(what: &str, out: Output) -> String {
+    assert!(out.status.success(), "{what} failed: {}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -8,6 +8,7 @@ use std::process::Output;
 use std::time::Instant;
 
 use halo_tests::control_plane::ControlPlane;
+use halo_tests::process::{describe, succeeds};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -16,21 +17,6 @@ fn crds_dir() -> PathBuf {
     std::env::var_os("HALO_CRDS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(ROOT).join("deploy/crds"))
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-#[track_caller]
-fn succeeds(what: &str, out: Output) -> String {
-    assert!(out.status.success(), "{what} failed: {}", describe(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `yaml` is refused by the API server's validation with `message`.
