@@ -4,7 +4,6 @@
 //! Needs `scripts/build-k8s-tools.sh` to have run once.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Instant;
 
 use halo_tests::control_plane::ControlPlane;
