@@ -454,11 +454,44 @@ async fn http2_requests_are_logged_and_counted_on_their_backend() {
         "{line}"
     );
     assert!(line["responseMs"].is_u64(), "{line}");
+    // The line is written when the body has gone out: its bytes are known.
+    assert_eq!(
+        (&line["bytesIn"], &line["bytesOut"], &line["termination"]),
+        (&0.into(), &reply.body.len().into(), &"--".into()),
+        "{line}"
+    );
+
+    // A request body's bytes are counted as they go to the backend.
+    let url = format!("http://127.0.0.1:{port}/upload");
+    let posted = tokio::task::spawn_blocking(move || {
+        halo_tests::curl::curl(&[
+            "--http2-prior-knowledge",
+            "--data-binary",
+            "0123456789",
+            &url,
+        ])
+    })
+    .await
+    .expect("client thread")
+    .expect("curl h2c POST");
+    assert_eq!(posted.status, 200);
+    let lines = wait_lines(&log, 2).await;
+    let post = &lines[1];
+    assert_eq!(
+        (&post["method"], &post["bytesIn"], &post["bytesOut"]),
+        (&"POST".into(), &10.into(), &posted.body.len().into()),
+        "{post}"
+    );
     let metrics = dp.metrics().expect("metrics");
     let labels = [("listener", LISTENER), ("backend", "web"), ("code", "2xx")];
     assert_eq!(
         metric_sum(&metrics, "halo_backend_responses_total", &labels),
-        1.0
+        2.0
+    );
+    let sent = [("listener", LISTENER), ("backend", "web")];
+    assert_eq!(
+        metric_sum(&metrics, "halo_backend_bytes_in_total", &sent),
+        10.0
     );
 }
 

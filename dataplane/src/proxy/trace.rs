@@ -63,21 +63,15 @@ impl Trace {
         trace
     }
 
-    /// An HTTP/2 request was answered with `response`, whose head goes out now (its body
-    /// streams on: bytes and the phase of a late failure are not traced yet). A backend's
-    /// response names the backend in a [`Served`] extension.
-    pub fn answered<B>(
-        mut self,
-        service: &Service,
-        client: SocketAddr,
-        response: &http::Response<B>,
-    ) {
+    /// A request of the hyper engine was answered with `response`, whose head goes out
+    /// now; its body streams on, and the trace is finished when the body ends. A
+    /// backend's response names the backend in a [`Served`] extension.
+    pub fn answered<B>(&mut self, response: &http::Response<B>) {
         if let Some(Served(backend)) = response.extensions().get::<Served>() {
             self.picked(backend);
             self.first_byte();
         }
         self.status(response.status().as_u16());
-        self.finish(service, client);
     }
 
     fn marks(&mut self) -> Option<&mut Marks> {

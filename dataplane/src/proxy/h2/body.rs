@@ -7,11 +7,19 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
+
+use crate::proxy::Service;
+use crate::proxy::accesslog::{By, Phase};
+use crate::proxy::trace::Trace;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every body the driver sends, to clients and to backends.
@@ -44,6 +52,15 @@ where
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
+    timed_counting(inner, limit, None)
+}
+
+/// [`timed`], adding the bytes of its data frames to `counter` as they pass.
+pub fn timed_counting<B>(inner: B, limit: Duration, counter: Option<Arc<AtomicU64>>) -> Body
+where
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     // A body that has already ended (a GET's) has nothing to wait for: no timer.
     if inner.is_end_stream() {
         return inner.map_err(Into::into).boxed_unsync();
@@ -52,6 +69,7 @@ where
         inner,
         limit,
         timer: Box::pin(tokio::time::sleep(limit)),
+        counter,
     }
     .boxed_unsync()
 }
@@ -60,6 +78,7 @@ struct Idle<B> {
     inner: B,
     limit: Duration,
     timer: Pin<Box<Sleep>>,
+    counter: Option<Arc<AtomicU64>>,
 }
 
 impl<B> HttpBody for Idle<B>
@@ -79,6 +98,11 @@ where
             Poll::Ready(frame) => {
                 let deadline = Instant::now() + this.limit;
                 this.timer.as_mut().reset(deadline);
+                if let (Some(counter), Some(Ok(f))) = (&this.counter, &frame)
+                    && let Some(data) = f.data_ref()
+                {
+                    counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => match this.timer.as_mut().poll(cx) {
@@ -94,6 +118,91 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// What a response body finishes when it is done with: the exchange's trace, with the
+/// bytes it sent, those of the request body, and how it ended.
+pub struct Ending {
+    pub trace: Trace,
+    pub service: Arc<Service>,
+    pub client: SocketAddr,
+    pub received: Option<Arc<AtomicU64>>,
+}
+
+/// `body`, counting what it sends and finishing `ending` once it has ended or is dropped
+/// (a client that resets the stream, a backend that fails mid-body).
+pub fn traced(body: Body, ending: Ending) -> Body {
+    Traced {
+        inner: body,
+        sent: 0,
+        end: None,
+        ending: Some(ending),
+    }
+    .boxed_unsync()
+}
+
+struct Traced {
+    inner: Body,
+    sent: u64,
+    /// How the body ended, once it has: None for complete, else who broke it off.
+    end: Option<Option<By>>,
+    ending: Option<Ending>,
+}
+
+impl HttpBody for Traced {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let by = if e.is::<Stalled>() {
+                    By::ServerTimeout
+                } else {
+                    By::Server
+                };
+                self.end = Some(Some(by));
+            }
+            Poll::Ready(None) => self.end = Some(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        let Some(mut e) = self.ending.take() else {
+            return;
+        };
+        let received = e.received.as_ref().map_or(0, |r| r.load(Ordering::Relaxed));
+        e.trace.bytes(received, self.sent);
+        // Dropped before its end (and not empty): the client went away mid-body.
+        let end = match self.end {
+            Some(end) => end,
+            None if self.inner.is_end_stream() => None,
+            None => Some(By::Client),
+        };
+        if let Some(by) = end {
+            e.trace.end(by, Phase::Data);
+        }
+        e.trace.finish(&e.service, e.client);
     }
 }
 

@@ -35,6 +35,7 @@ pub fn ms(v: u64) -> Duration {
 pub async fn handle(stream: Stream, mut req: Request<Incoming>) -> Response<Body> {
     let service = stream.conn.slot.load_full();
     let (peer, mut trace) = (stream.conn.peer, Trace::http2(&service, &req));
+    let received = stream.received.clone();
     let response = if stream.conn.refusing {
         local(503, "listener at capacity")
     } else {
@@ -90,8 +91,15 @@ pub async fn handle(stream: Stream, mut req: Request<Incoming>) -> Response<Body
         }
     };
     service.count_response(response.status().as_u16());
-    trace.answered(&service, peer, &response);
-    response
+    trace.answered(&response);
+    // The trace ends with the body: its bytes and how it ended are logged then.
+    let ending = body::Ending {
+        trace,
+        service,
+        client: peer,
+        received,
+    };
+    response.map(|b| body::traced(b, ending))
 }
 
 /// A protocol switch the client asks for.
@@ -351,7 +359,9 @@ async fn forward(
     };
     let cookie = sticky::request(group, &mut parts.headers);
     let t = service.config.timeouts;
-    let mut req = Request::from_parts(parts, body::timed(body, ms(t.client_ms)));
+    let counted = stream.received.clone();
+    let received = body::timed_counting(body, ms(t.client_ms), counted);
+    let mut req = Request::from_parts(parts, received);
     let mut excluded = vec![false; group.backends.len()];
     let mut tls_failed = false;
     for _ in 0..=group.config.retries {

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -51,6 +51,8 @@ type Ends = (SocketAddr, Option<SocketAddr>);
 /// One request in progress; counted open until dropped (after its response body).
 pub struct Stream {
     pub conn: Arc<Conn>,
+    /// Bytes of the request body forwarded so far (None: the request has no body).
+    pub received: Option<Arc<AtomicU64>>,
 }
 
 impl Conn {
@@ -74,9 +76,12 @@ impl Conn {
 }
 
 impl Stream {
-    fn open(conn: &Arc<Conn>) -> Self {
+    fn open(conn: &Arc<Conn>, has_body: bool) -> Self {
         conn.streams.fetch_add(1, Ordering::Relaxed);
-        Self { conn: conn.clone() }
+        Self {
+            conn: conn.clone(),
+            received: has_body.then(|| Arc::new(AtomicU64::new(0))),
+        }
     }
 }
 
@@ -162,7 +167,7 @@ fn service(
     Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
 > + Clone {
     service_fn(move |req| {
-        let stream = Stream::open(&shared);
+        let stream = Stream::open(&shared, !hyper::body::Body::is_end_stream(req.body()));
         // Boxed once here: hyper and the runtime move a stream's future several times
         // before and while it runs, and a request's state is kilobytes.
         let handled = Box::pin(forward::handle(stream, req));
