@@ -28,8 +28,41 @@ pub const WEB: [(&str, u8); 6] = [
     ("api1", 31),
     ("api2", 32),
 ];
-/// Database servers: `:3306` is the service, `:9200` the clustercheck port.
+/// Database servers: `:3306` is the service, `:9200` the clustercheck port,
+/// [`MYSQL_PORT`] a server that greets with a MySQL handshake.
 pub const DB: [(&str, u8); 2] = [("db1", 41), ("db2", 42)];
+/// The port of `listen mariadb_direct`'s servers (checked with `option mysql-check`).
+pub const MYSQL_PORT: u16 = 3307;
+/// A MySQL server as far as a client's first read goes (argv: `ADDR:PORT NAME`): it
+/// sends a protocol-10 handshake whose server version ends in `-NAME`, then reads until
+/// the client closes.
+const MYSQL_GREETER: &str = r#"
+import socket, struct, sys, threading
+host, port = sys.argv[1].rsplit(":", 1)
+payload = (b"\x0a" + b"5.7.0-" + sys.argv[2].encode() + b"\0" + struct.pack("<I", 7)
+    + b"abcdefgh\0" + struct.pack("<H", 0xF7FF) + b"\x21" + struct.pack("<H", 2)
+    + struct.pack("<H", 0x0008) + b"\x15" + b"\0" * 10 + b"ijklmnopqrst\0"
+    + b"mysql_native_password\0")
+packet = struct.pack("<I", len(payload))[:3] + b"\0" + payload
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, int(port)))
+s.listen(64)
+print("listening", flush=True)
+def serve(c):
+    try:
+        c.sendall(packet)
+        c.settimeout(30)
+        while c.recv(4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
 /// The names the site's certificate is issued for (its CN is the first).
 pub const TLS_NAMES: [&str; 2] = ["shop.example.com", "api.example.com"];
 /// `bind ... ssl crt certs/site.pem` in haproxy.cfg, relative to the directory both
@@ -226,7 +259,7 @@ impl Lab {
             lab.add_host(name, octet, &[8000])?;
         }
         for (name, octet) in DB {
-            lab.add_host(name, octet, &[3306, 9200])?;
+            lab.add_host(name, octet, &[3306, 9200, MYSQL_PORT])?;
         }
         lab.import()?;
         Ok(lab)
@@ -282,15 +315,20 @@ impl Lab {
             .site
             .dir
             .join(crate::backends::unique(&format!("{name}-{port}-")));
-        let program = binary("halo-lab")?;
         let (host, listener) = self.listener(name, port)?;
         let listen = listener.listen.clone();
-        let pid = self.site.lab.spawn(
-            &host,
-            &program,
-            &["backend", "--listen", &listen, "--name", name],
-            &log,
-        )?;
+        let (program, args) = if port == MYSQL_PORT {
+            (
+                PathBuf::from("python3"),
+                vec!["-c", MYSQL_GREETER, &listen, name],
+            )
+        } else {
+            (
+                binary("halo-lab")?,
+                vec!["backend", "--listen", &listen, "--name", name],
+            )
+        };
+        let pid = self.site.lab.spawn(&host, &program, &args, &log)?;
         if let Ok((_, l)) = self.listener(name, port) {
             l.pid = Some(pid);
         }
@@ -351,6 +389,7 @@ impl Lab {
                     format!("{VIP}:80").parse()?,
                     format!("{VIP}:443").parse()?,
                     format!("{VIP}:3306").parse()?,
+                    format!("{VIP}:{MYSQL_PORT}").parse()?,
                 ];
                 self.site.start_haproxy(i, &cfg, &binds)?;
                 let conf = fixture(&format!("{}.conf", NODES[i]));
@@ -548,6 +587,44 @@ a = socket.create_connection(("{VIP}", 3306), timeout=3)
 first = ask(a)
 b = socket.create_connection(("{VIP}", 3306), timeout=3)
 second = ask(b)
+print(first, second)
+a.close()
+b.close()
+"#
+        );
+        let out = self
+            .site
+            .lab
+            .exec_in(&self.site.client.ns, &["python3", "-c", &script])?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut words = text.split_whitespace().map(str::to_string);
+        Ok((
+            words.next().unwrap_or_else(|| "-".into()),
+            words.next().unwrap_or_else(|| "-".into()),
+        ))
+    }
+
+    /// Two connections to VIP:[`MYSQL_PORT`], the first held open while the second is
+    /// made: the server that greeted each (from its handshake's version, `-` for none).
+    pub fn mysql_pair(&self) -> Result<(String, String)> {
+        let script = format!(
+            r#"
+import socket
+def greeted_by(s):
+    data = b""
+    for _ in range(16):
+        if len(data) >= 4 and len(data) >= 4 + int.from_bytes(data[:3], "little"):
+            break
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    version = data[5:].split(b"\0", 1)[0].decode(errors="replace")
+    return version.rsplit("-", 1)[-1] if "-" in version else "-"
+a = socket.create_connection(("{VIP}", {MYSQL_PORT}), timeout=3)
+first = greeted_by(a)
+b = socket.create_connection(("{VIP}", {MYSQL_PORT}), timeout=3)
+second = greeted_by(b)
 print(first, second)
 a.close()
 b.close()

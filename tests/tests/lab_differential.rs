@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use halo_tests::differential::{IN_SERVICE_PORT, INSTANCE, Lab, NODES, Outcomes, Stack};
+use halo_tests::differential::{
+    IN_SERVICE_PORT, INSTANCE, Lab, MYSQL_PORT, NODES, Outcomes, Stack,
+};
 use halo_tests::{haproxy, keepalived, netns};
 
 macro_rules! require_lab {
@@ -103,7 +105,7 @@ fn start_pair(lab: &mut Lab, stack: Stack, o: &mut Outcomes) {
     );
     o.record(stack, "VRRP: owner once both run", lab.owner());
     for name in [
-        "web1", "web2", "web3", "api1", "api2", "static1", "db1", "db2",
+        "web1", "web2", "web3", "api1", "api2", "static1", "db1", "db2", "my1", "my2",
     ] {
         assert!(
             lab.time_to(stack, A, name, true, UP_BOUND * 2).is_some(),
@@ -358,6 +360,34 @@ fn tcp(lab: &mut Lab, stack: Stack, o: &mut Outcomes, t: &mut Timings) {
     timing(t, stack, "db1 marked up", up);
 }
 
+/// `option mysql-check` (HAProxy reads the handshake; the import makes it a TCP check):
+/// a dead MySQL server is marked down by both and its connections go to the other.
+fn mysql(lab: &mut Lab, stack: Stack, o: &mut Outcomes, t: &mut Timings) {
+    let (first, second) = lab.mysql_pair().expect("mysql");
+    let mut pair = [first, second];
+    pair.sort();
+    o.record(stack, "mysql-check: two connections", pair.join(","));
+    lab.kill_backend("db1", MYSQL_PORT)
+        .expect("kill db1's mysql");
+    let down = lab.time_to(stack, A, "my1", false, DOWN_BOUND * 2);
+    timing(t, stack, "my1 (mysql-check) marked down", down);
+    o.record(
+        stack,
+        "mysql-check: my1 killed, down within bound",
+        format!("{}", down.is_some_and(|d| d <= DOWN_BOUND)),
+    );
+    let (first, second) = lab.mysql_pair().expect("mysql");
+    o.record(
+        stack,
+        "mysql-check: my1 down, two connections",
+        format!("{first},{second}"),
+    );
+    lab.start_backend("db1", MYSQL_PORT)
+        .expect("db1's mysql back");
+    let up = lab.time_to(stack, A, "my1", true, UP_BOUND * 2);
+    timing(t, stack, "my1 marked up", up);
+}
+
 fn failover(lab: &mut Lab, stack: Stack, o: &mut Outcomes, t: &mut Timings) {
     let start = std::time::Instant::now();
     lab.kill_node(stack, A).expect("kill node-a");
@@ -418,6 +448,7 @@ fn run(lab: &mut Lab, stack: Stack, o: &mut Outcomes, t: &mut Timings) {
     let jar = cookies(lab, stack, o);
     health(lab, stack, o, t, &jar);
     tcp(lab, stack, o, t);
+    mysql(lab, stack, o, t);
     failover(lab, stack, o, t);
     track_script(lab, stack, o, t);
     lab.stop_all(stack).expect("stop");
@@ -499,6 +530,8 @@ fn imported_site_behaves_as_haproxy_and_keepalived() {
         "true (db1,db2)"
     );
     assert_eq!(row("db1 down: two connections"), "db2,db2");
+    assert_eq!(row("mysql-check: two connections"), "db1,db2");
+    assert_eq!(row("mysql-check: my1 down, two connections"), "db2,db2");
     assert_eq!(row("node-a dies: new owner"), NODES[B]);
     assert_eq!(row("node-a back (nopreempt): owner"), NODES[B]);
     assert_eq!(row("https: shop / (4)"), "web1×2 web2×2");
