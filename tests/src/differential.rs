@@ -28,8 +28,49 @@ pub const WEB: [(&str, u8); 6] = [
     ("api1", 31),
     ("api2", 32),
 ];
-/// Database servers: `:3306` is the service, `:9200` the clustercheck port.
+/// Database servers: `:3306` is the service, `:9200` the clustercheck port,
+/// [`MYSQL_PORT`] a server that greets with a MySQL handshake.
 pub const DB: [(&str, u8); 2] = [("db1", 41), ("db2", 42)];
+/// The port of `listen mariadb_direct`'s servers (checked with `option mysql-check`).
+pub const MYSQL_PORT: u16 = 3307;
+/// A MySQL server as far as a client's first read goes (argv: `ADDR:PORT NAME`): it
+/// sends a protocol-10 handshake whose server version ends in `-NAME`, then reads until
+/// the client closes.
+const MYSQL_GREETER: &str = r#"
+import socket, struct, sys, threading
+host, port = sys.argv[1].rsplit(":", 1)
+payload = (b"\x0a" + b"5.7.0-" + sys.argv[2].encode() + b"\0" + struct.pack("<I", 7)
+    + b"abcdefgh\0" + struct.pack("<H", 0xF7FF) + b"\x21" + struct.pack("<H", 2)
+    + struct.pack("<H", 0x0008) + b"\x15" + b"\0" * 10 + b"ijklmnopqrst\0"
+    + b"mysql_native_password\0")
+packet = struct.pack("<I", len(payload))[:3] + b"\0" + payload
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, int(port)))
+s.listen(64)
+print("listening", flush=True)
+def serve(c):
+    try:
+        c.sendall(packet)
+        c.settimeout(30)
+        while c.recv(4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+/// The names the site's certificate is issued for (its CN is the first).
+pub const TLS_NAMES: [&str; 2] = ["shop.example.com", "api.example.com"];
+/// `bind ... ssl crt certs/site.pem` in haproxy.cfg, relative to the directory both
+/// stacks run from (the lab's).
+const SITE_PEM: &str = "certs/site.pem";
+/// The node-local health endpoint each node's `chk_in_service` asks
+/// (`http://127.0.0.1:9300/`), served in the node's namespace under the node's name.
+pub const IN_SERVICE_PORT: u16 = 9300;
 
 /// `tests/import/differential/<name>` in the source tree.
 pub fn fixture(name: &str) -> PathBuf {
@@ -192,6 +233,8 @@ pub struct Lab {
     /// The imported manifest and the import report.
     pub manifest: String,
     pub report: String,
+    /// The CA that issued the site's certificate, for the client's `--cacert`.
+    ca: PathBuf,
 }
 
 impl Lab {
@@ -201,17 +244,22 @@ impl Lab {
             // Both HAProxies bind the VIP whichever node holds it.
             site.allow_nonlocal_bind(i)?;
         }
+        let ca = site_certificate(&site.dir)?;
         let mut lab = Self {
             site,
             hosts: BTreeMap::new(),
             manifest: String::new(),
             report: String::new(),
+            ca,
         };
+        for i in 0..NODES.len() {
+            lab.add_in_service(i)?;
+        }
         for (name, octet) in WEB {
             lab.add_host(name, octet, &[8000])?;
         }
         for (name, octet) in DB {
-            lab.add_host(name, octet, &[3306, 9200])?;
+            lab.add_host(name, octet, &[3306, 9200, MYSQL_PORT])?;
         }
         lab.import()?;
         Ok(lab)
@@ -234,6 +282,19 @@ impl Lab {
         Ok(())
     }
 
+    /// Node `i`'s health endpoint on its own loopback, started and then stopped or
+    /// restarted with [`Self::kill_backend`]/[`Self::start_backend`] under the node's name.
+    fn add_in_service(&mut self, i: usize) -> Result<()> {
+        let host = self.site.nodes[i].clone();
+        let listeners = vec![Listener {
+            listen: format!("127.0.0.1:{IN_SERVICE_PORT}"),
+            pid: None,
+        }];
+        self.hosts
+            .insert(NODES[i].to_string(), BackendHost { host, listeners });
+        self.start_backend(NODES[i], IN_SERVICE_PORT)
+    }
+
     fn listener(&mut self, name: &str, port: u16) -> Result<(Host, &mut Listener)> {
         let h = self
             .hosts
@@ -254,15 +315,20 @@ impl Lab {
             .site
             .dir
             .join(crate::backends::unique(&format!("{name}-{port}-")));
-        let program = binary("halo-lab")?;
         let (host, listener) = self.listener(name, port)?;
         let listen = listener.listen.clone();
-        let pid = self.site.lab.spawn(
-            &host,
-            &program,
-            &["backend", "--listen", &listen, "--name", name],
-            &log,
-        )?;
+        let (program, args) = if port == MYSQL_PORT {
+            (
+                PathBuf::from("python3"),
+                vec!["-c", MYSQL_GREETER, &listen, name],
+            )
+        } else {
+            (
+                binary("halo-lab")?,
+                vec!["backend", "--listen", &listen, "--name", name],
+            )
+        };
+        let pid = self.site.lab.spawn(&host, &program, &args, &log)?;
         if let Ok((_, l)) = self.listener(name, port) {
             l.pid = Some(pid);
         }
@@ -283,13 +349,17 @@ impl Lab {
     }
 
     /// `halo-dataplane import --haproxy haproxy.cfg --keepalived node-a.conf --keepalived
-    /// node-b.conf`: the manifest both Halo nodes run.
+    /// node-b.conf`: the manifest both Halo nodes run. The haproxy.cfg is read from a
+    /// copy in the lab directory, where HAProxy runs, so that its `crt` path names the
+    /// same file for both.
     fn import(&mut self) -> Result<()> {
         let out = self.site.dir.join("imported.yaml");
+        let cfg = self.site.dir.join("haproxy.cfg");
+        std::fs::copy(fixture("haproxy.cfg"), &cfg)?;
         let run = std::process::Command::new(binary("halo-dataplane")?)
             .arg("import")
             .arg("--haproxy")
-            .arg(fixture("haproxy.cfg"))
+            .arg(&cfg)
             .arg("--keepalived")
             .arg(fixture("node-a.conf"))
             .arg("--keepalived")
@@ -315,8 +385,12 @@ impl Lab {
         match stack {
             Stack::Legacy => {
                 let cfg = std::fs::read_to_string(fixture("haproxy.cfg"))?;
-                let binds: Vec<SocketAddr> =
-                    vec![format!("{VIP}:80").parse()?, format!("{VIP}:3306").parse()?];
+                let binds: Vec<SocketAddr> = vec![
+                    format!("{VIP}:80").parse()?,
+                    format!("{VIP}:443").parse()?,
+                    format!("{VIP}:3306").parse()?,
+                    format!("{VIP}:{MYSQL_PORT}").parse()?,
+                ];
                 self.site.start_haproxy(i, &cfg, &binds)?;
                 let conf = fixture(&format!("{}.conf", NODES[i]));
                 self.site.start_keepalived_file(i, &conf)
@@ -430,30 +504,48 @@ impl Lab {
     pub fn get(&self, host: &str, path: &str, cookie: Option<&str>) -> Result<Answer> {
         let url = format!("http://{VIP}{path}");
         let host_header = format!("Host: {host}");
-        let mut args = vec![
-            "curl",
-            "-s",
-            "-m",
-            "3",
-            "-D",
-            "-",
-            "-o",
-            "-",
-            "-H",
-            &host_header,
-        ];
+        let mut args = vec!["-H", host_header.as_str()];
         let cookie_header;
         if let Some(c) = cookie {
             cookie_header = format!("Cookie: {c}");
             args.extend(["-H", &cookie_header]);
         }
         args.push(&url);
-        let out = self.site.lab.exec_in(&self.site.client.ns, &args);
-        Ok(match out {
-            Ok(o) => parse_answer(&String::from_utf8_lossy(&o.stdout)),
-            // curl failed (no answer): status 0, no backend.
-            Err(_) => Answer::default(),
-        })
+        Ok(self.curl(&args).0)
+    }
+
+    /// `GET https://host{path}` with `host` resolved to the VIP and the site's CA
+    /// trusted: the answer and the subject of the certificate served (`-` when the
+    /// handshake failed).
+    pub fn get_https(&self, host: &str, path: &str) -> Result<(Answer, String)> {
+        let url = format!("https://{host}{path}");
+        let resolve = format!("{host}:443:{VIP}");
+        let ca = self.ca.to_string_lossy().to_string();
+        let (answer, log) = self.curl(&["-v", "--cacert", &ca, "--resolve", &resolve, &url]);
+        Ok((answer, served_subject(&log).unwrap_or("-").to_string()))
+    }
+
+    /// curl from the client namespace with `args` after the common ones: the parsed
+    /// answer (status 0 when curl failed) and curl's stderr.
+    fn curl(&self, args: &[&str]) -> (Answer, String) {
+        let mut full = vec!["curl", "-s", "-m", "3", "-D", "-", "-o", "-"];
+        full.extend_from_slice(args);
+        match self.site.lab.exec_in(&self.site.client.ns, &full) {
+            Ok(o) => (
+                parse_answer(&String::from_utf8_lossy(&o.stdout)),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            ),
+            Err(e) => (Answer::default(), format!("{e:#}")),
+        }
+    }
+
+    /// `n` requests over HTTPS; the spread of who answered.
+    pub fn spread_of_https(&self, n: usize, host: &str, path: &str) -> Result<String> {
+        let mut names = Vec::new();
+        for _ in 0..n {
+            names.push(self.get_https(host, path)?.0.backend);
+        }
+        Ok(spread(names.iter().map(String::as_str)))
     }
 
     /// `n` requests; the spread of who answered.
@@ -512,6 +604,44 @@ b.close()
         ))
     }
 
+    /// Two connections to VIP:[`MYSQL_PORT`], the first held open while the second is
+    /// made: the server that greeted each (from its handshake's version, `-` for none).
+    pub fn mysql_pair(&self) -> Result<(String, String)> {
+        let script = format!(
+            r#"
+import socket
+def greeted_by(s):
+    data = b""
+    for _ in range(16):
+        if len(data) >= 4 and len(data) >= 4 + int.from_bytes(data[:3], "little"):
+            break
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    version = data[5:].split(b"\0", 1)[0].decode(errors="replace")
+    return version.rsplit("-", 1)[-1] if "-" in version else "-"
+a = socket.create_connection(("{VIP}", {MYSQL_PORT}), timeout=3)
+first = greeted_by(a)
+b = socket.create_connection(("{VIP}", {MYSQL_PORT}), timeout=3)
+second = greeted_by(b)
+print(first, second)
+a.close()
+b.close()
+"#
+        );
+        let out = self
+            .site
+            .lab
+            .exec_in(&self.site.client.ns, &["python3", "-c", &script])?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut words = text.split_whitespace().map(str::to_string);
+        Ok((
+            words.next().unwrap_or_else(|| "-".into()),
+            words.next().unwrap_or_else(|| "-".into()),
+        ))
+    }
+
     /// The node that holds the VIP ("-" for none, "node-a+node-b" for both).
     pub fn owner(&self) -> String {
         let holders: Vec<&str> = self
@@ -533,6 +663,28 @@ b.close()
     }
 }
 
+/// Issues the site's certificate from a fresh CA and writes it with its key as one PEM
+/// at [`SITE_PEM`] under `dir` (HAProxy's `crt` form); returns the CA's certificate.
+fn site_certificate(dir: &Path) -> Result<PathBuf> {
+    let ca = crate::certs::Ca::new(dir, "site-ca", "Differential CA");
+    let (cert, key) = ca.issue("site", &TLS_NAMES);
+    let pem = dir.join(SITE_PEM);
+    if let Some(parent) = pem.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let bundle = std::fs::read_to_string(&cert)? + &std::fs::read_to_string(&key)?;
+    std::fs::write(&pem, bundle)?;
+    Ok(dir.join("site-ca.crt"))
+}
+
+/// The served certificate's subject in `curl -v` output (`CN=shop.example.com`).
+pub fn served_subject(verbose: &str) -> Option<&str> {
+    verbose
+        .lines()
+        .find_map(|l| l.trim_start_matches(['*', ' ']).strip_prefix("subject:"))
+        .map(str::trim)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,6 +703,13 @@ mod tests {
         assert!(plain.shared_cacheable());
         assert_eq!(a.body, "web1\n");
         assert_eq!(parse_answer("").status, 0);
+    }
+
+    #[test]
+    fn finds_the_served_subject() {
+        let log = "*  SSL connection using TLSv1.3\n* Server certificate:\n*  subject: CN=shop.example.com\n*  issuer: CN=Differential CA\n";
+        assert_eq!(served_subject(log), Some("CN=shop.example.com"));
+        assert_eq!(served_subject("* Connected"), None);
     }
 
     #[test]

@@ -97,7 +97,8 @@ pub struct InLab {
 
 impl InLab {
     /// Writes `text` (a complete haproxy.cfg) to `dir/<name>.cfg`, checks it with
-    /// `haproxy -c`, starts HAProxy in `host`'s namespace and returns once it listens on
+    /// `haproxy -c`, starts HAProxy in `host`'s namespace from `dir` (`-C`: relative
+    /// paths such as `crt` files are found there) and returns once it listens on
     /// every address of `binds` (seen from the namespace's socket table, so an address
     /// the host does not hold yet counts too).
     pub fn start(
@@ -111,11 +112,20 @@ impl InLab {
         let config = dir.join(format!("{name}.cfg"));
         std::fs::write(&config, text)?;
         let config_arg = config.to_string_lossy().to_string();
-        lab.exec_in(&host.ns, &["haproxy", "-c", "-q", "-f", &config_arg])
-            .context("haproxy -c")?;
+        let dir_arg = dir.to_string_lossy().to_string();
+        lab.exec_in(
+            &host.ns,
+            &["haproxy", "-c", "-q", "-C", &dir_arg, "-f", &config_arg],
+        )
+        .context("haproxy -c")?;
         let log = dir.join(format!("{name}.log"));
         let program = which("haproxy")?;
-        let pid = lab.spawn(host, &program, &["-db", "-f", &config_arg], &log)?;
+        let pid = lab.spawn(
+            host,
+            &program,
+            &["-db", "-C", &dir_arg, "-f", &config_arg],
+            &log,
+        )?;
         let h = Self { pid, config, log };
         let start = Instant::now();
         while start.elapsed() < START_LIMIT {

@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use halo_tests::differential::{INSTANCE, Lab, NODES, Outcomes, Stack};
+use halo_tests::differential::{
+    IN_SERVICE_PORT, INSTANCE, Lab, MYSQL_PORT, NODES, Outcomes, Stack,
+};
 use halo_tests::{haproxy, keepalived, netns};
 
 macro_rules! require_lab {
@@ -103,7 +105,7 @@ fn start_pair(lab: &mut Lab, stack: Stack, o: &mut Outcomes) {
     );
     o.record(stack, "VRRP: owner once both run", lab.owner());
     for name in [
-        "web1", "web2", "web3", "api1", "api2", "static1", "db1", "db2",
+        "web1", "web2", "web3", "api1", "api2", "static1", "db1", "db2", "my1", "my2",
     ] {
         assert!(
             lab.time_to(stack, A, name, true, UP_BOUND * 2).is_some(),
@@ -136,6 +138,39 @@ fn routing(lab: &Lab, stack: Stack, o: &mut Outcomes) {
             stack,
             scenario,
             lab.spread_of(n, host, path, None).expect("get"),
+        );
+    }
+}
+
+/// The same routes over `bind ... ssl crt certs/site.pem`, and the certificate served.
+fn tls(lab: &Lab, stack: Stack, o: &mut Outcomes) {
+    let cases = [
+        ("https: shop / (4)", SHOP, "/", 4),
+        ("https: api /v1/items (4)", API, "/v1/items", 4),
+        (
+            "https: shop /static/app.css (2)",
+            SHOP,
+            "/static/app.css",
+            2,
+        ),
+    ];
+    for (scenario, host, path, n) in cases {
+        o.record(
+            stack,
+            scenario,
+            lab.spread_of_https(n, host, path).expect("https"),
+        );
+    }
+    // Two requests per host, so that the round robin stays where the HTTP rows leave it.
+    for host in [SHOP, API] {
+        let answers: Vec<_> = (0..2)
+            .map(|_| lab.get_https(host, "/").expect("https"))
+            .collect();
+        let statuses: Vec<String> = answers.iter().map(|a| a.0.status.to_string()).collect();
+        o.record(
+            stack,
+            &format!("https: {host} subject (2 statuses)"),
+            format!("{} ({})", answers[0].1, statuses.join(",")),
         );
     }
 }
@@ -325,6 +360,34 @@ fn tcp(lab: &mut Lab, stack: Stack, o: &mut Outcomes, t: &mut Timings) {
     timing(t, stack, "db1 marked up", up);
 }
 
+/// `option mysql-check` (HAProxy reads the handshake; the import makes it a TCP check):
+/// a dead MySQL server is marked down by both and its connections go to the other.
+fn mysql(lab: &mut Lab, stack: Stack, o: &mut Outcomes, t: &mut Timings) {
+    let (first, second) = lab.mysql_pair().expect("mysql");
+    let mut pair = [first, second];
+    pair.sort();
+    o.record(stack, "mysql-check: two connections", pair.join(","));
+    lab.kill_backend("db1", MYSQL_PORT)
+        .expect("kill db1's mysql");
+    let down = lab.time_to(stack, A, "my1", false, DOWN_BOUND * 2);
+    timing(t, stack, "my1 (mysql-check) marked down", down);
+    o.record(
+        stack,
+        "mysql-check: my1 killed, down within bound",
+        format!("{}", down.is_some_and(|d| d <= DOWN_BOUND)),
+    );
+    let (first, second) = lab.mysql_pair().expect("mysql");
+    o.record(
+        stack,
+        "mysql-check: my1 down, two connections",
+        format!("{first},{second}"),
+    );
+    lab.start_backend("db1", MYSQL_PORT)
+        .expect("db1's mysql back");
+    let up = lab.time_to(stack, A, "my1", true, UP_BOUND * 2);
+    timing(t, stack, "my1 marked up", up);
+}
+
 fn failover(lab: &mut Lab, stack: Stack, o: &mut Outcomes, t: &mut Timings) {
     let start = std::time::Instant::now();
     lab.kill_node(stack, A).expect("kill node-a");
@@ -351,13 +414,43 @@ fn failover(lab: &mut Lab, stack: Stack, o: &mut Outcomes, t: &mut Timings) {
     o.record(stack, "node-a back (nopreempt): owner", lab.owner());
 }
 
+/// node-b holds the VIP (after `failover`); its local health endpoint stops, so its
+/// `chk_in_service` fails there and the node leaves the election: node-a takes the VIP.
+fn track_script(lab: &mut Lab, stack: Stack, o: &mut Outcomes, t: &mut Timings) {
+    let start = std::time::Instant::now();
+    lab.kill_backend(NODES[B], IN_SERVICE_PORT)
+        .expect("stop node-b's health endpoint");
+    let took = lab
+        .site
+        .wait_master(A, FAILOVER * 2)
+        .then(|| start.elapsed());
+    timing(t, stack, "chk_in_service: node-a owns", took);
+    o.record(stack, "chk_in_service fails on node-b: owner", lab.owner());
+    o.record(
+        stack,
+        "chk_in_service fails: within failover time",
+        format!("{}", took.is_some_and(|d| d <= FAILOVER)),
+    );
+    let a = lab.get(SHOP, "/", None).expect("get");
+    o.record(
+        stack,
+        "chk_in_service fails: shop / answered",
+        format!("{}", a.status),
+    );
+    lab.start_backend(NODES[B], IN_SERVICE_PORT)
+        .expect("node-b's health endpoint back");
+}
+
 fn run(lab: &mut Lab, stack: Stack, o: &mut Outcomes, t: &mut Timings) {
     start_pair(lab, stack, o);
     routing(lab, stack, o);
+    tls(lab, stack, o);
     let jar = cookies(lab, stack, o);
     health(lab, stack, o, t, &jar);
     tcp(lab, stack, o, t);
+    mysql(lab, stack, o, t);
     failover(lab, stack, o, t);
+    track_script(lab, stack, o, t);
     lab.stop_all(stack).expect("stop");
 }
 
@@ -437,8 +530,21 @@ fn imported_site_behaves_as_haproxy_and_keepalived() {
         "true (db1,db2)"
     );
     assert_eq!(row("db1 down: two connections"), "db2,db2");
+    assert_eq!(row("mysql-check: two connections"), "db1,db2");
+    assert_eq!(row("mysql-check: my1 down, two connections"), "db2,db2");
     assert_eq!(row("node-a dies: new owner"), NODES[B]);
     assert_eq!(row("node-a back (nopreempt): owner"), NODES[B]);
+    assert_eq!(row("https: shop / (4)"), "web1×2 web2×2");
+    assert_eq!(row("https: api /v1/items (4)"), "api1×2 api2×2");
+    assert_eq!(row("https: shop /static/app.css (2)"), "static1×2");
+    for host in [SHOP, API] {
+        assert_eq!(
+            row(&format!("https: {host} subject (2 statuses)")),
+            "CN=shop.example.com (200,200)"
+        );
+    }
+    assert_eq!(row("chk_in_service fails on node-b: owner"), NODES[A]);
+    assert_eq!(row("chk_in_service fails: shop / answered"), "200");
     for r in &outcomes.rows {
         if r.0.contains("within") {
             assert_eq!(r.1, "true", "{}", outcomes.table(&expected));
