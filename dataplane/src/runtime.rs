@@ -350,6 +350,11 @@ impl Runtime {
         self.vips.release_all().await;
     }
 
+    /// Returns when a VRRP instance has changed state (see `VrrpManager::state_changed`).
+    pub async fn vrrp_state_changed(&self) {
+        self.vrrp.state_changed().await;
+    }
+
     pub fn status(&self) -> RuntimeStatus {
         let state = self.lock();
         let (version, hash) = state

@@ -71,6 +71,8 @@ struct Driver {
     vrrp: VrrpConfig,
     metrics: Arc<Metrics>,
     status: Arc<Mutex<InstanceStatus>>,
+    /// Woken on every state change, so the state is reported without waiting for a poll.
+    changed: Arc<tokio::sync::Notify>,
     netlink: Netlink,
     ifindex: u32,
     source: IpAddr,
@@ -92,9 +94,10 @@ pub async fn run(
     vrrp: VrrpConfig,
     metrics: Arc<Metrics>,
     status: Arc<Mutex<InstanceStatus>>,
+    changed: Arc<tokio::sync::Notify>,
     mut commands: mpsc::Receiver<Command>,
 ) {
-    let mut driver = match Driver::open(vip, vrrp, metrics, status.clone()).await {
+    let mut driver = match Driver::open(vip, vrrp, metrics, status.clone(), changed.clone()).await {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "VRRP instance cannot start");
@@ -102,6 +105,7 @@ pub async fn run(
                 s.state = "Fault".into();
                 s.error = Some(e);
             }
+            changed.notify_one();
             // Stay reachable for Stop so the manager never blocks.
             while let Some(cmd) = commands.recv().await {
                 if let Command::Stop(done) = cmd {
@@ -206,6 +210,7 @@ impl Driver {
         vrrp: VrrpConfig,
         metrics: Arc<Metrics>,
         status: Arc<Mutex<InstanceStatus>>,
+        changed: Arc<tokio::sync::Notify>,
     ) -> Result<Self, String> {
         let first = *vip.addresses.first().ok_or("no addresses")?;
         let netlink = Netlink::connect().map_err(|e| e.to_string())?;
@@ -269,6 +274,7 @@ impl Driver {
             vrrp,
             metrics,
             status,
+            changed,
             netlink,
             ifindex,
             source,
@@ -431,6 +437,7 @@ impl Driver {
                         s.state = state_name(to).into();
                         s.since = Some(Instant::now());
                     }
+                    self.changed.notify_one();
                 }
                 Action::SplitBrain {
                     kept,

@@ -119,6 +119,8 @@ pub struct VrrpManager {
     running: tokio::sync::Mutex<BTreeMap<String, Running>>,
     statuses: Mutex<Vec<Arc<Mutex<InstanceStatus>>>>,
     checks: track::Checks,
+    /// Notified when an instance changes state (one waiter: the status reporter).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 /// Equal but for tracking, which reaches a running instance as commands: a change there
@@ -185,6 +187,7 @@ impl VrrpManager {
                 vrrp.clone(),
                 metrics.clone(),
                 status.clone(),
+                self.changed.clone(),
                 rx,
             ));
             running.insert(
@@ -301,6 +304,12 @@ impl VrrpManager {
         if let Ok(mut s) = self.statuses.lock() {
             s.clear();
         }
+    }
+
+    /// Returns at the next state change of any instance (or at once if one happened
+    /// since the last call): for a single waiter.
+    pub async fn state_changed(&self) {
+        self.changed.notified().await;
     }
 
     pub fn status(&self) -> Vec<InstanceStatus> {
