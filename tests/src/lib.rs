@@ -7,6 +7,7 @@ pub mod client;
 pub mod cluster;
 pub mod control_plane;
 pub mod curl;
+pub mod fault_lab;
 pub mod h2;
 pub mod haproxy;
 pub mod import;
