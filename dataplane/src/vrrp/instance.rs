@@ -17,13 +17,15 @@ use crate::metrics::{Metrics, with};
 use crate::netlink::Netlink;
 
 pub enum Command {
-    Stop(oneshot::Sender<()>),
+    /// Leave the election; with `hand_over` (a graceful stop of the data plane) a master
+    /// keeps serving until its successor advertises.
+    Stop {
+        done: oneshot::Sender<()>,
+        hand_over: bool,
+    },
     /// Tracking result: lower the configured priority by `penalty`, or leave the
     /// election while `fault`.
-    Track {
-        penalty: u8,
-        fault: bool,
-    },
+    Track { penalty: u8, fault: bool },
     /// Planned handover to this node.
     Takeover(oneshot::Sender<Result<(), String>>),
 }
@@ -55,6 +57,13 @@ pub struct InterfaceTrack {
     /// `weight N` or `fault`.
     pub effect: String,
     pub down: bool,
+}
+
+/// How long a stopping master waits for its successor: a backup answers priority 0
+/// after its skew time (under one interval), so two intervals, within the manager's
+/// patience for a stopping instance (and never long where no backup exists).
+pub fn handover_limit(advert_interval: Duration) -> Duration {
+    (advert_interval * 2).clamp(Duration::from_millis(100), Duration::from_millis(1500))
 }
 
 pub fn state_name(state: State) -> &'static str {
@@ -108,7 +117,7 @@ pub async fn run(
             changed.notify_one();
             // Stay reachable for Stop so the manager never blocks.
             while let Some(cmd) = commands.recv().await {
-                if let Command::Stop(done) = cmd {
+                if let Command::Stop { done, .. } = cmd {
                     let _ = done.send(());
                     return;
                 }
@@ -167,7 +176,10 @@ pub async fn run(
                         let _ = reply.send(Ok(()));
                     }
                 }
-                Some(Command::Stop(done)) => {
+                Some(Command::Stop { done, hand_over }) => {
+                    if hand_over && machine.state() == State::Master {
+                        driver.hand_over().await;
+                    }
                     let actions = machine.shutdown(driver.now());
                     driver.execute(&machine, actions).await;
                     let _ = done.send(());
@@ -549,6 +561,33 @@ impl Driver {
         }
     }
 
+    /// A master that stops: priority 0 (a backup takes over after its skew time), while
+    /// it keeps the addresses and serves them until the successor advertises (or
+    /// `handover_limit` passes). Releasing first would drop every packet sent in
+    /// between: connection attempts that the client retries only a second later.
+    async fn hand_over(&mut self) {
+        self.send_advert(0).await;
+        let until = tokio::time::Instant::now()
+            + handover_limit(Duration::from_millis(u64::from(
+                self.vrrp.advert_interval_ms,
+            )));
+        loop {
+            tokio::select! {
+                received = self.socket.recv() => match received {
+                    Ok(Some(pkt)) => {
+                        if self.accept(&pkt).is_some_and(|(priority, _, _)| priority > 0) {
+                            tracing::info!(vip = %self.vip.name, "successor advertises; releasing");
+                            return;
+                        }
+                    }
+                    Ok(None) => self.drop_packet(DropReason::BadLength),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                },
+                () = tokio::time::sleep_until(until) => return,
+            }
+        }
+    }
+
     async fn release(&mut self) {
         // A node that lets go must stop telling the network the addresses are here.
         if let Some(task) = self.announce_task.take() {
@@ -558,6 +597,25 @@ impl Driver {
             if let Err(e) = self.netlink.delete(self.ifindex, *prefix).await {
                 tracing::warn!(vip = %self.vip.name, address = %prefix, error = %e, "cannot remove VIP");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopping_master_waits_about_two_intervals_for_its_successor() {
+        let ms = Duration::from_millis;
+        for (interval, limit) in [
+            (ms(10), ms(100)),
+            (ms(100), ms(200)),
+            (ms(500), ms(1000)),
+            (ms(1000), ms(1500)),
+            (ms(40_000), ms(1500)),
+        ] {
+            assert_eq!(handover_limit(interval), limit, "{interval:?}");
         }
     }
 }
