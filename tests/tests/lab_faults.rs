@@ -87,6 +87,9 @@ fn rolling_restart_of_all_data_planes() {
     require_lab!();
     let mut lab = FaultLab::start("froll").expect("lab");
     let versions = lab.versions();
+    // A client with an ordinary timeout: a connection attempt that falls into a
+    // handover is retried by TCP (after 1 s) and still answered; the row's outage column
+    // shows that wait.
     let prober = lab.probe("24s", "2s").expect("probe");
     let started = Instant::now();
     std::thread::sleep(LEAD_IN);
