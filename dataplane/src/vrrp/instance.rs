@@ -59,6 +59,9 @@ pub struct InterfaceTrack {
     pub down: bool,
 }
 
+/// How long a stopping master keeps its addresses after its successor's first advert.
+const HANDOVER_LINGER: Duration = Duration::from_millis(50);
+
 /// How long a stopping master waits for its successor: a backup answers priority 0
 /// after its skew time (under one interval), so two intervals, within the manager's
 /// patience for a stopping instance (and never long where no backup exists).
@@ -576,6 +579,10 @@ impl Driver {
                 received = self.socket.recv() => match received {
                     Ok(Some(pkt)) => {
                         if self.accept(&pkt).is_some_and(|(priority, _, _)| priority > 0) {
+                            // A new master advertises before it adds and announces the
+                            // addresses: a moment more, so the client is never sent to
+                            // a node that has none.
+                            tokio::time::sleep(HANDOVER_LINGER).await;
                             tracing::info!(vip = %self.vip.name, "successor advertises; releasing");
                             return;
                         }
