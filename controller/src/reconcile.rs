@@ -34,7 +34,34 @@ pub struct Shared {
     pub secret_problems: ArcSwap<BTreeMap<ObjectRef, Vec<SecretProblem>>>,
     /// Latest report of each node, with when it came.
     pub reports: Mutex<BTreeMap<String, (NodeReport, Instant)>>,
+    /// Each node's config streams to this replica.
+    streams: Mutex<BTreeMap<String, Presence>>,
     triggers: Mutex<Vec<UnboundedSender<()>>>,
+}
+
+/// How long a node's report still counts after its last config stream closed: long
+/// enough for a reconnect, short enough that a dead master leaves the status quickly.
+pub const CLOSED_STREAM_GRACE: Duration = Duration::from_millis(500);
+
+/// A node's config streams: how many are open, and when the last one closed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Presence {
+    pub open: usize,
+    pub closed_at: Option<Instant>,
+}
+
+/// Whether a node's report counts at `now`: while the node holds a stream, when its
+/// stream never broke (reports may come first; this replica may have ended it), and for
+/// `CLOSED_STREAM_GRACE` after its last stream broke. A data plane that died keeps no
+/// `Master` in status.
+pub fn report_counts(presence: Option<&Presence>, now: Instant) -> bool {
+    match presence {
+        Some(Presence {
+            open: 0,
+            closed_at: Some(at),
+        }) => now.saturating_duration_since(*at) < CLOSED_STREAM_GRACE,
+        _ => true,
+    }
 }
 
 impl Shared {
@@ -53,11 +80,37 @@ impl Shared {
         }
     }
 
+    /// The reports that count (see [`report_counts`]).
     pub fn reports(&self) -> BTreeMap<String, NodeReport> {
+        let streams = self.streams.lock().map(|s| s.clone()).unwrap_or_default();
+        let now = Instant::now();
         self.reports
             .lock()
-            .map(|r| r.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect())
+            .map(|r| {
+                r.iter()
+                    .filter(|(k, _)| report_counts(streams.get(*k), now))
+                    .map(|(k, (v, _))| (k.clone(), v.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
+    }
+
+    pub fn stream_opened(&self, node: &str) {
+        if let Ok(mut s) = self.streams.lock() {
+            s.entry(node.to_string()).or_default().open += 1;
+        }
+        self.trigger();
+    }
+
+    /// A config stream of `node` ended; `gone`: the data plane went away (the stream
+    /// broke), rather than this replica ending it (leadership lost, shutdown), which
+    /// says nothing about the node.
+    pub fn stream_closed(&self, node: &str, gone: bool) {
+        if let Ok(mut s) = self.streams.lock() {
+            let p = s.entry(node.to_string()).or_default();
+            p.open = p.open.saturating_sub(1);
+            p.closed_at = gone.then(Instant::now);
+        }
     }
 
     pub fn record_report(&self, node: &str, report: NodeReport) {
@@ -310,5 +363,57 @@ pub fn render_world(world: &World<'_>, vrid_range: (u8, u8)) -> Outcome {
             .into_iter()
             .map(|(k, v)| (k, v.into_iter().collect()))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_counts_until_its_broken_stream_is_past_the_grace() {
+        let now = Instant::now();
+        let broke = |ago: Duration| Presence {
+            open: 0,
+            closed_at: now.checked_sub(ago),
+        };
+        let open = Presence {
+            open: 1,
+            closed_at: now.checked_sub(Duration::from_secs(60)),
+        };
+        for (presence, counts) in [
+            (None, true),
+            (Some(Presence::default()), true),
+            (Some(open), true),
+            (Some(broke(Duration::ZERO)), true),
+            (Some(broke(CLOSED_STREAM_GRACE / 2)), true),
+            (Some(broke(CLOSED_STREAM_GRACE)), false),
+            (Some(broke(Duration::from_secs(60))), false),
+        ] {
+            assert_eq!(
+                report_counts(presence.as_ref(), now),
+                counts,
+                "{presence:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_dead_data_plane_leaves_the_reports_a_reconnected_one_returns() {
+        let shared = Shared::default();
+        shared.record_report("node-a", NodeReport::default());
+        shared.stream_opened("node-a");
+        shared.stream_closed("node-a", true);
+        if let Ok(mut s) = shared.streams.lock()
+            && let Some(p) = s.get_mut("node-a")
+        {
+            p.closed_at = Instant::now().checked_sub(CLOSED_STREAM_GRACE * 2);
+        }
+        assert!(shared.reports().is_empty());
+        shared.stream_opened("node-a");
+        assert_eq!(shared.reports().len(), 1);
+        // Ended by this replica (it lost the leadership): the report still counts.
+        shared.stream_closed("node-a", false);
+        assert_eq!(shared.reports().len(), 1);
     }
 }

@@ -311,9 +311,12 @@ impl StreamServer {
         let node = node.to_string();
         tokio::spawn(async move {
             server.metrics.connected.inc();
+            server.shared.stream_opened(&node);
             tracing::info!(%node, version, "data plane connected");
             let mut first = true;
-            loop {
+            let mut last_beat = Instant::now();
+            // Whether the data plane went away (rather than this replica ending it).
+            let gone = loop {
                 let published = updates.borrow_and_update().clone();
                 // Same content as the data plane runs: send it under the version it
                 // already has, so a controller restart causes no churn.
@@ -331,7 +334,7 @@ impl StreamServer {
                         .await
                         .is_err()
                     {
-                        break;
+                        break true;
                     }
                     server.metrics.pushes.inc();
                     server
@@ -341,16 +344,33 @@ impl StreamServer {
                     first = false;
                 }
                 tokio::select! {
-                    r = updates.changed() => if r.is_err() { break },
-                    () = tokio::time::sleep(server.heartbeat) => {
-                        if !server.leader.is_leader() || send(&mut tx, &StreamMessage::Heartbeat).await.is_err() {
-                            break;
+                    r = updates.changed() => if r.is_err() { break false },
+                    // Often enough to notice a data plane that is gone (its report stops
+                    // counting) well before the next heartbeat would fail.
+                    () = tokio::time::sleep(CLOSE_CHECK.min(server.heartbeat)) => {
+                        if tx.is_closed() {
+                            break true;
+                        }
+                        if !server.leader.is_leader() {
+                            break false;
+                        }
+                        if last_beat.elapsed() >= server.heartbeat {
+                            if send(&mut tx, &StreamMessage::Heartbeat).await.is_err() {
+                                break true;
+                            }
+                            last_beat = Instant::now();
                         }
                     }
                 }
-            }
+            };
             server.metrics.connected.dec();
-            tracing::info!(%node, "data plane stream closed");
+            server.shared.stream_closed(&node, gone);
+            tracing::info!(%node, gone, "data plane stream closed");
+            if gone {
+                // Once the grace has passed, status no longer counts the node's report.
+                tokio::time::sleep(crate::reconcile::CLOSED_STREAM_GRACE).await;
+                server.shared.trigger();
+            }
         });
         let mut response = Response::new(StreamBody::new(rx).boxed());
         response.headers_mut().insert(
@@ -360,6 +380,9 @@ impl StreamServer {
         response
     }
 }
+
+/// How often a config stream checks that its data plane is still there.
+const CLOSE_CHECK: Duration = Duration::from_millis(200);
 
 async fn send(
     tx: &mut mpsc::Sender<Result<Frame<Bytes>, Infallible>>,

@@ -74,6 +74,8 @@ struct State {
 }
 
 const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a graceful stop waits for requests in flight.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 const TRACK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct Runtime {
@@ -347,7 +349,29 @@ impl Runtime {
             let mut state = self.lock();
             state.sockets.clear();
         }
+        // Nothing new is accepted; requests already at a backend get to finish.
+        let until = tokio::time::Instant::now() + DRAIN_LIMIT;
+        while self.in_flight() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         self.vips.release_all().await;
+    }
+
+    /// Backend connections in use, over every listener.
+    fn in_flight(&self) -> u32 {
+        let state = self.lock();
+        state
+            .services
+            .values()
+            .flat_map(|s| s.groups.iter())
+            .flat_map(|g| g.backends.iter())
+            .map(|b| b.active())
+            .sum()
+    }
+
+    /// Returns when a VRRP instance has changed state (see `VrrpManager::state_changed`).
+    pub async fn vrrp_state_changed(&self) {
+        self.vrrp.state_changed().await;
     }
 
     pub fn status(&self) -> RuntimeStatus {

@@ -86,6 +86,14 @@ struct Proc {
     log: PathBuf,
 }
 
+/// How a process was started, so `resume` can start it again the same way.
+struct Spec {
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+    lifetime: Lifetime,
+}
+
 /// A running etcd + kube-apiserver pair.
 pub struct ControlPlane {
     dir: PathBuf,
@@ -95,6 +103,7 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     kubectl: PathBuf,
     procs: Vec<Proc>,
+    specs: Vec<Spec>,
     stop_on_drop: bool,
 }
 
@@ -150,6 +159,7 @@ impl ControlPlane {
             kubeconfig,
             kubectl,
             procs: Vec::new(),
+            specs: Vec::new(),
             stop_on_drop: true,
         };
 
@@ -262,6 +272,32 @@ impl ControlPlane {
         self.stop_procs()
     }
 
+    /// Stops kube-apiserver and etcd like `stop`, but keeps what `resume` needs to start
+    /// them again on the same ports with the same data (an outage of the control plane).
+    pub fn pause(&mut self) -> Result<()> {
+        self.stop_procs()
+    }
+
+    /// Starts again what `pause` stopped and waits until the API server is ready.
+    pub fn resume(&mut self) -> Result<()> {
+        if !self.procs.is_empty() {
+            bail!("the control plane is running");
+        }
+        let specs = std::mem::take(&mut self.specs);
+        let etcd_port: u16 = self
+            .etcd_url
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .context("etcd URL without port")?;
+        for spec in &specs {
+            self.spawn(spec.name, &spec.program, &spec.args, spec.lifetime)?;
+            if spec.name == "etcd" {
+                self.wait_etcd(etcd_port)?;
+            }
+        }
+        self.wait_apiserver()
+    }
+
     fn stop_procs(&mut self) -> Result<()> {
         let mut failures = Vec::new();
         // Reverse start order: the API server goes before the etcd it uses.
@@ -286,7 +322,12 @@ impl ControlPlane {
         lifetime: Lifetime,
     ) -> Result<()> {
         let log = self.log_path(name);
-        let out = fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        // Appended to, so a resumed process keeps the log of its first run.
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("create {}", log.display()))?;
         let mut cmd = Command::new(program);
         cmd.args(args)
             .current_dir(&self.dir)
@@ -305,6 +346,12 @@ impl ControlPlane {
             pid: child.id(),
             child,
             log,
+        });
+        self.specs.push(Spec {
+            name,
+            program: program.to_path_buf(),
+            args: args.to_vec(),
+            lifetime,
         });
         // Written after each start, so a half-started control plane can still be stopped.
         let pids: String = self

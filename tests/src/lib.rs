@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod control_plane;
 pub mod curl;
 pub mod differential;
+pub mod fault_lab;
 pub mod h2;
 pub mod haproxy;
 pub mod import;

@@ -322,19 +322,37 @@ pub fn relay_into(
     inside: std::net::SocketAddr,
     target: std::net::SocketAddr,
 ) -> Result<tokio::task::JoinHandle<()>> {
+    relay_to_any(ns, inside, vec![target])
+}
+
+/// Like [`relay_into`], but spreads connections over `targets` in turn, skipping a
+/// target that refuses (what a Service in front of several replicas does).
+pub fn relay_to_any(
+    ns: &str,
+    inside: std::net::SocketAddr,
+    targets: Vec<std::net::SocketAddr>,
+) -> Result<tokio::task::JoinHandle<()>> {
     let listener = listen_in(ns, inside)?;
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     Ok(tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
+        let mut next = 0usize;
         loop {
             let Ok((mut inbound, _)) = listener.accept().await else {
                 continue;
             };
             while connections.try_join_next().is_some() {}
+            let order: Vec<_> = (0..targets.len())
+                .map(|k| targets[(next + k) % targets.len()])
+                .collect();
+            next = next.wrapping_add(1);
             connections.spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                for target in order {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
+                    }
                 }
             });
         }

@@ -336,6 +336,15 @@ impl Site {
     /// Nodes (.1, .2, ... in the order given), each with its backend running, and a
     /// client (.9). `label` must be short and unique among concurrently running tests.
     pub fn new(label: &str, nodes: &[&str]) -> Result<Self> {
+        let mut site = Self::without_backends(label, nodes)?;
+        for i in 0..site.nodes.len() {
+            site.start_backend(i)?;
+        }
+        Ok(site)
+    }
+
+    /// Like [`Site::new`], with no backend on the nodes (their traffic goes elsewhere).
+    pub fn without_backends(label: &str, nodes: &[&str]) -> Result<Self> {
         let mut lab = Lab::new(label)?;
         let dir = std::env::temp_dir().join(crate::backends::unique(&format!("halo-lab-{label}-")));
         std::fs::create_dir_all(&dir)?;
@@ -345,7 +354,7 @@ impl Site {
         }
         let client = lab.add_host("client", 9)?;
         let n = hosts.len();
-        let mut site = Self {
+        Ok(Self {
             lab,
             dir,
             nodes: hosts,
@@ -359,11 +368,7 @@ impl Site {
             dataplane_runs: vec![0; n],
             backend_runs: vec![0; n],
             keepalived_runs: vec![0; n],
-        };
-        for i in 0..n {
-            site.start_backend(i)?;
-        }
-        Ok(site)
+        })
     }
 
     pub fn name(&self, i: usize) -> &str {
@@ -434,30 +439,37 @@ impl Site {
 
     /// Starts `halo-dataplane run` on `yaml` in node `i`'s namespace (no wait).
     pub fn start(&mut self, i: usize, yaml: &str) -> Result<u32> {
+        let config = self.dir.join(format!(
+            "{}-{}.yaml",
+            self.nodes[i].name,
+            self.dataplane_runs[i] + 1
+        ));
+        std::fs::write(&config, yaml)?;
+        let config_arg = config.to_string_lossy().to_string();
+        self.start_run(i, &["--config", &config_arg])
+    }
+
+    /// Starts `halo-dataplane run` with `args` (a config source: `--config FILE` or
+    /// `--controller URL ...`) in node `i`'s namespace, with the node's name, admin
+    /// address and admin token (no wait).
+    pub fn start_run(&mut self, i: usize, args: &[&str]) -> Result<u32> {
         let node = self.nodes[i].clone();
         self.dataplane_runs[i] += 1;
-        let run = self.dataplane_runs[i];
-        let config = self.dir.join(format!("{}-{run}.yaml", node.name));
-        std::fs::write(&config, yaml)?;
-        let log = self.dataplane_log_path(i, run);
-        let config_arg = config.to_string_lossy().to_string();
+        let log = self.dataplane_log_path(i, self.dataplane_runs[i]);
         let token_arg = self.admin_token_path(i).to_string_lossy().to_string();
-        let pid = self.lab.spawn(
-            &node,
-            &binary("halo-dataplane")?,
-            &[
-                "run",
-                "--config",
-                &config_arg,
-                "--node",
-                &node.name,
-                "--admin",
-                ADMIN,
-                "--admin-token-file",
-                &token_arg,
-            ],
-            &log,
-        )?;
+        let mut full = vec!["run"];
+        full.extend_from_slice(args);
+        full.extend([
+            "--node",
+            &node.name,
+            "--admin",
+            ADMIN,
+            "--admin-token-file",
+            &token_arg,
+        ]);
+        let pid = self
+            .lab
+            .spawn(&node, &binary("halo-dataplane")?, &full, &log)?;
         self.dataplanes[i] = Some(pid);
         Ok(pid)
     }

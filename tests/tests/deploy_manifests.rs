@@ -227,6 +227,7 @@ fn plain_manifests_install_on_a_real_api_server() {
         "deploy/examples/vm-standalone.yaml",
         "deploy/examples/vrrp-track-checks.yaml",
         "deploy/examples/kubernetes/service-loadbalancer.yaml",
+        "deploy/examples/kubernetes/three-node-lab.yaml",
         // The L7 examples, one per capability (kubectl takes the whole folder).
         "deploy/examples/l7",
     ] {

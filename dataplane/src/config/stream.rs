@@ -25,6 +25,9 @@ const LAST_GOOD: &str = "last-good.json";
 /// A stream silent for this long is considered dead (the controller sends heartbeats).
 const SILENCE_LIMIT: Duration = Duration::from_secs(20);
 const REPORT_EVERY: Duration = Duration::from_secs(2);
+/// An unchanged report is sent again after this long, so the controller keeps hearing
+/// from the node.
+const REFRESH_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -283,28 +286,22 @@ impl ControllerClient {
         }
     }
 
+    /// Reports what changed: a VRRP state change at once (the VirtualIP status follows
+    /// the master within the report's round trip), health and config every
+    /// `REPORT_EVERY`, and everything again after `REFRESH_EVERY` of silence.
     async fn report_loop(self: Arc<Self>, runtime: Arc<Runtime>) {
         let mut last = String::new();
-        let mut since_sent = Duration::ZERO;
+        let mut last_sent = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(REPORT_EVERY).await;
-            since_sent += REPORT_EVERY;
+            tokio::select! {
+                () = tokio::time::sleep(REPORT_EVERY) => {}
+                () = runtime.vrrp_state_changed() => {}
+            }
             let report = build_report(&runtime, None);
-            let key = serde_json::to_string(&(
-                &report.applied_hash,
-                &report
-                    .vrrp
-                    .iter()
-                    .map(|v| (&v.state, v.priority))
-                    .collect::<Vec<_>>(),
-                &report.listeners,
-            ))
-            .unwrap_or_default();
-            if (key != last || since_sent >= Duration::from_secs(30))
-                && self.post(&report).await.is_ok()
-            {
+            let key = report_key(&report);
+            if report_due(&key, &last, last_sent.elapsed()) && self.post(&report).await.is_ok() {
                 last = key;
-                since_sent = Duration::ZERO;
+                last_sent = tokio::time::Instant::now();
             }
         }
     }
@@ -353,6 +350,27 @@ impl ControllerClient {
     }
 }
 
+/// What a report is compared on: the applied config, VRRP states and priorities, and
+/// listener health (not the ever-growing "since" times).
+fn report_key(report: &NodeReport) -> String {
+    serde_json::to_string(&(
+        &report.applied_hash,
+        &report
+            .vrrp
+            .iter()
+            .map(|v| (&v.state, v.priority))
+            .collect::<Vec<_>>(),
+        &report.listeners,
+    ))
+    .unwrap_or_default()
+}
+
+/// Whether a report with `key` goes out: when it differs from the last one sent, or
+/// when nothing was sent for `REFRESH_EVERY`.
+fn report_due(key: &str, last: &str, since_sent: Duration) -> bool {
+    key != last || since_sent >= REFRESH_EVERY
+}
+
 pub fn build_report(runtime: &Runtime, rejected: Option<Rejection>) -> NodeReport {
     let status = runtime.status();
     NodeReport {
@@ -389,5 +407,45 @@ pub fn build_report(runtime: &Runtime, rejected: Option<Rejection>) -> NodeRepor
                 total_backends: u32::try_from(l.backends.len()).unwrap_or(u32::MAX),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_goes_out_when_it_changed_or_has_been_silent_too_long() {
+        let s = Duration::from_secs;
+        for (key, last, since, due) in [
+            ("a", "", s(0), true),
+            ("a", "a", s(0), false),
+            ("a", "a", s(29), false),
+            ("a", "a", s(30), true),
+            ("b", "a", s(0), true),
+        ] {
+            assert_eq!(report_due(key, last, since), due, "{key} {last} {since:?}");
+        }
+    }
+
+    #[test]
+    fn the_key_ignores_how_long_a_state_has_lasted() {
+        let report = |state: &str, since_ms_ago| NodeReport {
+            vrrp: vec![VrrpReport {
+                vip: "web".into(),
+                state: state.into(),
+                priority: 100,
+                since_ms_ago,
+            }],
+            ..NodeReport::default()
+        };
+        assert_eq!(
+            report_key(&report("Master", 10)),
+            report_key(&report("Master", 5000))
+        );
+        assert_ne!(
+            report_key(&report("Master", 10)),
+            report_key(&report("Backup", 10))
+        );
     }
 }

@@ -17,13 +17,15 @@ use crate::metrics::{Metrics, with};
 use crate::netlink::Netlink;
 
 pub enum Command {
-    Stop(oneshot::Sender<()>),
+    /// Leave the election; with `hand_over` (a graceful stop of the data plane) a master
+    /// keeps serving until its successor advertises.
+    Stop {
+        done: oneshot::Sender<()>,
+        hand_over: bool,
+    },
     /// Tracking result: lower the configured priority by `penalty`, or leave the
     /// election while `fault`.
-    Track {
-        penalty: u8,
-        fault: bool,
-    },
+    Track { penalty: u8, fault: bool },
     /// Planned handover to this node.
     Takeover(oneshot::Sender<Result<(), String>>),
 }
@@ -57,6 +59,16 @@ pub struct InterfaceTrack {
     pub down: bool,
 }
 
+/// How long a stopping master keeps its addresses after its successor's first advert.
+const HANDOVER_LINGER: Duration = Duration::from_millis(50);
+
+/// How long a stopping master waits for its successor: a backup answers priority 0
+/// after its skew time (under one interval), so two intervals, within the manager's
+/// patience for a stopping instance (and never long where no backup exists).
+pub fn handover_limit(advert_interval: Duration) -> Duration {
+    (advert_interval * 2).clamp(Duration::from_millis(100), Duration::from_millis(1500))
+}
+
 pub fn state_name(state: State) -> &'static str {
     match state {
         State::Initialize => "Initialize",
@@ -71,6 +83,8 @@ struct Driver {
     vrrp: VrrpConfig,
     metrics: Arc<Metrics>,
     status: Arc<Mutex<InstanceStatus>>,
+    /// Woken on every state change, so the state is reported without waiting for a poll.
+    changed: Arc<tokio::sync::Notify>,
     netlink: Netlink,
     ifindex: u32,
     source: IpAddr,
@@ -92,9 +106,10 @@ pub async fn run(
     vrrp: VrrpConfig,
     metrics: Arc<Metrics>,
     status: Arc<Mutex<InstanceStatus>>,
+    changed: Arc<tokio::sync::Notify>,
     mut commands: mpsc::Receiver<Command>,
 ) {
-    let mut driver = match Driver::open(vip, vrrp, metrics, status.clone()).await {
+    let mut driver = match Driver::open(vip, vrrp, metrics, status.clone(), changed.clone()).await {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "VRRP instance cannot start");
@@ -102,9 +117,10 @@ pub async fn run(
                 s.state = "Fault".into();
                 s.error = Some(e);
             }
+            changed.notify_one();
             // Stay reachable for Stop so the manager never blocks.
             while let Some(cmd) = commands.recv().await {
-                if let Command::Stop(done) = cmd {
+                if let Command::Stop { done, .. } = cmd {
                     let _ = done.send(());
                     return;
                 }
@@ -163,7 +179,10 @@ pub async fn run(
                         let _ = reply.send(Ok(()));
                     }
                 }
-                Some(Command::Stop(done)) => {
+                Some(Command::Stop { done, hand_over }) => {
+                    if hand_over && machine.state() == State::Master {
+                        driver.hand_over().await;
+                    }
                     let actions = machine.shutdown(driver.now());
                     driver.execute(&machine, actions).await;
                     let _ = done.send(());
@@ -206,6 +225,7 @@ impl Driver {
         vrrp: VrrpConfig,
         metrics: Arc<Metrics>,
         status: Arc<Mutex<InstanceStatus>>,
+        changed: Arc<tokio::sync::Notify>,
     ) -> Result<Self, String> {
         let first = *vip.addresses.first().ok_or("no addresses")?;
         let netlink = Netlink::connect().map_err(|e| e.to_string())?;
@@ -269,6 +289,7 @@ impl Driver {
             vrrp,
             metrics,
             status,
+            changed,
             netlink,
             ifindex,
             source,
@@ -431,6 +452,7 @@ impl Driver {
                         s.state = state_name(to).into();
                         s.since = Some(Instant::now());
                     }
+                    self.changed.notify_one();
                 }
                 Action::SplitBrain {
                     kept,
@@ -542,6 +564,37 @@ impl Driver {
         }
     }
 
+    /// A master that stops: priority 0 (a backup takes over after its skew time), while
+    /// it keeps the addresses and serves them until the successor advertises (or
+    /// `handover_limit` passes). Releasing first would drop every packet sent in
+    /// between: connection attempts that the client retries only a second later.
+    async fn hand_over(&mut self) {
+        self.send_advert(0).await;
+        let until = tokio::time::Instant::now()
+            + handover_limit(Duration::from_millis(u64::from(
+                self.vrrp.advert_interval_ms,
+            )));
+        loop {
+            tokio::select! {
+                received = self.socket.recv() => match received {
+                    Ok(Some(pkt)) => {
+                        if self.accept(&pkt).is_some_and(|(priority, _, _)| priority > 0) {
+                            // A new master advertises before it adds and announces the
+                            // addresses: a moment more, so the client is never sent to
+                            // a node that has none.
+                            tokio::time::sleep(HANDOVER_LINGER).await;
+                            tracing::info!(vip = %self.vip.name, "successor advertises; releasing");
+                            return;
+                        }
+                    }
+                    Ok(None) => self.drop_packet(DropReason::BadLength),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                },
+                () = tokio::time::sleep_until(until) => return,
+            }
+        }
+    }
+
     async fn release(&mut self) {
         // A node that lets go must stop telling the network the addresses are here.
         if let Some(task) = self.announce_task.take() {
@@ -551,6 +604,25 @@ impl Driver {
             if let Err(e) = self.netlink.delete(self.ifindex, *prefix).await {
                 tracing::warn!(vip = %self.vip.name, address = %prefix, error = %e, "cannot remove VIP");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopping_master_waits_about_two_intervals_for_its_successor() {
+        let ms = Duration::from_millis;
+        for (interval, limit) in [
+            (ms(10), ms(100)),
+            (ms(100), ms(200)),
+            (ms(500), ms(1000)),
+            (ms(1000), ms(1500)),
+            (ms(40_000), ms(1500)),
+        ] {
+            assert_eq!(handover_limit(interval), limit, "{interval:?}");
         }
     }
 }

@@ -119,6 +119,8 @@ pub struct VrrpManager {
     running: tokio::sync::Mutex<BTreeMap<String, Running>>,
     statuses: Mutex<Vec<Arc<Mutex<InstanceStatus>>>>,
     checks: track::Checks,
+    /// Notified when an instance changes state (one waiter: the status reporter).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 /// Equal but for tracking, which reaches a running instance as commands: a change there
@@ -154,7 +156,8 @@ impl VrrpManager {
             .collect();
         for name in stale {
             if let Some(r) = running.remove(&name) {
-                stop(r).await;
+                // Changed or gone from the config: no successor to wait for.
+                stop(r, false).await;
             }
         }
         for (name, (vip, vrrp)) in wanted {
@@ -185,6 +188,7 @@ impl VrrpManager {
                 vrrp.clone(),
                 metrics.clone(),
                 status.clone(),
+                self.changed.clone(),
                 rx,
             ));
             running.insert(
@@ -295,12 +299,22 @@ impl VrrpManager {
     pub async fn stop_all(&self) {
         self.checks.stop_all();
         let mut running = self.running.lock().await;
-        for (_, r) in std::mem::take(&mut *running) {
-            stop(r).await;
-        }
+        // Together: each master waits for its successor before letting go.
+        futures::future::join_all(
+            std::mem::take(&mut *running)
+                .into_values()
+                .map(|r| stop(r, true)),
+        )
+        .await;
         if let Ok(mut s) = self.statuses.lock() {
             s.clear();
         }
+    }
+
+    /// Returns at the next state change of any instance (or at once if one happened
+    /// since the last call): for a single waiter.
+    pub async fn state_changed(&self) {
+        self.changed.notified().await;
     }
 
     pub fn status(&self) -> Vec<InstanceStatus> {
@@ -318,9 +332,14 @@ impl VrrpManager {
     }
 }
 
-async fn stop(r: Running) {
+/// Stops an instance (see `Command::Stop`), waiting for it at most 2 s.
+async fn stop(r: Running, hand_over: bool) {
     let (done, wait) = oneshot::channel();
-    if r.commands.send(Command::Stop(done)).await.is_ok() {
+    if r.commands
+        .send(Command::Stop { done, hand_over })
+        .await
+        .is_ok()
+    {
         let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
     }
     r.task.abort();

@@ -1,0 +1,234 @@
+//! The failure table on the three-node fault lab: each test injects one fault while a
+//! client probes the VIP, asserts what must hold, and prints its row (fault, outage,
+//! failed requests, detection time).
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use halo_tests::fault_lab::{FaultLab, NODES, Row, table};
+use halo_tests::netns;
+use halo_tests::site::VIP;
+
+/// One lab at a time: each runs a control plane, two controllers and three data planes,
+/// and the times measured should be those of the fault, not of a starved machine.
+static ONE_LAB: Mutex<()> = Mutex::new(());
+
+macro_rules! require_lab {
+    () => {
+        if !netns::available() {
+            eprintln!("skipped: needs root and iproute2");
+            return;
+        }
+        let _one = ONE_LAB.lock().unwrap_or_else(PoisonError::into_inner);
+    };
+}
+
+/// Before a fault, so the probe has answers on both sides of it.
+const LEAD_IN: Duration = Duration::from_millis(700);
+
+fn print_rows(rows: &[Row]) {
+    eprintln!("\n{}", table(rows));
+}
+
+#[test]
+fn sigkill_of_the_master_data_plane() {
+    require_lab!();
+    let mut lab = FaultLab::start("fkill").expect("lab");
+    let old = lab.wait_master(Duration::from_secs(5)).expect("master");
+    let prober = lab.probe("4s", "100ms").expect("probe");
+    std::thread::sleep(LEAD_IN);
+    let killed = Instant::now();
+    lab.stop_dataplane(old, "KILL").expect("kill");
+    let (new, at) = lab
+        .wait_new_master(old, Duration::from_secs(3))
+        .expect("new master");
+    let detection = at - killed;
+    // Waited for longer than required, so a failure says how late it was.
+    let status_after = lab
+        .wait_status_master(new, Duration::from_secs(10))
+        .map(|_| killed.elapsed());
+    let probe = prober.join().expect("probe");
+    let row = Row::new("SIGKILL the master data plane", &probe, Some(detection));
+    print_rows(std::slice::from_ref(&row));
+    let status_after = status_after.expect("status names the new master");
+    eprintln!("status.master followed {status_after:?} after the kill");
+    assert!(
+        status_after < Duration::from_secs(2),
+        "VirtualIP status names {} only {status_after:?} after the kill:\n{}",
+        NODES[new],
+        lab.debug()
+    );
+    assert!(
+        probe.runs.last().is_some_and(|r| r.who != "-"),
+        "the VIP stopped answering: {probe:?}\n{}",
+        lab.debug()
+    );
+    assert!(
+        row.outage_ms < 1000,
+        "another node answers only after {} ms: {probe:?}",
+        row.outage_ms
+    );
+
+    // The killed node comes back: it drops the address it was killed with and stays
+    // Backup (preempt: false), so exactly one node holds the VIP.
+    lab.start_dataplane(old).expect("restart");
+    lab.wait_dataplane(old, Duration::from_secs(20))
+        .expect("restarted");
+    assert_eq!(lab.vrrp_state(old).as_deref(), Some("Backup"));
+    assert!(
+        lab.site.stays(VIP, &[new], Duration::from_secs(1)),
+        "stale VIP after the restart:\n{}",
+        lab.debug()
+    );
+}
+
+#[test]
+fn rolling_restart_of_all_data_planes() {
+    require_lab!();
+    let mut lab = FaultLab::start("froll").expect("lab");
+    let versions = lab.versions();
+    // A client with an ordinary timeout: a connection attempt that falls into a
+    // handover is retried by TCP (after 1 s) and still answered; the row's outage column
+    // shows that wait.
+    let prober = lab.probe("24s", "2s").expect("probe");
+    let started = Instant::now();
+    std::thread::sleep(LEAD_IN);
+    // Like a DaemonSet rollout: one node at a time, the next once it is ready again.
+    for i in 0..NODES.len() {
+        lab.stop_dataplane(i, "TERM").expect("stop");
+        lab.start_dataplane(i).expect("start");
+        lab.wait_dataplane(i, Duration::from_secs(6))
+            .expect("ready again");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let rolled = started.elapsed();
+    let probe = prober.join().expect("probe");
+    let row = Row::new(
+        "rolling restart of all data planes (SIGTERM, one by one)",
+        &probe,
+        None,
+    );
+    print_rows(std::slice::from_ref(&row));
+    assert!(
+        rolled < Duration::from_secs(23),
+        "the rollout outlasted the probe"
+    );
+    assert_eq!(probe.failed, 0, "{probe:?}\n{}", lab.debug());
+    lab.wait_master(Duration::from_secs(2)).expect("one master");
+    assert_eq!(lab.versions(), versions, "config churned");
+}
+
+#[test]
+fn controllers_killed() {
+    require_lab!();
+    let mut lab = FaultLab::start("fctl").expect("lab");
+    let versions = lab.versions();
+    let mut rows = Vec::new();
+
+    // The leader dies: the standby takes over; traffic does not notice.
+    let prober = lab.probe("3s", "100ms").expect("probe");
+    std::thread::sleep(LEAD_IN);
+    let leader = lab.wait_leader(Duration::from_secs(5)).expect("leader");
+    let killed = Instant::now();
+    lab.kill_controller(leader).expect("kill leader");
+    let standby = lab
+        .wait_leader(Duration::from_secs(15))
+        .expect("new leader");
+    let detection = killed.elapsed();
+    assert_ne!(standby, leader);
+    let probe = prober.join().expect("probe");
+    rows.push(Row::new(
+        "controller leader killed",
+        &probe,
+        Some(detection),
+    ));
+    assert_eq!(probe.failed, 0, "{probe:?}");
+
+    // Both are gone: traffic continues and VRRP fails over on its own.
+    lab.kill_controller(standby).expect("kill standby");
+    let old = lab.wait_master(Duration::from_secs(2)).expect("master");
+    let prober = lab.probe("3s", "100ms").expect("probe");
+    std::thread::sleep(LEAD_IN);
+    let killed = Instant::now();
+    lab.stop_dataplane(old, "KILL").expect("kill master");
+    let (new, at) = lab
+        .wait_new_master(old, Duration::from_secs(3))
+        .expect("failover without controllers");
+    let probe = prober.join().expect("probe");
+    let row = Row::new(
+        "both controllers down, then SIGKILL the master",
+        &probe,
+        Some(at - killed),
+    );
+    rows.push(row.clone());
+    print_rows(&rows);
+    assert!(
+        row.outage_ms < 1000 && probe.runs.last().is_some_and(|r| r.who != "-"),
+        "{probe:?}"
+    );
+    // The killed node restarts from its last good config, with no controller to ask.
+    lab.start_dataplane(old).expect("restart");
+    lab.wait_dataplane(old, Duration::from_secs(20))
+        .expect("restarts without a controller");
+
+    // The controllers return: the data planes reconnect and get the same versions back.
+    lab.start_controller(0).expect("controller");
+    lab.start_controller(1).expect("controller");
+    let m = lab.wait_settled(Duration::from_secs(30)).expect("settled");
+    assert_eq!(m, new, "the VIP moved when the controllers came back");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(lab.versions(), versions, "config churned:\n{}", lab.debug());
+}
+
+#[test]
+fn api_server_and_etcd_stopped_for_15_s() {
+    require_lab!();
+    let mut lab = FaultLab::start("fapi").expect("lab");
+    let versions = lab.versions();
+    let old = lab.wait_master(Duration::from_secs(2)).expect("master");
+    // 15 s of outage: longer than the controllers' lease (3 s), so the leader steps down
+    // and the data planes lose their stream; short enough for CI.
+    let prober = lab.probe("17s", "100ms").expect("probe");
+    std::thread::sleep(LEAD_IN);
+    let stopped = Instant::now();
+    lab.stop_api().expect("stop the API server");
+    assert!(
+        lab.cluster
+            .kubectl_ok(&["get", "--raw", "/readyz"])
+            .is_err(),
+        "the API server still answers"
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let killed = Instant::now();
+    lab.stop_dataplane(old, "KILL").expect("kill master");
+    let (new, at) = lab
+        .wait_new_master(old, Duration::from_secs(3))
+        .expect("failover during the outage");
+    let detection = at - killed;
+    lab.start_dataplane(old).expect("restart");
+    lab.wait_dataplane(old, Duration::from_secs(10))
+        .expect("restarts without the API");
+    std::thread::sleep(Duration::from_secs(15).saturating_sub(stopped.elapsed()));
+    let outage = stopped.elapsed();
+    lab.start_api().expect("start the API server");
+    let probe = prober.join().expect("probe");
+    let row = Row::new(
+        &format!(
+            "API server + etcd down {} s, SIGKILL the master meanwhile",
+            outage.as_secs()
+        ),
+        &probe,
+        Some(detection),
+    );
+    print_rows(std::slice::from_ref(&row));
+    assert!(
+        row.outage_ms < 1000 && probe.runs.last().is_some_and(|r| r.who != "-"),
+        "{probe:?}"
+    );
+    // Back: a leader, every data plane streaming, the status naming the new master.
+    let m = lab
+        .wait_settled(Duration::from_secs(30))
+        .expect("reconciled");
+    assert_eq!(m, new);
+    assert_eq!(lab.versions(), versions, "config churned:\n{}", lab.debug());
+}
