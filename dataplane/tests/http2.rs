@@ -382,3 +382,82 @@ async fn http1_clients_reach_an_http2_backend_group_and_h2c_still_works() {
     }
     assert_eq!(grpc.served(), 2);
 }
+
+/// Bodiless requests from HTTP/2 clients take the in-task HTTP/1.1 path: every response
+/// framing arrives intact (Content-Length, chunked, until close, none for HEAD and 204),
+/// connections are reused, a pooled connection the backend closed is replaced without
+/// failing the request, and a response cut short is a 502, not a short 200.
+#[tokio::test]
+async fn every_response_framing_reaches_http2_clients_intact() {
+    use halo_tests::raw::{self, Step};
+    let backend = raw::recording(|r| {
+        let send = |s: &str| Step::Send(Bytes::from(s.to_string()));
+        match r.target().as_str() {
+            "/chunked" => vec![send(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+            )],
+            "/close" => vec![send("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close"), Step::Close],
+            "/empty" => vec![send("HTTP/1.1 204 No Content\r\n\r\n")],
+            "/head" => vec![send("HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n")],
+            "/then-close" => {
+                let mut steps = raw::ok("pooled, then closed");
+                steps.push(Step::Close);
+                steps
+            }
+            "/cut" => vec![send("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part"), Step::Close],
+            "/interim" => vec![send("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")],
+            _ => raw::ok("length"),
+        }
+    })
+    .await
+    .expect("backend");
+    let lab = lab("h2-direct");
+    let port = free_port().expect("port");
+    let _dp = lab.start(&lb(port, "HTTP", H2C, &[("b", backend.addr.port())]));
+    let get = |path: &'static str, extra: &'static [&'static str]| {
+        let u = url(port, path);
+        async move {
+            blocking(move || {
+                let mut args = vec!["--http2-prior-knowledge"];
+                args.extend_from_slice(extra);
+                args.push(&u);
+                curl(&args)
+            })
+            .await
+        }
+    };
+    for (path, status, body) in [
+        ("/length", 200, "length"),
+        ("/chunked", 200, "hello world"),
+        ("/length", 200, "length"),
+        ("/close", 200, "until close"),
+        ("/empty", 204, ""),
+        ("/interim", 200, "final"),
+        ("/then-close", 200, "pooled, then closed"),
+        // The pooled connection was closed by the backend: a new one takes the request.
+        ("/length", 200, "length"),
+    ] {
+        let r = get(path, &[]).await.expect("curl");
+        assert_eq!(
+            (r.version.as_str(), r.status, r.text().as_str()),
+            ("2", status, body),
+            "{path}"
+        );
+    }
+    let r = get("/head", &["--head"]).await.expect("curl HEAD");
+    // curl prints the head as the body of a HEAD: the length is the backend's, no body.
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("content-length: 42"), "{}", r.text());
+    // The head went out before the cut: the stream is reset (curl reports an error).
+    let cut = get("/cut", &[]).await;
+    assert!(
+        cut.is_err(),
+        "a cut body must not look whole: {:?}",
+        cut.map(|r| r.text())
+    );
+
+    // Connections were reused: one carried at least three requests.
+    let requests = backend.requests();
+    let seqs: Vec<(usize, usize)> = requests.iter().map(|r| (r.conn, r.seq)).collect();
+    assert!(seqs.iter().any(|&(_, seq)| seq >= 2), "{seqs:?}");
+}

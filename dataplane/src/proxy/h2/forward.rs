@@ -18,7 +18,7 @@ use hyper::client::conn::TrySendError;
 use super::body::{self, Body};
 use super::headers::{self, BadRequest, Origin};
 use super::upstream::{self, OpenError};
-use super::{Stream, tunnel};
+use super::{Stream, direct, tunnel};
 use crate::proxy::backend::{ActiveGuard, Backend};
 use crate::proxy::dispatch::Refused;
 use crate::proxy::filter::{self, Action, HeaderEdits, RedirectFrom, RoutePlan, Scheme};
@@ -377,6 +377,36 @@ async fn forward(
         if let Some(i) = group.index_of(backend) {
             excluded[i] = true;
         }
+        if group.config.protocol == UpstreamProtocol::Http1 && direct::eligible(backend, &req) {
+            let (connect, server) = (ms(t.connect_ms), ms(t.server_ms));
+            let outgoing = direct::Outgoing::of(&req);
+            match direct::exchange(backend, outgoing, connect, server).await {
+                Ok(mut response) => {
+                    sticky::response(group, cookie, backend, response.headers_mut());
+                    let (parts, direct) = response.into_parts();
+                    let body = body::timed(direct, server);
+                    return relay_parts(service, peer, guard, parts, body, None, stream, edits);
+                }
+                Err(direct::Failed::Connect(e)) => {
+                    backend.count_error("connect");
+                    tracing::warn!(listener = %service.config.name, backend = backend.name(), error = %e, "backend connect failed, trying another");
+                    continue;
+                }
+                Err(direct::Failed::Timeout(after)) => {
+                    backend.count_error("timeout");
+                    let message = format!(
+                        "backend {} sent no response within {after:?}",
+                        backend.name()
+                    );
+                    return gateway_error(service, peer, 504, &message);
+                }
+                Err(direct::Failed::Broken(e)) => {
+                    backend.count_error("response");
+                    let message = format!("backend {}: {e}", backend.name());
+                    return gateway_error(service, peer, 502, &message);
+                }
+            }
+        }
         let origin = stream.conn.origin();
         match send(service, backend, group.config.protocol, req, origin).await {
             Sent::Unsent(back, e @ OpenError::Tls { .. }) => {
@@ -485,7 +515,23 @@ pub(super) fn relay(
     stream: Stream,
     edits: &HeaderEdits,
 ) -> Response<Body> {
-    let (mut parts, incoming) = response.into_parts();
+    let (parts, incoming) = response.into_parts();
+    let body = body::timed(incoming, ms(service.config.timeouts.server_ms));
+    relay_parts(service, peer, guard, parts, body, pooled, stream, edits)
+}
+
+/// [`relay`] of a response head and its (timed) body.
+#[allow(clippy::too_many_arguments)]
+fn relay_parts(
+    service: &Service,
+    peer: SocketAddr,
+    guard: ActiveGuard,
+    mut parts: http::response::Parts,
+    body: Body,
+    pooled: Option<upstream::Http1>,
+    stream: Stream,
+    edits: &HeaderEdits,
+) -> Response<Body> {
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         guard.backend().count_error("response");
         let message = format!(
@@ -497,8 +543,6 @@ pub(super) fn relay(
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.extensions.insert(Served(guard.backend().clone()));
     headers::edit(&mut parts.headers, edits);
-    let server = ms(service.config.timeouts.server_ms);
-    let body = body::timed(incoming, server);
     let held = Held {
         guard,
         pooled,

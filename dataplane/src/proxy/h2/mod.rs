@@ -5,6 +5,7 @@
 
 mod activity;
 mod body;
+mod direct;
 mod forward;
 mod headers;
 pub mod preface;
