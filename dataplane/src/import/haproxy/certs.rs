@@ -37,22 +37,7 @@ pub fn name_of(path: &Path) -> String {
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_default();
     let stem = stem.strip_suffix(".pem").unwrap_or(&stem);
-    let mut name: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    name = name.trim_matches('-').to_string();
-    if name.is_empty() {
-        name = "certificate".into();
-    }
-    name.truncate(63);
-    name
+    super::values::dns_label_or(stem, "certificate")
 }
 
 /// Reads `crt PATH` (a file, or every certificate file of a directory, sorted by name).
@@ -148,6 +133,8 @@ mod tests {
             ("/etc/ssl/Shop.Example.com.pem", "shop-example-com"),
             ("site_1.crt", "site-1-crt"),
             ("---.pem", "certificate"),
+            // Cut at 63 characters, never ending in a dash.
+            (&format!("{}-b.pem", "a".repeat(62)), &"a".repeat(62)),
         ] {
             assert_eq!(name_of(Path::new(path)), name);
         }

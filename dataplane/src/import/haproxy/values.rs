@@ -95,6 +95,11 @@ fn host_port(text: &str) -> Option<(&str, &str)> {
 
 /// A DNS label from any HAProxy name (`be_App.1` → `be-app-1`).
 pub fn dns_label(text: &str) -> String {
+    dns_label_or(text, "x")
+}
+
+/// [`dns_label`] with `fallback` for a text that has no letter or digit.
+pub fn dns_label_or(text: &str, fallback: &str) -> String {
     let mut out: String = text
         .chars()
         .map(|c| {
@@ -111,7 +116,7 @@ pub fn dns_label(text: &str) -> String {
     let mut out = out.trim_matches('-').to_string();
     out.truncate(63);
     let out = out.trim_end_matches('-').to_string();
-    if out.is_empty() { "x".into() } else { out }
+    if out.is_empty() { fallback.into() } else { out }
 }
 
 /// Halo's name for an OpenSSL cipher (TLS 1.2 `ciphers`, TLS 1.3 `ciphersuites`), or
