@@ -319,10 +319,28 @@ pub fn gateway_error(
 /// What sending a request to one backend came to.
 pub enum Sent {
     Response(Response<Incoming>, Option<upstream::Http1>),
+    /// A response of the in-task HTTP/1.1 exchange ([`direct`]).
+    Direct(Response<direct::DirectBody>),
     /// Not sent (no connection could be opened): another backend may take it.
     Unsent(Request<Body>, OpenError),
     Timeout,
-    Failed(hyper::Error),
+    Failed(body::BoxError),
+}
+
+/// [`send`] for a request [`direct::eligible`] for the in-task exchange.
+async fn send_direct(
+    backend: &Arc<Backend>,
+    req: Request<Body>,
+    connect: Duration,
+    server: Duration,
+) -> Sent {
+    let outgoing = direct::Outgoing::of(&req);
+    match direct::exchange(backend, outgoing, connect, server).await {
+        Ok(response) => Sent::Direct(response),
+        Err(direct::Failed::Connect(e)) => Sent::Unsent(req, OpenError::Connect(e)),
+        Err(direct::Failed::Timeout(_)) => Sent::Timeout,
+        Err(direct::Failed::Broken(message)) => Sent::Failed(message.into()),
+    }
 }
 
 /// One try on one connection; `Back` returns a request the connection never took.
@@ -340,7 +358,7 @@ where
         Ok(Ok(response)) => Try::Done(Sent::Response(response, pooled)),
         Ok(Err(mut e)) => match e.take_message() {
             Some(back) => Try::Back(back),
-            None => Try::Done(Sent::Failed(e.into_error())),
+            None => Try::Done(Sent::Failed(e.into_error().into())),
         },
     }
 }
@@ -377,38 +395,15 @@ async fn forward(
         if let Some(i) = group.index_of(backend) {
             excluded[i] = true;
         }
-        if group.config.protocol == UpstreamProtocol::Http1 && direct::eligible(backend, &req) {
-            let (connect, server) = (ms(t.connect_ms), ms(t.server_ms));
-            let outgoing = direct::Outgoing::of(&req);
-            match direct::exchange(backend, outgoing, connect, server).await {
-                Ok(mut response) => {
-                    sticky::response(group, cookie, backend, response.headers_mut());
-                    let (parts, direct) = response.into_parts();
-                    let body = body::timed(direct, server);
-                    return relay_parts(service, peer, guard, parts, body, None, stream, edits);
-                }
-                Err(direct::Failed::Connect(e)) => {
-                    backend.count_error("connect");
-                    tracing::warn!(listener = %service.config.name, backend = backend.name(), error = %e, "backend connect failed, trying another");
-                    continue;
-                }
-                Err(direct::Failed::Timeout(after)) => {
-                    backend.count_error("timeout");
-                    let message = format!(
-                        "backend {} sent no response within {after:?}",
-                        backend.name()
-                    );
-                    return gateway_error(service, peer, 504, &message);
-                }
-                Err(direct::Failed::Broken(e)) => {
-                    backend.count_error("response");
-                    let message = format!("backend {}: {e}", backend.name());
-                    return gateway_error(service, peer, 502, &message);
-                }
-            }
-        }
-        let origin = stream.conn.origin();
-        match send(service, backend, group.config.protocol, req, origin).await {
+        let sent = if group.config.protocol == UpstreamProtocol::Http1
+            && direct::eligible(backend, &req)
+        {
+            send_direct(backend, req, ms(t.connect_ms), ms(t.server_ms)).await
+        } else {
+            let origin = stream.conn.origin();
+            send(service, backend, group.config.protocol, req, origin).await
+        };
+        match sent {
             Sent::Unsent(back, e @ OpenError::Tls { .. }) => {
                 // Reachable but not trusted (or not speaking TLS): a gateway error.
                 backend.count_error("tls");
@@ -419,6 +414,12 @@ async fn forward(
             Sent::Response(mut response, pooled) => {
                 sticky::response(group, cookie, backend, response.headers_mut());
                 return relay(service, peer, guard, response, pooled, stream, edits);
+            }
+            Sent::Direct(mut response) => {
+                sticky::response(group, cookie, backend, response.headers_mut());
+                let (parts, direct) = response.into_parts();
+                let body = body::timed(direct, ms(t.server_ms));
+                return relay_parts(service, peer, guard, parts, body, None, stream, edits);
             }
             Sent::Unsent(back, e) => {
                 backend.count_error("connect");
