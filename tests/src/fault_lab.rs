@@ -466,6 +466,7 @@ mod tests {
                 run("-", 410, 410),
                 run("pod-1", 450, 460),
             ],
+            ..Summary::default()
         };
         assert_eq!(longest_gap_ms(&s), 390);
         assert_eq!(longest_gap_ms(&Summary::default()), 0);

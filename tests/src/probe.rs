@@ -23,7 +23,20 @@ pub struct Summary {
     /// Longest time between two successful probes that had failures between them.
     pub longest_outage_ms: u64,
     pub runs: Vec<Run>,
+    /// Why probes failed (the first [`MAX_FAILURES_KEPT`]), so a failing test says
+    /// whether a request timed out, was refused or reset, or got an error status.
+    #[serde(default)]
+    pub failures: Vec<Failure>,
 }
+
+/// One failed probe: when it started and what the client saw.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Failure {
+    pub at_ms: u64,
+    pub reason: String,
+}
+
+pub const MAX_FAILURES_KEPT: usize = 20;
 
 impl Summary {
     fn record(&mut self, who: &str, at_ms: u64) {
@@ -64,13 +77,18 @@ impl Summary {
     }
 }
 
-/// One GET on a fresh connection; the body's first line names the backend.
-async fn once(addr: SocketAddr, path: &str, timeout: Duration) -> Option<String> {
-    let reply = tokio::time::timeout(timeout, crate::client::get(addr, path))
-        .await
-        .ok()?
-        .ok()?;
-    (reply.status == 200).then(|| reply.body.lines().next().unwrap_or("").to_string())
+/// One GET on a fresh connection; the body's first line names the backend, or the
+/// reason it failed.
+async fn once(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String, String> {
+    let reply = match tokio::time::timeout(timeout, crate::client::get(addr, path)).await {
+        Err(_) => return Err(format!("no answer within {} ms", timeout.as_millis())),
+        Ok(Err(e)) => return Err(format!("{e:#}")),
+        Ok(Ok(reply)) => reply,
+    };
+    if reply.status != 200 {
+        return Err(format!("status {}", reply.status));
+    }
+    Ok(reply.body.lines().next().unwrap_or("").to_string())
 }
 
 /// Probes `path` every `interval` for `duration` (bounded by `max_probes`), or until
@@ -93,10 +111,15 @@ pub async fn probe(
             break;
         }
         let at = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let who = once(addr, path, timeout)
-            .await
-            .unwrap_or_else(|| "-".to_string());
-        summary.record(&who, at);
+        match once(addr, path, timeout).await {
+            Ok(who) => summary.record(&who, at),
+            Err(reason) => {
+                summary.record("-", at);
+                if summary.failures.len() < MAX_FAILURES_KEPT {
+                    summary.failures.push(Failure { at_ms: at, reason });
+                }
+            }
+        }
         next += interval;
         tokio::time::sleep_until(next.into()).await;
     }
