@@ -711,6 +711,11 @@ impl Site {
     /// Starts the prober on a thread; `join` gives its summary.
     pub fn probe_background(&self, addr: &str, duration: &str, timeout: &str) -> Result<Prober> {
         let args = Self::probe_args(addr, duration, timeout)?;
+        Ok(self.spawn_probe(args))
+    }
+
+    /// Runs the prober with `args` in the client namespace on a thread.
+    fn spawn_probe(&self, args: Vec<String>) -> Prober {
         let ns = self.client.ns.clone();
         let handle = std::thread::spawn(move || -> Result<Summary> {
             let out = std::process::Command::new("ip")
@@ -722,7 +727,7 @@ impl Site {
             }
             Ok(serde_json::from_slice(&out.stdout)?)
         });
-        Ok(Prober { handle })
+        Prober { handle }
     }
 
     /// Starts the prober on `path` on a thread until [`StepProbe::finish`] (or `limit`):
@@ -742,19 +747,8 @@ impl Site {
             "--path".into(),
             path.into(),
         ]);
-        let ns = self.client.ns.clone();
-        let handle = std::thread::spawn(move || -> Result<Summary> {
-            let out = std::process::Command::new("ip")
-                .args(["netns", "exec", &ns])
-                .args(&args)
-                .output()?;
-            if !out.status.success() {
-                bail!("probe failed: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            Ok(serde_json::from_slice(&out.stdout)?)
-        });
         Ok(StepProbe {
-            prober: Prober { handle },
+            prober: self.spawn_probe(args),
             stop,
         })
     }
