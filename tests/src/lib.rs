@@ -13,6 +13,7 @@ pub mod h2;
 pub mod haproxy;
 pub mod import;
 pub mod keepalived;
+pub mod lab;
 pub mod migration;
 pub mod netns;
 pub mod pki;

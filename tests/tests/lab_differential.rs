@@ -11,21 +11,7 @@ use std::time::Duration;
 use halo_tests::differential::{
     IN_SERVICE_PORT, INSTANCE, Lab, MYSQL_PORT, NODES, Outcomes, Stack,
 };
-use halo_tests::{haproxy, keepalived, netns};
-
-macro_rules! require_lab {
-    () => {
-        if !netns::available() {
-            eprintln!("skipped: lab tests need root and iproute2");
-            return;
-        }
-        if !keepalived::available() || !haproxy::available() {
-            panic!(
-                "keepalived or haproxy is missing: apt-get install keepalived haproxy (scripts/install-test-deps.sh)"
-            );
-        }
-    };
-}
+use halo_tests::lab::{self, Share, Tool};
 
 const A: usize = 0;
 const B: usize = 1;
@@ -456,7 +442,9 @@ fn run(lab: &mut Lab, stack: Stack, o: &mut Outcomes, t: &mut Timings) {
 
 #[test]
 fn imported_site_behaves_as_haproxy_and_keepalived() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[Tool::Keepalived, Tool::Haproxy], Share::Shared) else {
+        return;
+    };
     let mut lab = Lab::new("diff").expect("lab");
     let mut outcomes = Outcomes::default();
     let mut timings = Timings::new();

@@ -3,17 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use halo_tests::netns;
+use halo_tests::lab::{self, Share};
 use halo_tests::site::{LbDoc, Site, VIP, VipDoc, manifest, outage_ms, site_yaml};
-
-macro_rules! require_lab {
-    () => {
-        if !netns::available() {
-            eprintln!("skipped: lab tests need root and iproute2");
-            return;
-        }
-    };
-}
 
 const A: usize = 0;
 const B: usize = 1;
@@ -44,7 +35,9 @@ const SETTLE: Duration = Duration::from_millis(600);
 /// its requests are lost (for good once node-a's own, shorter burst is over).
 #[test]
 fn election_loser_stops_announcing_the_vip() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     let long_burst = manifest(&[
         VipDoc::new("web", VIP, 42)
             .priority("node-a", 150)
@@ -79,7 +72,9 @@ fn election_loser_stops_announcing_the_vip() {
 
 #[test]
 fn link_down_on_master_fails_over_and_link_up_fails_back() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     let yaml = site_yaml(&[("node-a", 150), ("node-b", 100)], "");
     let site = pair("linkdn", &yaml);
     let prober = site
@@ -114,7 +109,9 @@ fn link_down_on_master_fails_over_and_link_up_fails_back() {
 
 #[test]
 fn graceful_stop_hands_over_faster_than_a_crash() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     let yaml = site_yaml(&[("node-a", 150), ("node-b", 100)], "");
     let mut site = pair("grace", &yaml);
 
@@ -167,7 +164,9 @@ fn graceful_stop_hands_over_faster_than_a_crash() {
 
 #[test]
 fn higher_priority_node_joining_later_preempts() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     let yaml = site_yaml(&[("node-a", 150), ("node-b", 100)], "");
     let mut site = Site::new("preempt", &["node-a", "node-b"]).expect("lab");
     site.start_healthy(B, &yaml).expect("start b");
@@ -191,7 +190,9 @@ fn higher_priority_node_joining_later_preempts() {
 
 #[test]
 fn preempt_false_keeps_the_current_master() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     let yaml = site_yaml(&[("node-a", 150), ("node-b", 100)], "");
     let nopreempt = site_yaml(&[("node-a", 150), ("node-b", 100)], "    preempt: false\n");
     let mut site = Site::new("nopreempt", &["node-a", "node-b"]).expect("lab");
@@ -226,7 +227,9 @@ fn preempt_false_keeps_the_current_master() {
 
 #[test]
 fn preempt_delay_defers_the_takeover() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     let yaml = site_yaml(&[("node-a", 150), ("node-b", 100)], "");
     let delayed = site_yaml(
         &[("node-a", 150), ("node-b", 100)],

@@ -2,26 +2,11 @@
 //! client probes the VIP, asserts what must hold, and prints its row (fault, outage,
 //! failed requests, detection time).
 
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use halo_tests::fault_lab::{FaultLab, NODES, Row, table};
-use halo_tests::netns;
+use halo_tests::lab::{self, Share};
 use halo_tests::site::VIP;
-
-/// One lab at a time: each runs a control plane, two controllers and three data planes,
-/// and the times measured should be those of the fault, not of a starved machine.
-static ONE_LAB: Mutex<()> = Mutex::new(());
-
-macro_rules! require_lab {
-    () => {
-        if !netns::available() {
-            eprintln!("skipped: needs root and iproute2");
-            return;
-        }
-        let _one = ONE_LAB.lock().unwrap_or_else(PoisonError::into_inner);
-    };
-}
 
 /// Before a fault, so the probe has answers on both sides of it.
 const LEAD_IN: Duration = Duration::from_millis(700);
@@ -32,7 +17,9 @@ fn print_rows(rows: &[Row]) {
 
 #[test]
 fn sigkill_of_the_master_data_plane() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Alone) else {
+        return;
+    };
     let mut lab = FaultLab::start("fkill").expect("lab");
     let old = lab.wait_master(Duration::from_secs(5)).expect("master");
     let prober = lab.probe("4s", "100ms").expect("probe");
@@ -84,7 +71,9 @@ fn sigkill_of_the_master_data_plane() {
 
 #[test]
 fn rolling_restart_of_all_data_planes() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Alone) else {
+        return;
+    };
     let mut lab = FaultLab::start("froll").expect("lab");
     let versions = lab.versions();
     // A client with an ordinary timeout: a connection attempt that falls into a
@@ -120,7 +109,9 @@ fn rolling_restart_of_all_data_planes() {
 
 #[test]
 fn controllers_killed() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Alone) else {
+        return;
+    };
     let mut lab = FaultLab::start("fctl").expect("lab");
     let versions = lab.versions();
     let mut rows = Vec::new();
@@ -182,7 +173,9 @@ fn controllers_killed() {
 
 #[test]
 fn api_server_and_etcd_stopped_for_15_s() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Alone) else {
+        return;
+    };
     let mut lab = FaultLab::start("fapi").expect("lab");
     let versions = lab.versions();
     let old = lab.wait_master(Duration::from_secs(2)).expect("master");

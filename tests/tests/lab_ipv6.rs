@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use halo_tests::netns::{self, Lab, subnet_addr_v6};
+use halo_tests::lab::{self, Share};
+use halo_tests::netns::{Lab, subnet_addr_v6};
 use halo_tests::probe::Summary;
 use halo_tests::process::binary;
 
@@ -15,10 +16,9 @@ fn yaml(vip: &str) -> String {
 
 #[test]
 fn ipv6_vip_elects_serves_and_fails_over() {
-    if !netns::available() {
-        eprintln!("skipped: lab tests need root and iproute2");
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
         return;
-    }
+    };
     let vip = subnet_addr_v6(100).to_string();
     let dir = std::env::temp_dir().join(halo_tests::backends::unique("halo-lab-v6-"));
     std::fs::create_dir_all(&dir).expect("dir");

@@ -8,23 +8,9 @@
 
 use std::time::Duration;
 
-use halo_tests::keepalived::{self, Conf};
-use halo_tests::netns;
+use halo_tests::keepalived::Conf;
+use halo_tests::lab::{self, Share, Tool};
 use halo_tests::site::{LbDoc, Site, VIP, VipDoc, manifest, proxy_only_yaml};
-
-macro_rules! require_lab {
-    () => {
-        if !netns::available() {
-            eprintln!("skipped: lab tests need root and iproute2");
-            return;
-        }
-        if !keepalived::available() {
-            panic!(
-                "keepalived is missing: apt-get install keepalived (scripts/install-test-deps.sh)"
-            );
-        }
-    };
-}
 
 const A: usize = 0;
 const B: usize = 1;
@@ -283,25 +269,33 @@ fn keepalived_master_halo_backup(flavor: Flavor, label: &str) {
 
 #[test]
 fn v3_100ms_halo_master_keepalived_backup() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[Tool::Keepalived], Share::Shared) else {
+        return;
+    };
     halo_master_keepalived_backup(Flavor::V3Fast, "ka3hm");
 }
 
 #[test]
 fn v3_100ms_keepalived_master_halo_backup() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[Tool::Keepalived], Share::Shared) else {
+        return;
+    };
     keepalived_master_halo_backup(Flavor::V3Fast, "ka3km");
 }
 
 #[test]
 fn v2_password_halo_master_keepalived_backup() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[Tool::Keepalived], Share::Shared) else {
+        return;
+    };
     halo_master_keepalived_backup(Flavor::V2Pass, "ka2hm");
 }
 
 #[test]
 fn v2_password_keepalived_master_halo_backup() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[Tool::Keepalived], Share::Shared) else {
+        return;
+    };
     keepalived_master_halo_backup(Flavor::V2Pass, "ka2km");
 }
 
@@ -309,7 +303,9 @@ fn v2_password_keepalived_master_halo_backup() {
 /// and Halo counts the rejected adverts as `bad_auth`.
 #[test]
 fn v2_wrong_password_does_not_elect_together() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[Tool::Keepalived], Share::Shared) else {
+        return;
+    };
     let mut site = Site::new("ka2pw", &["node-a", "node-b"]).expect("lab");
     site.start_healthy(B, &proxy_only_yaml(&[VIP]))
         .expect("proxy on b");

@@ -10,24 +10,9 @@
 use std::time::Duration;
 
 use halo_tests::import::{import_keepalived, keepalived_fixture};
-use halo_tests::keepalived;
-use halo_tests::netns;
+use halo_tests::lab::{self, Share, Tool};
 use halo_tests::process::binary;
 use halo_tests::site::{LbDoc, Site, VIP, manifest, proxy_only_yaml};
-
-macro_rules! require_lab {
-    () => {
-        if !netns::available() {
-            eprintln!("skipped: lab tests need root and iproute2");
-            return;
-        }
-        if !keepalived::available() {
-            panic!(
-                "keepalived is missing: apt-get install keepalived (scripts/install-test-deps.sh)"
-            );
-        }
-    };
-}
 
 const A: usize = 0;
 const B: usize = 1;
@@ -51,7 +36,9 @@ fn imported_yaml(site: &Site) -> String {
 
 #[test]
 fn imported_pair_agrees_with_keepalived_and_takes_over_when_it_crashes() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[Tool::Keepalived], Share::Shared) else {
+        return;
+    };
     let mut site = Site::new("kaimp", &["node-a", "node-b"]).expect("lab");
     let halo = imported_yaml(&site);
     site.start_healthy(A, &proxy_only_yaml(&[VIP]))

@@ -8,24 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use halo_tests::keepalived;
+use halo_tests::lab::{self, Share, Tool};
 use halo_tests::migration::{Flavor, KEEPALIVED_GARP_MASTER_DELAY, Migration, PRIORITIES, table};
-use halo_tests::netns;
 use halo_tests::site::{Site, VIP};
-
-macro_rules! require_lab {
-    () => {
-        if !netns::available() {
-            eprintln!("skipped: lab tests need root and iproute2");
-            return;
-        }
-        if !keepalived::available() || !halo_tests::haproxy::available() {
-            panic!(
-                "keepalived or haproxy is missing: apt-get install keepalived haproxy (scripts/install-test-deps.sh)"
-            );
-        }
-    };
-}
 
 const A: usize = 0;
 const B: usize = 1;
@@ -188,13 +173,17 @@ fn migrate(flavor: Flavor, label: &str) {
 
 #[test]
 fn v2_pass_unicast_keepalived_haproxy_to_halo() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[Tool::Keepalived, Tool::Haproxy], Share::Alone) else {
+        return;
+    };
     migrate(Flavor::V2PassUnicast, "mig2");
 }
 
 #[test]
 fn v3_multicast_keepalived_haproxy_to_halo() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[Tool::Keepalived, Tool::Haproxy], Share::Alone) else {
+        return;
+    };
     migrate(Flavor::V3Multicast, "mig3");
 }
 
@@ -206,7 +195,9 @@ fn v3_multicast_keepalived_haproxy_to_halo() {
 /// before taking it); `takeover` loses none (both hold the VIP until the old master yields).
 #[test]
 fn handover_orders_compared() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[Tool::Keepalived, Tool::Haproxy], Share::Alone) else {
+        return;
+    };
     let flavor = Flavor::V2PassUnicast;
     let failover = flavor.failover_time(PRIORITIES[B]);
     let mut m = Migration::new("migord", flavor).expect("lab");

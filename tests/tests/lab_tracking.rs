@@ -7,17 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use halo_tests::netns;
+use halo_tests::lab::{self, Share};
 use halo_tests::site::{LbDoc, Site, VIP, VIP2, VipDoc, manifest, outage_ms, wait_until};
-
-macro_rules! require_lab {
-    () => {
-        if !netns::available() {
-            eprintln!("skipped: lab tests need root and iproute2");
-            return;
-        }
-    };
-}
 
 const A: usize = 0;
 const B: usize = 1;
@@ -56,7 +47,9 @@ fn start_pair(site: &mut Site, yaml: &str) {
 /// preempts again.
 #[test]
 fn backends_down_weight_moves_the_vip_and_back() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     let yaml = manifest(&[
         web(&["track: {backendsDown: {weight: 80}}"]).yaml(),
         LbDoc::on_vip("web", "web").health_checked().yaml(),
@@ -107,7 +100,9 @@ fn backends_down_weight_moves_the_vip_and_back() {
 /// request may fail, and the VIP stays on the new node.
 #[test]
 fn planned_takeover_loses_no_request() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     let yaml = manifest(&[web(&[]).yaml(), LbDoc::on_vip("web", "web").yaml()]);
     let site = pair("takeover", &yaml);
 
@@ -154,7 +149,9 @@ fn planned_takeover_loses_no_request() {
 /// (no VIP), and it comes back and preempts when the cable is back.
 #[test]
 fn link_down_faults_the_master_also_with_other_tracking() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     let yaml = manifest(&[
         web(&["track: {backendsDown: {weight: 80}}"]).yaml(),
         LbDoc::on_vip("web", "web").health_checked().yaml(),
@@ -182,7 +179,9 @@ fn link_down_faults_the_master_also_with_other_tracking() {
 /// The same with the default (no `track` at all): explicit check of the Fault state.
 #[test]
 fn link_down_faults_the_master_by_default() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     let yaml = manifest(&[web(&[]).yaml(), LbDoc::on_vip("web", "web").yaml()]);
     let site = pair("trkifd", &yaml);
     site.lab.set_link(&site.nodes[A], false).expect("cable out");
@@ -206,7 +205,9 @@ fn link_down_faults_the_master_by_default() {
 /// when node-a's backend dies both VIPs move to node-b, and both come back together.
 #[test]
 fn sync_group_moves_both_vips_together() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     let web2 = VipDoc::new("web2", VIP2, 43)
         .priority("node-a", 150)
         .priority("node-b", 100)
@@ -266,7 +267,9 @@ fn sync_group_moves_both_vips_together() {
 /// VIP, then one more round every 500 ms while master.
 #[test]
 fn garp_count_and_refresh() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     let yaml = manifest(&[
         VipDoc::new("web", VIP, 42)
             .vrrp("garp: {count: 5, interval: 50ms, refresh: 500ms}")
@@ -313,7 +316,9 @@ fn tracked(checks: &[String]) -> String {
 /// preempts only after three passing runs.
 #[test]
 fn http_check_weight_moves_the_vip_and_back_after_rise() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     let app = check(
         "app",
         "http: {url: 'http://127.0.0.1:8000/', expectStatus: 200}",
@@ -383,7 +388,9 @@ fn http_check_weight_moves_the_vip_and_back_after_rise() {
 /// the port opens again and node-a returns.
 #[test]
 fn tcp_check_with_fault_faults_the_node() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     let port = check("port", "tcp: {address: '127.0.0.1:8000'}", "fault: true");
     let yaml = manifest(&[
         web(&[&tracked(&[port])]).yaml(),
@@ -441,7 +448,9 @@ fn processes(argv: &[&str]) -> usize {
 /// mastership.
 #[test]
 fn exec_checks_weight_timeout_and_reload() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     // The nodes share the file system: each looks for its own file.
     let flags: Vec<std::path::PathBuf> = (0..2)
         .map(|_| std::env::temp_dir().join(halo_tests::backends::unique("halo-track-flag-")))
@@ -565,7 +574,9 @@ fn exec_checks_weight_timeout_and_reload() {
 /// node-a preempts.
 #[test]
 fn tracked_interface_weight_moves_the_vip() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     let yaml = manifest(&[
         web(&["track: {interfaces: [{name: trk0, weight: 80}]}"]).yaml(),
         LbDoc::on_vip("web", "web").yaml(),

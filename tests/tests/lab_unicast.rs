@@ -3,24 +3,8 @@
 
 use std::time::Duration;
 
-use halo_tests::netns;
+use halo_tests::lab::{self, Share, Tool};
 use halo_tests::site::{LbDoc, Site, VIP, VipDoc, manifest, outage_ms};
-
-macro_rules! require_lab {
-    () => {
-        if !netns::available() {
-            eprintln!("skipped: lab tests need root and iproute2");
-            return;
-        }
-        if std::process::Command::new("nft")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            panic!("nft is missing: apt-get install nftables (scripts/install-test-deps.sh)");
-        }
-    };
-}
 
 const A: usize = 0;
 const B: usize = 1;
@@ -37,7 +21,9 @@ fn yaml(unicast: bool) -> String {
 
 #[test]
 fn unicast_elects_and_fails_over_with_multicast_blocked() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[Tool::Nft], Share::Shared) else {
+        return;
+    };
     let mut site = Site::new("ucast", &["node-a", "node-b"]).expect("lab");
     site.block_multicast().expect("block multicast");
     let yaml = yaml(true);
@@ -81,7 +67,9 @@ fn unicast_elects_and_fails_over_with_multicast_blocked() {
 /// node alone, so both take the VIP. This shows the block really drops VRRP.
 #[test]
 fn multicast_blocked_splits_the_brain() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[Tool::Nft], Share::Shared) else {
+        return;
+    };
     let mut site = Site::new("mcblock", &["node-a", "node-b"]).expect("lab");
     site.block_multicast().expect("block multicast");
     let yaml = yaml(false);
@@ -119,7 +107,9 @@ fn multicast_blocked_splits_the_brain() {
 /// on sending to node-b until its ARP entry expires (tens of seconds).
 #[test]
 fn healed_split_brain_moves_clients_to_the_surviving_master() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[Tool::Nft], Share::Shared) else {
+        return;
+    };
     let mut site = Site::new("heal", &["node-a", "node-b"]).expect("lab");
     site.block_multicast().expect("block multicast");
     let yaml = yaml(false);

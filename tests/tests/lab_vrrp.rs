@@ -2,23 +2,16 @@
 
 use std::time::Duration;
 
-use halo_tests::netns;
+use halo_tests::lab::{self, Share};
 use halo_tests::probe::Summary;
 use halo_tests::process::binary;
 use halo_tests::site::{Site, VIP, site_yaml};
 
-macro_rules! require_lab {
-    () => {
-        if !netns::available() {
-            eprintln!("skipped: lab tests need root and iproute2");
-            return;
-        }
-    };
-}
-
 #[test]
 fn master_by_priority_then_crash_failover_and_no_stale_vip_after_restart() {
-    require_lab!();
+    let Some(_lab) = lab::enter(&[], Share::Shared) else {
+        return;
+    };
     let mut site = Site::new("crash", &["node-a", "node-b"]).expect("lab");
     let yaml = site_yaml(&[("node-a", 150), ("node-b", 100)], "");
     site.start(1, &yaml).expect("start b");
