@@ -15,6 +15,7 @@ use crate::cluster::{Cluster, Proc, wait_for};
 use crate::probe::Summary;
 use crate::process::{binary, http_get_blocking};
 use crate::site::{Prober, Site, VIP};
+use crate::vrrp_forge::Defect;
 
 /// The nodes, in the lab at .1, .2, .3 (their Node objects carry these InternalIPs).
 pub const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
@@ -377,6 +378,51 @@ impl FaultLab {
     }
 
     // --- client and diagnostics -------------------------------------------------------------
+
+    /// Sends `count` forged adverts with `defect` for the VIP's VRID from the client host
+    /// (a stranger on the nodes' bridge).
+    pub fn forge_adverts(&self, defect: Defect, count: u16) -> Result<()> {
+        let vrid = self
+            .site
+            .vrrp_status(0, VIP_NAME)
+            .and_then(|v| v.get("vrid")?.as_u64())
+            .context("no VRID in node-a's status")?;
+        let program = binary("halo-lab")?.to_string_lossy().to_string();
+        let (source, vrid, count) = (
+            self.site.client.addr.to_string(),
+            vrid.to_string(),
+            count.to_string(),
+        );
+        let defect = clap::ValueEnum::to_possible_value(&defect)
+            .context("defect name")?
+            .get_name()
+            .to_string();
+        self.site.lab.exec_in(
+            &self.site.client.ns,
+            &[
+                &program,
+                "vrrp-forge",
+                "--defect",
+                &defect,
+                "--source",
+                &source,
+                "--vrid",
+                &vrid,
+                "--address",
+                VIP,
+                "--count",
+                &count,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Metric `name` of node `i`'s VRRP instance of the VIP (labels `vip` and `extra`).
+    pub fn vrrp_metric(&self, i: usize, name: &str, extra: &[(&str, &str)]) -> f64 {
+        let mut labels = vec![("vip", VIP_NAME)];
+        labels.extend_from_slice(extra);
+        self.site.metric(i, name, &labels)
+    }
 
     /// A client probing VIP:80 every 10 ms for `duration`, each request given `timeout`.
     pub fn probe(&self, duration: &str, timeout: &str) -> Result<Prober> {

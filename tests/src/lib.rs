@@ -24,3 +24,4 @@ pub mod reference;
 pub mod server;
 pub mod site;
 pub mod standalone;
+pub mod vrrp_forge;

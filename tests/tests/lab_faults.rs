@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use halo_tests::fault_lab::{FaultLab, NODES, Row, table};
 use halo_tests::lab::{self, Share};
 use halo_tests::site::VIP;
+use halo_tests::vrrp_forge::Defect;
 
 /// Before a fault, so the probe has answers on both sides of it.
 const LEAD_IN: Duration = Duration::from_millis(700);
@@ -224,4 +225,71 @@ fn api_server_and_etcd_stopped_for_15_s() {
         .expect("reconciled");
     assert_eq!(m, new);
     assert_eq!(lab.versions(), versions, "config churned:\n{}", lab.debug());
+}
+
+/// Strangers on the bridge: adverts for the VIP's VRID with one defect each, then
+/// well-formed ones at priority 1 (the control: the same sender is heard). Every node
+/// drops each defect under its reason; nobody changes state; the client sees nothing.
+#[test]
+fn hostile_vrrp_packets_on_the_bridge() {
+    let Some(_lab) = lab::enter(&[], Share::Alone) else {
+        return;
+    };
+    let lab = FaultLab::start("fvrrp").expect("lab");
+    let master = lab.wait_master(Duration::from_secs(5)).expect("master");
+    const EACH: u16 = 5;
+    let transitions = |lab: &FaultLab| -> Vec<f64> {
+        (0..NODES.len())
+            .map(|i| {
+                ["Master", "Backup", "Fault"]
+                    .iter()
+                    .map(|to| lab.vrrp_metric(i, "halo_vrrp_transitions_total", &[("to", to)]))
+                    .sum()
+            })
+            .collect()
+    };
+    let before = transitions(&lab);
+    let prober = lab.probe("6s", "100ms").expect("probe");
+    std::thread::sleep(LEAD_IN);
+    for defect in Defect::HOSTILE {
+        let reason = defect.reason().unwrap_or_default();
+        let counted =
+            |i| lab.vrrp_metric(i, "halo_vrrp_dropped_packets_total", &[("reason", reason)]);
+        let was: Vec<f64> = (0..NODES.len()).map(counted).collect();
+        lab.forge_adverts(defect, EACH).expect("forge");
+        let all_counted =
+            halo_tests::site::wait_until(Duration::from_secs(2), Duration::from_millis(50), || {
+                (0..NODES.len()).all(|i| counted(i) - was[i] >= f64::from(EACH))
+            });
+        assert!(
+            all_counted,
+            "{defect:?}: not every node dropped {EACH} adverts as {reason}: {:?} -> {:?}",
+            was,
+            (0..NODES.len()).map(counted).collect::<Vec<_>>()
+        );
+    }
+    let probe = prober.join().expect("probe");
+    let row = Row::new(
+        "malformed VRRP (6 kinds x 5) from a stranger on the bridge",
+        &probe,
+        None,
+    );
+    print_rows(std::slice::from_ref(&row));
+    assert_eq!(transitions(&lab), before, "a forged advert changed a state");
+    assert_eq!(lab.master(), Some(master), "{}", lab.debug());
+    assert_eq!(probe.failed, 0, "{probe:?}");
+
+    // The control: the same sender's well-formed adverts are heard (a backup takes them
+    // for a master's), so the drops above were the defects'.
+    let backup = (master + 1) % NODES.len();
+    let heard = |lab: &FaultLab| lab.vrrp_metric(backup, "halo_vrrp_adverts_received_total", &[]);
+    let was = heard(&lab);
+    lab.forge_adverts(Defect::Valid, EACH).expect("forge");
+    assert!(
+        halo_tests::site::wait_until(Duration::from_secs(2), Duration::from_millis(50), || {
+            heard(&lab) - was >= f64::from(EACH)
+        }),
+        "the well-formed forged adverts were not received: {was} -> {}",
+        heard(&lab)
+    );
 }

@@ -39,6 +39,27 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+    /// Send forged VRRP adverts (well-formed or with one defect) out of a link of the
+    /// current network namespace; run it with `ip netns exec` in a lab host.
+    VrrpForge {
+        #[arg(long, value_enum)]
+        defect: halo_tests::vrrp_forge::Defect,
+        #[arg(long, default_value = "eth0")]
+        interface: String,
+        /// The sender's own address (the packet's source).
+        #[arg(long)]
+        source: std::net::Ipv4Addr,
+        #[arg(long)]
+        vrid: u8,
+        #[arg(long, default_value_t = 1)]
+        priority: u8,
+        /// The addresses the advert lists (the router's VIPs).
+        #[arg(long, required = true)]
+        address: Vec<std::net::Ipv4Addr>,
+        /// How many to send, 20 ms apart (at most 1,000).
+        #[arg(long, default_value_t = 5)]
+        count: u16,
+    },
     /// A real Kubernetes control plane (etcd + kube-apiserver) on loopback ports.
     ControlPlane {
         #[command(subcommand)]
@@ -75,6 +96,30 @@ async fn main() -> Result<()> {
             admin,
             requests,
         } => demo(config, admin, requests).await,
+        Command::VrrpForge {
+            defect,
+            interface,
+            source,
+            vrid,
+            priority,
+            address,
+            count,
+        } => {
+            let forge = halo_tests::vrrp_forge::Forge {
+                src: source,
+                vrid,
+                priority,
+                interval_cs: 10,
+                addresses: address,
+            };
+            let packet = forge.packet(defect);
+            for _ in 0..count.min(1000) {
+                halo_tests::vrrp_forge::send(&interface, &packet)?;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            println!("sent {count} {defect:?} adverts for VRID {vrid} on {interface}");
+            Ok(())
+        }
         Command::ControlPlane { action } => match action {
             ControlPlaneAction::Up { dir } => control_plane_up(&dir),
             ControlPlaneAction::Down { dir } => control_plane_down(&dir),
