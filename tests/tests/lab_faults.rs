@@ -293,3 +293,64 @@ fn hostile_vrrp_packets_on_the_bridge() {
         heard(&lab)
     );
 }
+
+/// The master's cable is pulled: it sees its link go down and gives up the VIP
+/// (`interfaceDown: fault`, the default); a backup stops hearing adverts and takes over.
+/// The cable back, the old master rejoins as Backup (`preempt: false`): one move, not two.
+#[test]
+fn link_down_on_the_master() {
+    let Some(_lab) = lab::enter(&[], Share::Alone) else {
+        return;
+    };
+    let lab = FaultLab::start("flink").expect("lab");
+    let old = lab.wait_master(Duration::from_secs(5)).expect("master");
+    let prober = lab.probe("4s", "100ms").expect("probe");
+    std::thread::sleep(LEAD_IN);
+    let pulled = Instant::now();
+    let host = &lab.site.nodes[old];
+    lab.site.lab.set_link(host, false).expect("link down");
+    let (new, at) = lab
+        .wait_new_master(old, Duration::from_secs(3))
+        .expect("new master");
+    let detection = at - pulled;
+    let status_after = lab
+        .wait_status_master(new, Duration::from_secs(10))
+        .map(|_| pulled.elapsed());
+    let faulted =
+        halo_tests::site::wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+            lab.vrrp_state(old).as_deref() == Some("Fault") && !lab.site.holds_vip(old)
+        });
+    let probe = prober.join().expect("probe");
+    let row = Row::new("link down on the master", &probe, Some(detection));
+    print_rows(std::slice::from_ref(&row));
+    assert!(
+        faulted,
+        "the node without a link should be in Fault without the VIP: {:?}\n{}",
+        lab.vrrp_state(old),
+        lab.debug()
+    );
+    let status_after = status_after.expect("status names the new master");
+    assert!(
+        status_after < Duration::from_secs(2),
+        "status followed only after {status_after:?}"
+    );
+    assert!(
+        row.outage_ms < 1000 && probe.runs.last().is_some_and(|r| r.who != "-"),
+        "{probe:?}"
+    );
+
+    lab.site.lab.set_link(host, true).expect("link up");
+    assert!(
+        halo_tests::site::wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
+            lab.vrrp_state(old).as_deref() == Some("Backup")
+        }),
+        "back from Fault the old master should be Backup: {:?}\n{}",
+        lab.vrrp_state(old),
+        lab.debug()
+    );
+    assert!(
+        lab.site.stays(VIP, &[new], Duration::from_secs(1)),
+        "the VIP moved back or is held twice:\n{}",
+        lab.debug()
+    );
+}
