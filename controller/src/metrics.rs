@@ -33,6 +33,7 @@ pub struct Metrics {
     pub leader: Gauge,
     pub secrets_held: Gauge,
     pub secret_problems: Gauge,
+    pub split_brain: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -104,6 +105,12 @@ impl Metrics {
             "LoadBalancer fields whose Secret is missing or invalid",
             secret_problems.clone(),
         );
+        let split_brain = Family::<Labels, Gauge>::default();
+        registry.register(
+            "split_brain",
+            "Nodes reporting Master for a VirtualIP when more than one does (0: none)",
+            split_brain.clone(),
+        );
         Self {
             registry,
             renders,
@@ -117,6 +124,7 @@ impl Metrics {
             leader,
             secrets_held,
             secret_problems,
+            split_brain,
         }
     }
 

@@ -168,6 +168,7 @@ pub fn virtual_ip_status(
     } else {
         (false, "NoMaster", "no node reports Master yet".to_string())
     };
+    let master_names: Vec<&str> = masters.iter().map(|n| n.node.as_str()).collect();
     let conditions = vec![
         condition(
             "Ready",
@@ -177,6 +178,7 @@ pub fn virtual_ip_status(
             &previous.conditions,
             generation,
         ),
+        split_brain_condition(&master_names, &previous.conditions, generation),
         condition(
             "Conflict",
             conflict.is_some(),
@@ -315,6 +317,39 @@ pub fn load_balancer_status(
     }
 }
 
+/// `SplitBrain`: True, naming the nodes, while more than one reports Master (each
+/// believes it holds the addresses: the network between them is cut or drops VRRP).
+fn split_brain_condition(
+    masters: &[&str],
+    previous: &[Condition],
+    generation: Option<i64>,
+) -> Condition {
+    let split = masters.len() > 1;
+    let (reason, message) = if split {
+        (
+            "SeveralMasters",
+            format!(
+                "{} nodes report Master: {}",
+                masters.len(),
+                masters.join(", ")
+            ),
+        )
+    } else {
+        ("OneMaster", "at most one node reports Master".to_string())
+    };
+    condition("SplitBrain", split, reason, message, previous, generation)
+}
+
+/// Masters of a VirtualIP's status while it is split (0 otherwise): the metric.
+pub fn split_brain_masters(status: &VirtualIPStatus) -> i64 {
+    let masters = status.nodes.iter().filter(|n| n.state == "Master").count();
+    if masters > 1 {
+        i64::try_from(masters).unwrap_or(i64::MAX)
+    } else {
+        0
+    }
+}
+
 async fn publish_ready_change<K>(
     ctx: &Context,
     obj: &K,
@@ -395,6 +430,10 @@ async fn reconcile_vip(vip: Arc<VirtualIP>, ctx: Arc<Context>) -> Result<Action,
         return Ok(action);
     }
     let desired = virtual_ip_status(&vip, &ctx.shared, &ctx.shared.reports());
+    ctx.metrics
+        .split_brain
+        .get_or_create(&vec![("virtual_ip", vip.name_any())])
+        .set(split_brain_masters(&desired));
     let current = vip.status.clone().unwrap_or_default();
     let api: Api<VirtualIP> = Api::all(ctx.client.clone());
     write_status(
@@ -507,4 +546,67 @@ pub async fn run_load_balancers(ctx: Arc<Context>, trigger: UnboundedReceiver<()
     .run(reconcile_lb, retry, ctx)
     .for_each(|_| futures::future::ready(()))
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, state: &str) -> NodeVrrpStatus {
+        NodeVrrpStatus {
+            node: name.into(),
+            state: state.into(),
+            priority: 100,
+            since: None,
+        }
+    }
+
+    #[test]
+    fn split_brain_is_true_naming_the_nodes_only_with_several_masters() {
+        for (masters, status, reason, names) in [
+            (vec![], "False", "OneMaster", ""),
+            (vec!["node-a"], "False", "OneMaster", ""),
+            (
+                vec!["node-a", "node-b"],
+                "True",
+                "SeveralMasters",
+                "2 nodes report Master: node-a, node-b",
+            ),
+        ] {
+            let c = split_brain_condition(&masters, &[], Some(3));
+            assert_eq!(
+                (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+                ("SplitBrain", status, reason)
+            );
+            assert!(c.message.contains(names), "{}", c.message);
+            assert_eq!(c.observed_generation, Some(3));
+        }
+    }
+
+    #[test]
+    fn split_brain_keeps_its_transition_time_while_it_holds() {
+        let first = split_brain_condition(&["a", "b"], &[], None);
+        let again = split_brain_condition(&["a", "b", "c"], std::slice::from_ref(&first), None);
+        assert_eq!(again.last_transition_time, first.last_transition_time);
+    }
+
+    #[test]
+    fn split_brain_metric_counts_masters_only_when_split() {
+        for (states, want) in [
+            (vec!["Master", "Backup"], 0),
+            (vec!["Master", "Master", "Backup"], 2),
+            (vec!["Master", "Master", "Master"], 3),
+            (vec![], 0),
+        ] {
+            let status = VirtualIPStatus {
+                nodes: states
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| node(&format!("n{i}"), s))
+                    .collect(),
+                ..VirtualIPStatus::default()
+            };
+            assert_eq!(split_brain_masters(&status), want, "{states:?}");
+        }
+    }
 }

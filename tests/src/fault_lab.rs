@@ -342,10 +342,34 @@ impl FaultLab {
 
     /// A sample of a replica's metrics (0 when absent or not answering).
     pub fn controller_metric(&self, c: usize, name: &str) -> f64 {
+        self.controller_metric_with(c, name, &[])
+    }
+
+    /// [`Self::controller_metric`] of the series with `labels`.
+    pub fn controller_metric_with(&self, c: usize, name: &str, labels: &[(&str, &str)]) -> f64 {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.controllers[c].metrics));
         http_get_blocking(addr, "/metrics")
-            .map(|(_, body)| crate::site::metric_value(&body, name, &[]))
+            .map(|(_, body)| crate::site::metric_value(&body, name, labels))
             .unwrap_or(0.0)
+    }
+
+    /// The VirtualIP's status condition `type_` as "True"/"False" ("" when absent).
+    pub fn vip_condition(&self, type_: &str) -> String {
+        self.cluster
+            .jsonpath(
+                "vip",
+                VIP_NAME,
+                "default",
+                &format!("{{.status.conditions[?(@.type==\"{type_}\")].status}}"),
+            )
+            .unwrap_or_default()
+    }
+
+    /// Nodes whose data plane reports Master.
+    pub fn masters(&self) -> Vec<usize> {
+        (0..NODES.len())
+            .filter(|&i| self.vrrp_state(i).as_deref() == Some("Master"))
+            .collect()
     }
 
     /// The running replica that leads.

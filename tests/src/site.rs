@@ -766,6 +766,42 @@ impl Site {
     /// Drops VRRP multicast (to 224.0.0.18) on the bridge. Same as
     /// `Lab::block_multicast`, whose chain name `fwd` is an nft keyword (a syntax error
     /// with nftables 1.0.6).
+    /// Cuts node `i` off from VRRP (or heals it): its adverts go nowhere and it hears
+    /// none, while every other packet flows, so both sides stay alive and reachable.
+    pub fn isolate_vrrp(&self, i: usize, isolated: bool) -> Result<()> {
+        let ns = &self.nodes[i].ns;
+        if !isolated {
+            self.lab
+                .exec_in(ns, &["nft", "delete", "table", "inet", "halo_vrrp_cut"])?;
+            return Ok(());
+        }
+        self.lab
+            .exec_in(ns, &["nft", "add", "table", "inet", "halo_vrrp_cut"])?;
+        for (chain, hook) in [("in", "input"), ("out", "output")] {
+            let spec = format!("{{ type filter hook {hook} priority 0; policy accept; }}");
+            self.lab.exec_in(
+                ns,
+                &["nft", "add", "chain", "inet", "halo_vrrp_cut", chain, &spec],
+            )?;
+            self.lab.exec_in(
+                ns,
+                &[
+                    "nft",
+                    "add",
+                    "rule",
+                    "inet",
+                    "halo_vrrp_cut",
+                    chain,
+                    "meta",
+                    "l4proto",
+                    "vrrp",
+                    "drop",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
     pub fn block_multicast(&self) -> Result<()> {
         let sw = self.switch_ns()?;
         self.lab

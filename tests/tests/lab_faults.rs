@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use halo_tests::fault_lab::{FaultLab, NODES, Row, table};
-use halo_tests::lab::{self, Share};
+use halo_tests::lab::{self, Share, Tool};
 use halo_tests::site::VIP;
 use halo_tests::vrrp_forge::Defect;
 
@@ -352,5 +352,123 @@ fn link_down_on_the_master() {
         lab.site.stays(VIP, &[new], Duration::from_secs(1)),
         "the VIP moved back or is held twice:\n{}",
         lab.debug()
+    );
+}
+
+/// The master is cut off from the others' VRRP while everything else flows (both sides
+/// alive): a backup stops hearing it and becomes a second master. The controller, which
+/// hears both, reports the split (condition, Event, metric); healed, the lower master
+/// yields and the split is cleared.
+#[test]
+fn master_cut_off_from_vrrp_splits_then_heals() {
+    let Some(_lab) = lab::enter(&[Tool::Nft], Share::Alone) else {
+        return;
+    };
+    let lab = FaultLab::start("fsplit").expect("lab");
+    let old = lab.wait_master(Duration::from_secs(5)).expect("master");
+    let leader = lab.wait_leader(Duration::from_secs(5)).expect("leader");
+    let split_metric = || {
+        lab.controller_metric_with(
+            leader,
+            "halo_controller_split_brain",
+            &[("virtual_ip", "web")],
+        )
+    };
+    let prober = lab.probe("6s", "100ms").expect("probe");
+    std::thread::sleep(LEAD_IN);
+    lab.site.isolate_vrrp(old, true).expect("cut");
+    let step = Duration::from_millis(10);
+    let split =
+        halo_tests::site::wait_until(Duration::from_secs(3), step, || lab.masters().len() > 1);
+    let split_at = Instant::now();
+    assert!(
+        split,
+        "no second master: {:?}\n{}",
+        lab.masters(),
+        lab.debug()
+    );
+    let detected =
+        halo_tests::site::wait_until(Duration::from_secs(5), step, || split_metric() >= 2.0);
+    let detection = split_at.elapsed();
+    assert!(
+        detected,
+        "the controller did not count the split:\n{}",
+        lab.debug()
+    );
+    assert!(
+        halo_tests::site::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+            lab.vip_condition("SplitBrain") == "True"
+        }),
+        "no SplitBrain condition:\n{}",
+        lab.debug()
+    );
+    let message = lab
+        .cluster
+        .jsonpath(
+            "vip",
+            "web",
+            "default",
+            "{.status.conditions[?(@.type==\"SplitBrain\")].message}",
+        )
+        .unwrap_or_default();
+    let masters = lab.masters();
+    for &m in &masters {
+        assert!(message.contains(NODES[m]), "{message:?} names {}", NODES[m]);
+    }
+    let events = lab
+        .cluster
+        .kubectl_ok(&[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "reason=SplitBrain,involvedObject.name=web",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ])
+        .unwrap_or_default();
+    assert!(events.contains("Master"), "no SplitBrain Event: {events:?}");
+    std::thread::sleep(Duration::from_millis(500));
+
+    lab.site.isolate_vrrp(old, false).expect("heal");
+    let healed = Instant::now();
+    assert!(
+        halo_tests::site::wait_until(Duration::from_secs(3), step, || lab.masters().len() == 1),
+        "still {:?} masters after healing:\n{}",
+        lab.masters(),
+        lab.debug()
+    );
+    let one_master = healed.elapsed();
+    assert!(
+        halo_tests::site::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+            lab.vip_condition("SplitBrain") == "False" && split_metric() == 0.0
+        }),
+        "the split stays reported:\n{}",
+        lab.debug()
+    );
+    let probe = prober.join().expect("probe");
+    let row = Row::new(
+        "master cut off from VRRP (both alive): split, then healed",
+        &probe,
+        Some(detection),
+    );
+    print_rows(std::slice::from_ref(&row));
+    eprintln!(
+        "split seen by the controller {detection:?} after the second master; one master {one_master:?} after healing"
+    );
+    // Two adverts of the lab's VirtualIP (100 ms each).
+    assert!(
+        detection <= Duration::from_millis(200),
+        "split reported {detection:?} after it began"
+    );
+    let master = lab.master().expect("one master");
+    assert!(
+        lab.site.stays(VIP, &[master], Duration::from_millis(500)),
+        "{}",
+        lab.debug()
+    );
+    assert!(
+        row.outage_ms < 1000 && probe.runs.last().is_some_and(|r| r.who != "-"),
+        "{probe:?}"
     );
 }
