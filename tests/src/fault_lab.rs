@@ -105,6 +105,8 @@ pub struct FaultLab {
     pub site: Site,
     controllers: Vec<Controller>,
     pub cluster: Cluster,
+    /// The pods' backend processes, in [`PODS`] order.
+    pods: Vec<u32>,
     tokens: Vec<PathBuf>,
     relays: Vec<tokio::task::JoinHandle<()>>,
     runtime: tokio::runtime::Runtime,
@@ -121,11 +123,11 @@ impl FaultLab {
             .collect();
         let cluster = Cluster::start_with(&format!("faults-{label}"), &nodes, true)?;
         let mut site = Site::without_backends(label, &NODES)?;
-        start_pods(&mut site)?;
+        let pods = start_pods(&mut site)?;
         let example = format!("{}/../{EXAMPLE}", env!("CARGO_MANIFEST_DIR"));
         cluster.kubectl_ok(&["apply", "-f", &example])?;
         // What the EndpointSlice controller would write for the pods.
-        cluster.apply(&endpoint_slice())?;
+        cluster.apply(&endpoint_slice(&[true; PODS.len()]))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -134,6 +136,7 @@ impl FaultLab {
             site,
             controllers: Vec::new(),
             cluster,
+            pods,
             tokens: Vec::new(),
             relays: Vec::new(),
             runtime,
@@ -448,6 +451,44 @@ impl FaultLab {
         self.site.metric(i, name, &labels)
     }
 
+    // --- pods -------------------------------------------------------------------------
+
+    /// SIGKILLs pod `p`'s backend (the pod crashed; its EndpointSlice does not know yet).
+    pub fn kill_pod(&self, p: usize) -> Result<()> {
+        self.site.lab.signal(self.pods[p], "KILL")?;
+        self.site
+            .lab
+            .wait_exit(self.pods[p], Duration::from_secs(5))
+    }
+
+    /// Writes the EndpointSlice as the EndpointSlice controller would: pod `p` ready or not.
+    pub fn set_ready(&self, ready: &[bool; PODS.len()]) -> Result<()> {
+        self.cluster.apply(&endpoint_slice(ready))
+    }
+
+    /// `address:port` of pod `p`, as the data planes list it.
+    pub fn pod_address(p: usize) -> String {
+        format!("192.0.2.{}:{POD_PORT}", PODS[p].1)
+    }
+
+    /// Node `i`'s view of pod `p`: `Some(up)` while its config lists it, `None` after.
+    pub fn pod_up(&self, i: usize, p: usize) -> Option<bool> {
+        let want = Self::pod_address(p);
+        let status = self.site.status(i).ok()?;
+        status
+            .get("listeners")?
+            .as_array()?
+            .iter()
+            .flat_map(|l| {
+                l.get("backends")
+                    .and_then(|b| b.as_array())
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .find(|b| b.get("address").and_then(|a| a.as_str()) == Some(want.as_str()))
+            .and_then(|b| b.get("up")?.as_bool())
+    }
+
     /// A client probing VIP:80 every 10 ms for `duration`, each request given `timeout`.
     pub fn probe(&self, duration: &str, timeout: &str) -> Result<Prober> {
         self.site.probe_background(VIP, duration, timeout)
@@ -475,18 +516,19 @@ impl Drop for FaultLab {
 }
 
 /// The pods: a host each on the bridge, running a backend that answers its name.
-fn start_pods(site: &mut Site) -> Result<()> {
+fn start_pods(site: &mut Site) -> Result<Vec<u32>> {
     let program = binary("halo-lab")?;
+    let mut pids = Vec::new();
     for (name, index) in PODS {
         let host = site.lab.add_host(name, index)?;
         let log = site.dir.join(format!("{name}.log"));
         let listen = format!("{}:{POD_PORT}", host.addr);
-        site.lab.spawn(
+        pids.push(site.lab.spawn(
             &host,
             &program,
             &["backend", "--listen", &listen, "--name", name],
             &log,
-        )?;
+        )?);
         let ok = wait_for(Duration::from_secs(5), || {
             std::fs::read_to_string(&log).is_ok_and(|t| t.contains("listening"))
         });
@@ -494,15 +536,15 @@ fn start_pods(site: &mut Site) -> Result<()> {
             bail!("pod {name} did not start");
         }
     }
-    Ok(())
+    Ok(pids)
 }
 
-/// The EndpointSlice of Service `web` listing the pods, ready.
-fn endpoint_slice() -> String {
+/// The EndpointSlice of Service `web` listing the pods, each ready or not.
+fn endpoint_slice(ready: &[bool; PODS.len()]) -> String {
     let mut eps = String::new();
-    for (name, index) in PODS {
+    for ((name, index), ready) in PODS.iter().zip(ready) {
         eps.push_str(&format!(
-            "  - addresses: [\"192.0.2.{index}\"]\n    conditions: {{ready: true}}\n    targetRef: {{kind: Pod, name: {name}, namespace: default}}\n"
+            "  - addresses: [\"192.0.2.{index}\"]\n    conditions: {{ready: {ready}}}\n    targetRef: {{kind: Pod, name: {name}, namespace: default}}\n"
         ));
     }
     format!(

@@ -472,3 +472,102 @@ fn master_cut_off_from_vrrp_splits_then_heals() {
         "{probe:?}"
     );
 }
+
+/// A pod crashes under load: requests not yet sent to it must not fail (a refused
+/// connection is retried on the other pod), health checks mark it down before its
+/// EndpointSlice says anything, and the EndpointSlice update then removes it.
+#[test]
+fn backend_pod_killed_under_load() {
+    let Some(_lab) = lab::enter(&[], Share::Alone) else {
+        return;
+    };
+    let lab = FaultLab::start("fpod").expect("lab");
+    let master = lab.wait_master(Duration::from_secs(5)).expect("master");
+    let step = Duration::from_millis(20);
+    assert!(
+        halo_tests::site::wait_until(Duration::from_secs(5), step, || {
+            lab.pod_up(master, 0) == Some(true) && lab.pod_up(master, 1) == Some(true)
+        }),
+        "both pods should be up first:\n{}",
+        lab.debug()
+    );
+    let prober = lab.probe("4s", "100ms").expect("probe");
+    std::thread::sleep(LEAD_IN);
+    let killed = Instant::now();
+    lab.kill_pod(0).expect("kill pod-1");
+    let down = halo_tests::site::wait_until(Duration::from_secs(3), step, || {
+        lab.pod_up(master, 0) == Some(false)
+    });
+    let detection = killed.elapsed();
+    assert!(down, "pod-1 never marked down:\n{}", lab.debug());
+    lab.set_ready(&[false, true]).expect("EndpointSlice");
+    let removed = halo_tests::site::wait_until(Duration::from_secs(5), step, || {
+        (0..NODES.len()).all(|i| lab.pod_up(i, 0).is_none())
+    });
+    let removed_after = killed.elapsed();
+    assert!(
+        removed,
+        "the EndpointSlice update did not remove pod-1:\n{}",
+        lab.debug()
+    );
+    let probe = prober.join().expect("probe");
+    let row = Row::new(
+        "a backend pod SIGKILLed under load",
+        &probe,
+        Some(detection),
+    );
+    print_rows(std::slice::from_ref(&row));
+    eprintln!(
+        "pod-1 marked down {detection:?} after the kill, gone from every node's config {removed_after:?} after"
+    );
+    assert_eq!(probe.failed, 0, "{probe:?}");
+    assert_eq!(
+        probe.runs.last().map(|r| r.who.as_str()),
+        Some("pod-2"),
+        "{probe:?}"
+    );
+}
+
+/// 100 EndpointSlice changes under load (pod-2 scaled out and back in, as a rollout or
+/// an autoscaler does): every change is pushed while the client keeps being answered.
+#[test]
+fn endpoint_changes_under_load() {
+    let Some(_lab) = lab::enter(&[], Share::Alone) else {
+        return;
+    };
+    let lab = FaultLab::start("feps").expect("lab");
+    let master = lab.wait_master(Duration::from_secs(5)).expect("master");
+    let before = lab.version(master).unwrap_or(0);
+    let probe = lab
+        .site
+        .probe_step(VIP, "/", "90s", "100ms")
+        .expect("probe");
+    std::thread::sleep(LEAD_IN);
+    let started = Instant::now();
+    const CHANGES: usize = 100;
+    for k in 0..CHANGES {
+        lab.set_ready(&[true, k % 2 == 1]).expect("EndpointSlice");
+    }
+    let applied = started.elapsed();
+    let settled =
+        halo_tests::site::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            (0..NODES.len()).all(|i| lab.pod_up(i, 1).is_some())
+        });
+    std::thread::sleep(LEAD_IN);
+    let summary = probe.finish().expect("probe");
+    let pushed = lab.version(master).unwrap_or(0).saturating_sub(before);
+    let row = Row::new(
+        &format!("{CHANGES} EndpointSlice changes under load"),
+        &summary,
+        None,
+    );
+    print_rows(std::slice::from_ref(&row));
+    eprintln!(
+        "{CHANGES} changes applied in {applied:?}; the master's config moved {pushed} versions"
+    );
+    assert!(settled, "pod-2 is not back on every node:\n{}", lab.debug());
+    assert!(pushed > 0, "no change reached the master");
+    assert_eq!(summary.failed, 0, "{summary:?}");
+    let answered: std::collections::BTreeSet<&str> = summary.answered().into_iter().collect();
+    assert_eq!(answered, ["pod-1", "pod-2"].into(), "{summary:?}");
+}
