@@ -179,6 +179,9 @@ async fn main() -> Result<()> {
         ),
         leader: leader.clone(),
         metrics: metrics.clone(),
+        refusal_log: std::sync::Mutex::new(halo_crds::throttle::Throttle::new(
+            halo_controller::stream::REFUSAL_LOG_PERIOD,
+        )),
         heartbeat: args.heartbeat,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -4,6 +4,7 @@
 //! `POST /v1/nodes/{node}/status`. Callers must present a ServiceAccount token of the
 //! data plane's account, bound to a pod on that very node (checked with TokenReview).
 
+use halo_crds::throttle::Throttle;
 use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -205,7 +206,13 @@ pub struct StreamServer {
     pub leader: Arc<Leader>,
     pub metrics: Arc<Metrics>,
     pub heartbeat: Duration,
+    /// Refusals are logged at most once per period (a scanner must not flood the log);
+    /// the metric counts every one.
+    pub refusal_log: std::sync::Mutex<Throttle>,
 }
+
+/// How often a refused request may be logged.
+pub const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -259,7 +266,14 @@ impl StreamServer {
                 .auth_refused
                 .get_or_create(&vec![("status", r.status.as_u16().to_string())])
                 .inc();
-            tracing::warn!(%peer, %node, reason = %r.reason, "refused");
+            let allowed = self
+                .refusal_log
+                .lock()
+                .map(|mut t| t.allow(std::time::Instant::now()))
+                .unwrap_or(None);
+            if let Some(held) = allowed {
+                tracing::warn!(%peer, %node, reason = %r.reason, held_back = held, "refused (held_back: refusals not logged since the last line)");
+            }
             return text(r.status, format!("{}\n", r.reason));
         }
         if !self.leader.is_leader() {

@@ -9,6 +9,7 @@ pub mod node_config;
 pub mod pool;
 pub mod protocol;
 pub mod render;
+pub mod throttle;
 pub mod validate;
 pub mod virtual_ip;
 

@@ -26,7 +26,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::runtime::Runtime;
 use crate::vrrp::TakeoverError;
-use conn::{Activity, Throttle, Tracked};
+use conn::{Activity, Tracked};
+use halo_crds::throttle::Throttle;
 use health::Health;
 use policy::{Facts, Policy, Verdict};
 

@@ -356,6 +356,25 @@ impl FaultLab {
             .unwrap_or(0.0)
     }
 
+    /// The HTTP status replica `c`'s config stream gives a status report for `node`
+    /// with `token` (`None`: no Authorization header).
+    pub fn stream_attempt(&self, c: usize, node: &str, token: Option<&std::path::Path>) -> u16 {
+        self.cluster
+            .stream_status(self.controllers[c].stream, node, token)
+            .unwrap_or(0)
+    }
+
+    /// The log of replica `c`'s current (last started) run.
+    pub fn controller_log(&self, c: usize) -> String {
+        self.cluster
+            .log(&format!("ctl-{}-{}", c + 1, self.controllers[c].runs))
+    }
+
+    /// Node `i`'s own token (bound to its data plane's pod).
+    pub fn node_token(&self, i: usize) -> &std::path::Path {
+        &self.tokens[i]
+    }
+
     /// The VirtualIP's status condition `type_` as "True"/"False" ("" when absent).
     pub fn vip_condition(&self, type_: &str) -> String {
         self.cluster

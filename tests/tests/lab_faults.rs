@@ -571,3 +571,71 @@ fn endpoint_changes_under_load() {
     let answered: std::collections::BTreeSet<&str> = summary.answered().into_iter().collect();
     assert_eq!(answered, ["pod-1", "pod-2"].into(), "{summary:?}");
 }
+
+/// Strangers on the config stream while traffic flows: no token → 401; another
+/// account's token, a node's token used for another node, an unbound token → 403. Every
+/// refusal is counted, the log holds them back, nothing reaches the data planes.
+#[test]
+fn unauthenticated_and_wrong_node_stream_clients() {
+    let Some(_lab) = lab::enter(&[], Share::Alone) else {
+        return;
+    };
+    let lab = FaultLab::start("fauth").expect("lab");
+    let versions = lab.versions();
+    let leader = lab.wait_leader(Duration::from_secs(5)).expect("leader");
+    let intruder = lab.cluster.token("intruder", None).expect("token");
+    let unbound = lab.cluster.token("halo-dataplane", None).expect("token");
+    let refused = |status: &str| {
+        lab.controller_metric_with(
+            leader,
+            "halo_controller_auth_refused_total",
+            &[("status", status)],
+        )
+    };
+    let (was_401, was_403) = (refused("401"), refused("403"));
+    let prober = lab.probe("4s", "100ms").expect("probe");
+    std::thread::sleep(LEAD_IN);
+    const ROUNDS: usize = 5;
+    for _ in 0..ROUNDS {
+        for (token, node, want) in [
+            (None, NODES[0], 401),
+            (Some(intruder.as_path()), NODES[0], 403),
+            (Some(lab.node_token(1)), NODES[0], 403),
+            (Some(unbound.as_path()), NODES[0], 403),
+        ] {
+            assert_eq!(
+                lab.stream_attempt(leader, node, token),
+                want,
+                "{token:?} as {node}"
+            );
+        }
+    }
+    // The control: a node's own token is let in.
+    assert_eq!(
+        lab.stream_attempt(leader, NODES[1], Some(lab.node_token(1))),
+        204
+    );
+    let probe = prober.join().expect("probe");
+    let row = Row::new(
+        &format!("{} refused config-stream requests (401/403)", ROUNDS * 4),
+        &probe,
+        None,
+    );
+    print_rows(std::slice::from_ref(&row));
+    let counted = (refused("401") - was_401, refused("403") - was_403);
+    let rounds = ROUNDS as f64;
+    assert_eq!(
+        counted,
+        (rounds, rounds * 3.0),
+        "refusals counted by status"
+    );
+    let log = lab.controller_log(leader);
+    let lines = log.lines().filter(|l| l.contains("refused")).count();
+    assert!(
+        (1..=2).contains(&lines),
+        "{lines} log lines for {} refusals: one, and the rest held back\n{log}",
+        ROUNDS * 4
+    );
+    assert_eq!(probe.failed, 0, "{probe:?}");
+    assert_eq!(lab.versions(), versions, "config churned");
+}
