@@ -763,9 +763,6 @@ impl Site {
         Ok(format!("{tag}-sw"))
     }
 
-    /// Drops VRRP multicast (to 224.0.0.18) on the bridge. Same as
-    /// `Lab::block_multicast`, whose chain name `fwd` is an nft keyword (a syntax error
-    /// with nftables 1.0.6).
     /// Cuts node `i` off from VRRP (or heals it): its adverts go nowhere and it hears
     /// none, while every other packet flows, so both sides stay alive and reachable.
     pub fn isolate_vrrp(&self, i: usize, isolated: bool) -> Result<()> {
@@ -802,6 +799,9 @@ impl Site {
         Ok(())
     }
 
+    /// Drops VRRP multicast (to 224.0.0.18) on the bridge. Same as
+    /// `Lab::block_multicast`, whose chain name `fwd` is an nft keyword (a syntax error
+    /// with nftables 1.0.6).
     pub fn block_multicast(&self) -> Result<()> {
         let sw = self.switch_ns()?;
         self.lab

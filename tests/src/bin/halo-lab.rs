@@ -113,7 +113,8 @@ async fn main() -> Result<()> {
                 addresses: address,
             };
             let packet = forge.packet(defect);
-            for _ in 0..count.min(1000) {
+            let count = count.min(1000);
+            for _ in 0..count {
                 halo_tests::vrrp_forge::send(&interface, &packet)?;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
