@@ -184,6 +184,7 @@ pub fn synthesize(
                 vrrp: Default::default(),
                 priorities: Vec::new(),
                 peers: Vec::new(),
+                preferred_node: None,
             },
             status: None,
         });

@@ -95,10 +95,19 @@ pub fn resolve_endpoints(services: &[&Service], slices: &[&EndpointSlice]) -> Se
     out
 }
 
+/// The well-known label that takes a node out of external load balancing.
+pub const EXCLUDE_FROM_LOAD_BALANCERS: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
 pub fn node_info(node: &Node) -> NodeInfo {
+    let cordoned = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false);
     NodeInfo {
         name: node.name_any(),
         labels: node.labels().clone(),
+        draining: cordoned || node.labels().contains_key(EXCLUDE_FROM_LOAD_BALANCERS),
     }
 }
 

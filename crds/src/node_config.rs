@@ -52,6 +52,13 @@ pub struct VrrpConfig {
     pub sync_group: Option<String>,
     pub track: TrackConfig,
     pub garp: GarpConfig,
+    /// This node is the VirtualIP's (or its sync group's) `preferredNode`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preferred: bool,
+    /// This node is cordoned or excluded from load balancers: it hands its addresses to
+    /// another node and stays out of the election while one is there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -35,6 +35,8 @@ pub const DEFAULT_GROUP: &str = "default";
 pub struct NodeInfo {
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// Cordoned or excluded from load balancers: VIPs leave it gracefully.
+    pub draining: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -231,6 +233,7 @@ pub fn render(input: &RenderInput<'_>) -> Rendered {
     }
     check_vrid_conflicts(input, &usable_vips, &mut problems, &mut invalid_vips);
     usable_vips.retain(|name, _| !invalid_vips.contains(name));
+    settle_group_preference(input, &mut usable_vips);
 
     let mut lbs: Vec<&LoadBalancer> = input.load_balancers.iter().collect();
     lbs.sort_by_key(|lb| (lb.namespace().unwrap_or_default(), lb.name_any()));
@@ -500,7 +503,32 @@ fn render_vrrp(
         sync_group: vrrp.sync_group.clone(),
         track,
         garp,
+        preferred: spec.preferred_node.as_ref() == Some(node),
+        draining: input.node.draining,
     })
+}
+
+/// A sync group moves as one, so one preferred node holds for all of it: that of its
+/// first VirtualIP by name that names one.
+fn settle_group_preference(input: &RenderInput<'_>, vips: &mut BTreeMap<String, VipConfig>) {
+    let specs: BTreeMap<String, &VirtualIP> = input
+        .virtual_ips
+        .iter()
+        .map(|v| (v.name_any(), v))
+        .collect();
+    let mut preferred: BTreeMap<String, &str> = BTreeMap::new();
+    for (name, vip) in vips.iter() {
+        let group = vip.vrrp.as_ref().and_then(|r| r.sync_group.clone());
+        let wanted = specs.get(name).and_then(|v| v.spec.preferred_node.as_deref());
+        if let (Some(group), Some(node)) = (group, wanted) {
+            preferred.entry(group).or_insert(node);
+        }
+    }
+    for vrrp in vips.values_mut().filter_map(|v| v.vrrp.as_mut()) {
+        if let Some(node) = vrrp.sync_group.as_ref().and_then(|g| preferred.get(g)) {
+            vrrp.preferred = *node == input.node.name;
+        }
+    }
 }
 
 /// Two VirtualIPs on this node must not share a VRID within one address family.

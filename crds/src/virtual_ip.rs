@@ -55,6 +55,13 @@ pub struct VirtualIPSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub peers: Vec<Peer>,
+    /// Node that should hold the addresses whenever it can: it takes them over from the
+    /// current master without dropping a request (`halo-dataplane takeover`), and again
+    /// after it restarts. In a sync group the first VirtualIP by name that sets it
+    /// decides for the whole group. Clearing it leaves the addresses where they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub preferred_node: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

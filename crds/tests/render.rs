@@ -55,7 +55,7 @@ spec:
 fn node(name: &str) -> NodeInfo {
     NodeInfo {
         name: name.into(),
-        labels: BTreeMap::new(),
+        ..NodeInfo::default()
     }
 }
 
@@ -558,4 +558,64 @@ fn exec_checks_need_the_option() {
             .map(|v| v.track.checks.len()),
         Some(1)
     );
+}
+
+const PAIR: &str = r#"
+apiVersion: halo.dev/v1alpha1
+kind: VirtualIP
+metadata: {name: a-web}
+spec:
+  addresses: [192.0.2.10/24]
+  preferredNode: lb2
+  vrrp: {virtualRouterId: 10, syncGroup: pair}
+---
+apiVersion: halo.dev/v1alpha1
+kind: VirtualIP
+metadata: {name: b-db}
+spec:
+  addresses: [192.0.2.11/24]
+  preferredNode: lb3
+  vrrp: {virtualRouterId: 11, syncGroup: pair}
+---
+apiVersion: halo.dev/v1alpha1
+kind: VirtualIP
+metadata: {name: c-alone}
+spec:
+  addresses: [192.0.2.12/24]
+  preferredNode: lb3
+  vrrp: {virtualRouterId: 12}
+"#;
+
+#[test]
+fn the_preferred_node_is_settled_per_sync_group_and_draining_follows_the_node() {
+    // (node, draining) → preferred flags of a-web, b-db, c-alone
+    for (node_name, draining, want) in [
+        ("lb1", false, [false, false, false]),
+        // The group follows its first member by name (a-web → lb2), b-db's own
+        // choice does not split it.
+        ("lb2", false, [true, true, false]),
+        ("lb3", true, [false, false, true]),
+    ] {
+        let m = manifest::parse_unvalidated(PAIR).expect("parse");
+        let node = NodeInfo {
+            name: node_name.into(),
+            draining,
+            ..NodeInfo::default()
+        };
+        let r = render(&RenderInput {
+            node: &node,
+            virtual_ips: &m.virtual_ips,
+            load_balancers: &m.load_balancers,
+            endpoints: &endpoints(),
+            assignments: &Assignments::new(),
+            secrets: &SecretValues::new(),
+            material: &Material::new(),
+            options: RenderOptions::default(),
+        });
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let vrrp: Vec<_> = r.config.vips.iter().filter_map(|v| v.vrrp.clone()).collect();
+        let got: Vec<bool> = vrrp.iter().map(|v| v.preferred).collect();
+        assert_eq!(got, want, "{node_name}");
+        assert!(vrrp.iter().all(|v| v.draining == draining), "{node_name}");
+    }
 }

@@ -48,7 +48,7 @@ fn render_with(text: &str, material: &Material) -> Rendered {
     let m = manifest::parse_unvalidated(text).expect("parse");
     let node = NodeInfo {
         name: "lb1".into(),
-        labels: BTreeMap::new(),
+        ..NodeInfo::default()
     };
     render(&RenderInput {
         node: &node,

@@ -121,7 +121,7 @@ fn node_info(name: Option<String>) -> NodeInfo {
     });
     NodeInfo {
         name,
-        labels: Default::default(),
+        ..NodeInfo::default()
     }
 }
 

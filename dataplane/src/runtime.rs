@@ -257,7 +257,8 @@ impl Runtime {
         Ok(())
     }
 
-    /// Background upkeep: retries binds and feeds VRRP tracking. Runs until the process ends.
+    /// Background upkeep: retries binds, feeds VRRP tracking and moves VIPs to their
+    /// preferred node. Runs until the process ends.
     pub fn start_background(self: &Arc<Self>) {
         let runtime = self.clone();
         tokio::spawn(async move {
@@ -268,6 +269,7 @@ impl Runtime {
                 runtime.retry_binds();
                 let inputs = runtime.track_inputs();
                 runtime.vrrp.track(&inputs).await;
+                runtime.vrrp.prefer().await;
             }
         });
     }

@@ -234,7 +234,7 @@ mod tests {
     fn config(text: &str) -> NodeConfig {
         let node = NodeInfo {
             name: "n".into(),
-            labels: Default::default(),
+            ..NodeInfo::default()
         };
         crate::config::file::render_text(Path::new("t.yaml"), text, &node)
             .expect("valid")

@@ -23,11 +23,41 @@ pub enum Command {
         done: oneshot::Sender<()>,
         hand_over: bool,
     },
-    /// Tracking result: lower the configured priority by `penalty`, or leave the
-    /// election while `fault`.
-    Track { penalty: u8, fault: bool },
+    /// Tracking result, applied whenever it changes.
+    Track(Tracking),
     /// Planned handover to this node.
     Takeover(oneshot::Sender<Result<(), String>>),
+}
+
+/// What tracking and the node's state ask of an instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tracking {
+    /// Lower the configured priority by this much.
+    pub penalty: u8,
+    /// Leave the election.
+    pub fault: bool,
+    /// Hand the addresses to another node and stay below everyone (cordoned node).
+    pub draining: bool,
+}
+
+impl Tracking {
+    /// Across a sync group: the worst of both, so the group moves as one.
+    pub fn merge(self, other: Tracking) -> Tracking {
+        Tracking {
+            penalty: self.penalty.max(other.penalty),
+            fault: self.fault || other.fault,
+            draining: self.draining || other.draining,
+        }
+    }
+
+    /// The priority to run at, from the configured (or takeover-raised) one.
+    pub fn priority(self, base: u8) -> u8 {
+        if self.draining {
+            1
+        } else {
+            base.saturating_sub(self.penalty).max(1)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,6 +125,7 @@ struct Driver {
     /// Priority raised by a planned takeover; tracking penalties apply below it.
     boost: Option<u8>,
     fault: bool,
+    draining: bool,
     /// While master: when time as master was last added to the metric.
     master_accounted: Option<Instant>,
     /// Repeats of the last announcement still to go out; cancelled on release.
@@ -157,20 +188,12 @@ pub async fn run(
         tokio::select! {
             biased;
             cmd = commands.recv() => match cmd {
-                Some(Command::Track { penalty, fault }) => {
-                    let base = driver.boost.unwrap_or(driver.vrrp.priority);
-                    let actions = machine.set_priority(driver.now(), base.saturating_sub(penalty).max(1));
-                    driver.execute(&machine, actions).await;
-                    if fault != driver.fault {
-                        driver.fault = fault;
-                        tracing::warn!(vip = %driver.vip.name, fault, "tracking changed the fault state");
-                        let actions = machine.set_fault(driver.now(), fault);
-                        driver.execute(&machine, actions).await;
-                    }
-                }
+                Some(Command::Track(tracking)) => driver.track(&mut machine, tracking).await,
                 Some(Command::Takeover(reply)) => {
-                    let actions = machine.takeover(driver.now());
-                    if actions.is_empty() {
+                    let actions = if driver.draining { Vec::new() } else { machine.takeover(driver.now()) };
+                    if driver.draining {
+                        let _ = reply.send(Err("this node is draining".into()));
+                    } else if actions.is_empty() {
                         let _ = reply.send(Err(format!("this node is {}, not Backup", state_name(machine.state()))));
                     } else {
                         driver.boost = Some(machine.effective_priority());
@@ -298,6 +321,7 @@ impl Driver {
             origin: Instant::now(),
             logged_mismatch: false,
             boost: None,
+            draining: false,
             fault: false,
             master_accounted: None,
             announce_task: None,
@@ -561,6 +585,31 @@ impl Driver {
                     burst();
                 }
             }));
+        }
+    }
+
+    /// Applies a tracking result. A node that starts draining while master hands its
+    /// addresses over first (as a graceful stop does) and stays on as a backup below
+    /// everyone; it forgets a takeover's raised priority.
+    async fn track(&mut self, machine: &mut Machine, tracking: Tracking) {
+        if tracking.draining && !self.draining {
+            self.boost = None;
+            if machine.state() == State::Master {
+                tracing::info!(vip = %self.vip.name, "node draining: handing the addresses over");
+                self.hand_over().await;
+                let actions = machine.resign(self.now());
+                self.execute(machine, actions).await;
+            }
+        }
+        self.draining = tracking.draining;
+        let base = self.boost.unwrap_or(self.vrrp.priority);
+        let actions = machine.set_priority(self.now(), tracking.priority(base));
+        self.execute(machine, actions).await;
+        if tracking.fault != self.fault {
+            self.fault = tracking.fault;
+            tracing::warn!(vip = %self.vip.name, fault = tracking.fault, "tracking changed the fault state");
+            let actions = machine.set_fault(self.now(), tracking.fault);
+            self.execute(machine, actions).await;
         }
     }
 

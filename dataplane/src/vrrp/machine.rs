@@ -321,6 +321,26 @@ impl Machine {
         actions
     }
 
+    /// A master that has handed its addresses over (its priority-0 advert was answered,
+    /// or nobody answered in time) becomes Backup and lets them go. With no successor it
+    /// takes them back when Master_Down_Interval passes, like any backup. Returns
+    /// nothing unless Master.
+    pub fn resign(&mut self, now: Duration) -> Vec<Action> {
+        if self.state != State::Master {
+            return Vec::new();
+        }
+        self.draining = false;
+        let from = self.enter_backup();
+        self.master_down_timer = Some(after(now, self.master_down_interval()));
+        vec![
+            Action::StateChanged {
+                from,
+                to: State::Backup,
+            },
+            Action::ReleaseAddresses,
+        ]
+    }
+
     /// Handles a received, already validated advertisement.
     ///
     /// `max_advert_interval` is the interval carried in the packet (used
@@ -622,6 +642,35 @@ mod tests {
         let actions = m.on_advert(ms(30), 200, ms(100), higher);
         assert_eq!(m.state(), State::Backup);
         assert!(actions.contains(&Action::ReleaseAddresses), "{actions:?}");
+    }
+
+    #[test]
+    fn a_resigning_master_becomes_backup_and_takes_back_only_if_nobody_answers() {
+        let ms = Duration::from_millis;
+        let mut m = backup_of_150();
+        assert!(m.resign(ms(1)).is_empty(), "only a master resigns");
+        m.takeover(ms(5));
+        m.set_priority(ms(6), 1);
+        assert_eq!(
+            m.resign(ms(10)),
+            vec![
+                Action::StateChanged {
+                    from: State::Master,
+                    to: State::Backup
+                },
+                Action::ReleaseAddresses,
+            ]
+        );
+        // A successor's adverts keep it Backup, even lower ones once it is at 1...
+        let successor = IpAddr::from(OLD_MASTER);
+        assert_eq!(m.on_advert(ms(100), 150, ms(100), successor), vec![]);
+        assert_eq!(m.on_timer(ms(300)), vec![]);
+        // ...and with nobody left it takes the addresses back after Master_Down_Interval.
+        let down = ms(100) + m.master_down_interval();
+        assert_eq!(m.next_deadline(), Some(down));
+        let actions = m.on_timer(down);
+        assert_eq!(m.state(), State::Master);
+        assert!(actions.contains(&Action::TakeAddresses), "{actions:?}");
     }
 
     #[test]

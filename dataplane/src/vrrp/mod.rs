@@ -15,7 +15,7 @@ use halo_crds::node_config::{TrackConfig, TrackEffect, VipConfig, VrrpConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use self::instance::{Command, InstanceStatus, InterfaceTrack};
+use self::instance::{Command, InstanceStatus, InterfaceTrack, Tracking};
 use crate::metrics::Metrics;
 
 struct Running {
@@ -25,7 +25,9 @@ struct Running {
     status: Arc<Mutex<InstanceStatus>>,
     task: JoinHandle<()>,
     /// Last tracking result sent, to send only changes.
-    tracked: Option<(u8, bool)>,
+    tracked: Option<Tracking>,
+    /// When a takeover for `preferred` was last asked for.
+    last_preference: Option<std::time::Instant>,
 }
 
 /// What the rest of the data plane reports for tracking, by VirtualIP name.
@@ -46,6 +48,11 @@ pub enum TakeoverError {
     #[error("{vip}: {reason}")]
     Refused { vip: String, reason: String },
 }
+
+/// How long a preferred node stays Backup (having heard the master) before it takes over.
+const PREFERENCE_SETTLE: Duration = Duration::from_secs(1);
+/// How long before a takeover for the preferred node is asked for again.
+const PREFERENCE_RETRY: Duration = Duration::from_secs(5);
 
 fn interface_down(ifname: &str) -> bool {
     link_down(ifname).unwrap_or(false)
@@ -123,13 +130,15 @@ pub struct VrrpManager {
     changed: Arc<tokio::sync::Notify>,
 }
 
-/// Equal but for tracking, which reaches a running instance as commands: a change there
-/// needs no restart.
+/// Equal but for tracking, preference and draining, which reach a running instance as
+/// commands: a change there needs no restart (a restart would drop the addresses).
 fn same_instance(a: &VipConfig, b: &VipConfig) -> bool {
     let untracked = |v: &VipConfig| {
         let mut v = v.clone();
         if let Some(r) = &mut v.vrrp {
             r.track = TrackConfig::default();
+            r.preferred = false;
+            r.draining = false;
         }
         v
     };
@@ -200,6 +209,7 @@ impl VrrpManager {
                     status,
                     task,
                     tracked: None,
+                    last_preference: None,
                 },
             );
         }
@@ -212,7 +222,7 @@ impl VrrpManager {
     /// (worst penalty, any fault) so the group always moves as one.
     pub async fn track(&self, inputs: &TrackInputs) {
         let mut running = self.running.lock().await;
-        let own: BTreeMap<String, (u8, bool)> = running
+        let own: BTreeMap<String, Tracking> = running
             .iter()
             .map(|(name, r)| {
                 let interfaces = tracked_interfaces(&r.vrrp.track);
@@ -220,9 +230,16 @@ impl VrrpManager {
                     s.interfaces.clone_from(&interfaces);
                     s.interface.clone()
                 });
+                let (penalty, fault) =
+                    own_tracking(&r.vrrp, name, ifname.as_deref(), &interfaces, inputs);
+                let draining = r.vrrp.draining;
                 (
                     name.clone(),
-                    own_tracking(&r.vrrp, name, ifname.as_deref(), &interfaces, inputs),
+                    Tracking {
+                        penalty,
+                        fault,
+                        draining,
+                    },
                 )
             })
             .collect();
@@ -231,24 +248,54 @@ impl VrrpManager {
             .map(|(n, r)| (n.clone(), r.vrrp.sync_group.clone()))
             .collect();
         for (name, r) in running.iter_mut() {
-            let mut result = own.get(name).copied().unwrap_or((0, false));
+            let mut result = own.get(name).copied().unwrap_or_default();
             if let Some(group) = &r.vrrp.sync_group {
                 for (other, g) in &groups {
                     if g.as_ref() == Some(group)
-                        && let Some((p, f)) = own.get(other)
+                        && let Some(o) = own.get(other)
                     {
-                        result = (result.0.max(*p), result.1 || *f);
+                        result = result.merge(*o);
                     }
                 }
             }
-            if r.tracked != Some(result) {
-                let (penalty, fault) = result;
-                if r.commands
-                    .try_send(Command::Track { penalty, fault })
-                    .is_ok()
-                {
-                    r.tracked = Some(result);
+            if r.tracked != Some(result) && r.commands.try_send(Command::Track(result)).is_ok() {
+                r.tracked = Some(result);
+            }
+        }
+    }
+
+    /// Moves the VIPs whose `preferred` node this is here, with a planned takeover (the
+    /// whole sync group at once), when they have sat in Backup for a while: so a start
+    /// or a restart of this node ends with it master again. A refused takeover (the
+    /// master outranks any boost, say) is asked again only after [`PREFERENCE_RETRY`].
+    pub async fn prefer(&self) {
+        let due: Vec<String> = {
+            let mut running = self.running.lock().await;
+            let mut groups = BTreeSet::new();
+            let mut due = Vec::new();
+            for (name, r) in running.iter_mut() {
+                let settled_backup = r.status.lock().is_ok_and(|s| {
+                    s.state == instance::state_name(machine::State::Backup)
+                        && s.since.is_some_and(|t| t.elapsed() >= PREFERENCE_SETTLE)
+                });
+                let recently = r
+                    .last_preference
+                    .is_some_and(|t| t.elapsed() < PREFERENCE_RETRY);
+                if !r.vrrp.preferred || r.vrrp.draining || !settled_backup || recently {
+                    continue;
                 }
+                if r.vrrp.sync_group.as_ref().is_some_and(|g| !groups.insert(g.clone())) {
+                    continue;
+                }
+                r.last_preference = Some(std::time::Instant::now());
+                due.push(name.clone());
+            }
+            due
+        };
+        for name in due {
+            match self.takeover(&name).await {
+                Ok(()) => tracing::info!(vip = %name, "moved to its preferred node"),
+                Err(e) => tracing::warn!(vip = %name, error = %e, "cannot move to the preferred node"),
             }
         }
     }
@@ -367,6 +414,8 @@ mod tests {
             sync_group: None,
             track,
             garp: GarpConfig::default(),
+            preferred: false,
+            draining: false,
         }
     }
 

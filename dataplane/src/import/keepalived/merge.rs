@@ -238,6 +238,7 @@ fn build(name: &str, g: &Group<'_>, nodes: &[NodeFile], report: &mut Report) -> 
         vrrp,
         priorities,
         peers,
+        preferred_node: None,
     };
     VirtualIP::new(name, spec)
 }
