@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use futures::channel::mpsc::UnboundedSender;
 use halo_crds::protocol::NodeReport;
 use halo_crds::render::{
@@ -34,6 +34,9 @@ pub struct Shared {
     pub secret_problems: ArcSwap<BTreeMap<ObjectRef, Vec<SecretProblem>>>,
     /// Latest report of each node, with when it came.
     pub reports: Mutex<BTreeMap<String, (NodeReport, Instant)>>,
+    /// The Node objects at the last render (`None` before it): a deleted node's reports
+    /// stop counting at once.
+    pub nodes: ArcSwapOption<BTreeSet<String>>,
     /// Each node's config streams to this replica.
     streams: Mutex<BTreeMap<String, Presence>>,
     triggers: Mutex<Vec<UnboundedSender<()>>>,
@@ -43,6 +46,11 @@ pub struct Shared {
 /// enough for a reconnect, short enough that a dead master leaves the status quickly.
 pub const CLOSED_STREAM_GRACE: Duration = Duration::from_millis(500);
 
+/// How long a report counts without a newer one: data planes send one at least every
+/// 30 s, so two missed refreshes. It bounds a report whose stream never looked broken
+/// (a node cut off without a reset, a stream this replica ended itself).
+pub const REPORT_TTL: Duration = Duration::from_secs(65);
+
 /// A node's config streams: how many are open, and when the last one closed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Presence {
@@ -50,11 +58,14 @@ pub struct Presence {
     pub closed_at: Option<Instant>,
 }
 
-/// Whether a node's report counts at `now`: while the node holds a stream, when its
-/// stream never broke (reports may come first; this replica may have ended it), and for
-/// `CLOSED_STREAM_GRACE` after its last stream broke. A data plane that died keeps no
-/// `Master` in status.
-pub fn report_counts(presence: Option<&Presence>, now: Instant) -> bool {
+/// Whether a node's report, received at `received`, counts at `now`: for `REPORT_TTL`,
+/// and meanwhile while the node holds a stream, when its stream never broke (reports
+/// may come first; this replica may have ended it), and for `CLOSED_STREAM_GRACE`
+/// after its last stream broke. A data plane that died keeps no `Master` in status.
+pub fn report_counts(presence: Option<&Presence>, received: Instant, now: Instant) -> bool {
+    if now.saturating_duration_since(received) >= REPORT_TTL {
+        return false;
+    }
     match presence {
         Some(Presence {
             open: 0,
@@ -80,15 +91,17 @@ impl Shared {
         }
     }
 
-    /// The reports that count (see [`report_counts`]).
+    /// The reports that count (see [`report_counts`]) of nodes that exist.
     pub fn reports(&self) -> BTreeMap<String, NodeReport> {
         let streams = self.streams.lock().map(|s| s.clone()).unwrap_or_default();
+        let nodes = self.nodes.load();
         let now = Instant::now();
         self.reports
             .lock()
             .map(|r| {
                 r.iter()
-                    .filter(|(k, _)| report_counts(streams.get(*k), now))
+                    .filter(|(k, _)| nodes.as_ref().is_none_or(|n| n.contains(*k)))
+                    .filter(|(k, (_, at))| report_counts(streams.get(*k), *at, now))
                     .map(|(k, (v, _))| (k.clone(), v.clone()))
                     .collect()
             })
@@ -246,8 +259,9 @@ impl Renderer {
         for (node, config) in outcome.configs {
             self.hub.publish(&node, config);
         }
-        self.hub
-            .retain(&nodes.iter().map(|n| n.name_any()).collect());
+        let names: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+        self.hub.retain(&names);
+        self.shared.nodes.store(Some(Arc::new(names)));
         self.shared.plan.store(Arc::new(outcome.plan));
         self.shared.problems.store(Arc::new(outcome.problems));
         self.metrics.renders.inc();
@@ -371,31 +385,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_report_counts_until_its_broken_stream_is_past_the_grace() {
+    fn a_report_counts_until_its_broken_stream_is_past_the_grace_or_it_is_too_old() {
         let now = Instant::now();
-        let broke = |ago: Duration| Presence {
+        let ago = |d: Duration| now.checked_sub(d).unwrap_or(now);
+        let broke = |d: Duration| Presence {
             open: 0,
-            closed_at: now.checked_sub(ago),
+            closed_at: now.checked_sub(d),
         };
         let open = Presence {
             open: 1,
             closed_at: now.checked_sub(Duration::from_secs(60)),
         };
-        for (presence, counts) in [
-            (None, true),
-            (Some(Presence::default()), true),
-            (Some(open), true),
-            (Some(broke(Duration::ZERO)), true),
-            (Some(broke(CLOSED_STREAM_GRACE / 2)), true),
-            (Some(broke(CLOSED_STREAM_GRACE)), false),
-            (Some(broke(Duration::from_secs(60))), false),
+        let fresh = Duration::from_secs(1);
+        for (presence, age, counts) in [
+            (None, fresh, true),
+            (Some(Presence::default()), fresh, true),
+            (Some(open), fresh, true),
+            (Some(broke(Duration::ZERO)), fresh, true),
+            (Some(broke(CLOSED_STREAM_GRACE / 2)), fresh, true),
+            (Some(broke(CLOSED_STREAM_GRACE)), fresh, false),
+            (Some(broke(Duration::from_secs(60))), fresh, false),
+            // Too old counts nowhere, not even on a stream that looks open.
+            (Some(open), REPORT_TTL, false),
+            (Some(Presence::default()), REPORT_TTL, false),
+            (None, REPORT_TTL - fresh, true),
         ] {
             assert_eq!(
-                report_counts(presence.as_ref(), now),
+                report_counts(presence.as_ref(), ago(age), now),
                 counts,
-                "{presence:?}"
+                "{presence:?} {age:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_deleted_node_leaves_the_reports() {
+        let shared = Shared::default();
+        shared.record_report("node-a", NodeReport::default());
+        shared.record_report("node-b", NodeReport::default());
+        assert_eq!(shared.reports().len(), 2, "before any render all count");
+        shared
+            .nodes
+            .store(Some(Arc::new(BTreeSet::from(["node-b".to_string()]))));
+        assert_eq!(shared.reports().keys().collect::<Vec<_>>(), vec!["node-b"]);
     }
 
     #[test]

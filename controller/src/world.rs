@@ -96,7 +96,8 @@ pub fn resolve_endpoints(services: &[&Service], slices: &[&EndpointSlice]) -> Se
 }
 
 /// The well-known label that takes a node out of external load balancing.
-pub const EXCLUDE_FROM_LOAD_BALANCERS: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+pub const EXCLUDE_FROM_LOAD_BALANCERS: &str =
+    "node.kubernetes.io/exclude-from-external-load-balancers";
 
 pub fn node_info(node: &Node) -> NodeInfo {
     let cordoned = node

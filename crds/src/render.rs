@@ -519,7 +519,9 @@ fn settle_group_preference(input: &RenderInput<'_>, vips: &mut BTreeMap<String, 
     let mut preferred: BTreeMap<String, &str> = BTreeMap::new();
     for (name, vip) in vips.iter() {
         let group = vip.vrrp.as_ref().and_then(|r| r.sync_group.clone());
-        let wanted = specs.get(name).and_then(|v| v.spec.preferred_node.as_deref());
+        let wanted = specs
+            .get(name)
+            .and_then(|v| v.spec.preferred_node.as_deref());
         if let (Some(group), Some(node)) = (group, wanted) {
             preferred.entry(group).or_insert(node);
         }

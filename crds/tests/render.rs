@@ -613,7 +613,12 @@ fn the_preferred_node_is_settled_per_sync_group_and_draining_follows_the_node() 
             options: RenderOptions::default(),
         });
         assert!(r.problems.is_empty(), "{:?}", r.problems);
-        let vrrp: Vec<_> = r.config.vips.iter().filter_map(|v| v.vrrp.clone()).collect();
+        let vrrp: Vec<_> = r
+            .config
+            .vips
+            .iter()
+            .filter_map(|v| v.vrrp.clone())
+            .collect();
         let got: Vec<bool> = vrrp.iter().map(|v| v.preferred).collect();
         assert_eq!(got, want, "{node_name}");
         assert!(vrrp.iter().all(|v| v.draining == draining), "{node_name}");

@@ -640,3 +640,377 @@ fn unauthenticated_and_wrong_node_stream_clients() {
     assert_eq!(probe.failed, 0, "{probe:?}");
     assert_eq!(lab.versions(), versions, "config churned");
 }
+
+/// A second address in the example's sync group "front".
+const GROUPED: &str = "192.0.2.101";
+const GROUPED_VIP: &str = r#"apiVersion: halo.dev/v1alpha1
+kind: VirtualIP
+metadata: {name: web-extra}
+spec:
+  addresses: ["192.0.2.101/24"]
+  interface: eth0
+  priorities:
+    - {node: node-a, priority: 150}
+    - {node: node-b, priority: 100}
+    - {node: node-c, priority: 50}
+  vrrp: {version: 3, advertisementInterval: 100ms, preempt: false, syncGroup: front}
+"#;
+
+fn kubectl(lab: &FaultLab, args: &[&str]) {
+    if let Err(e) = lab.cluster.kubectl_ok(args) {
+        panic!("{e}\n{}", lab.debug());
+    }
+}
+
+/// `spec.preferredNode` moves the whole sync group to that node with a planned takeover
+/// (like `pcs resource relocate`): no request fails, and after the node restarts the
+/// group comes back to it.
+#[test]
+fn planned_move_to_the_preferred_node() {
+    let Some(_lab) = lab::enter(&[], Share::Alone) else {
+        return;
+    };
+    let mut lab = FaultLab::start("fmove").expect("lab");
+    lab.cluster.apply(GROUPED_VIP).expect("second VIP");
+    let master = lab.wait_master(Duration::from_secs(5)).expect("master");
+    assert!(
+        lab.site
+            .wait_holders(GROUPED, &[master], Duration::from_secs(10)),
+        "the group's second address is not on the master:\n{}",
+        lab.debug()
+    );
+    let target = (master + 2) % NODES.len();
+    let versions = lab.versions();
+    let prober = lab.probe("6s", "2s").expect("probe");
+    std::thread::sleep(LEAD_IN);
+    let asked = Instant::now();
+    let patch = format!(r#"{{"spec":{{"preferredNode":"{}"}}}}"#, NODES[target]);
+    kubectl(
+        &lab,
+        &["patch", "vip", "web", "--type", "merge", "-p", &patch],
+    );
+    let moved = lab
+        .site
+        .wait_holders(VIP, &[target], Duration::from_secs(5))
+        && lab
+            .site
+            .wait_holders(GROUPED, &[target], Duration::from_secs(2));
+    let detection = asked.elapsed();
+    let probe = prober.join().expect("probe");
+    let row = Row::new(
+        "planned move: spec.preferredNode (sync group of two)",
+        &probe,
+        Some(detection),
+    );
+    print_row(&row);
+    assert!(moved, "the group did not move:\n{}", lab.debug());
+    assert_eq!(probe.failed, 0, "{probe:?}");
+    lab.wait_status_master(target, Duration::from_secs(5))
+        .expect("status follows");
+    // Only the preferred node's config changed; the others kept their version.
+    let now = lab.versions();
+    for i in (0..NODES.len()).filter(|&i| i != target) {
+        assert_eq!(now[i], versions[i], "{} churned", NODES[i]);
+    }
+
+    // The preferred node restarts: the group leaves with it and comes back.
+    lab.stop_dataplane(target, "TERM").expect("stop");
+    lab.wait_new_master(target, Duration::from_secs(3))
+        .expect("someone else holds it meanwhile");
+    lab.start_dataplane(target).expect("start");
+    assert!(
+        lab.site
+            .wait_holders(VIP, &[target], Duration::from_secs(15))
+            && lab
+                .site
+                .wait_holders(GROUPED, &[target], Duration::from_secs(2)),
+        "the group did not come back to its preferred node:\n{}",
+        lab.debug()
+    );
+}
+
+/// `kubectl cordon` of the master, then the exclude-from-external-load-balancers label on
+/// the next one: each hands the VIP over before it goes, no request fails, and an
+/// uncordoned node does not take it back (preempt: false).
+#[test]
+fn cordoned_and_excluded_nodes_hand_the_vip_over() {
+    let Some(_lab) = lab::enter(&[], Share::Alone) else {
+        return;
+    };
+    let lab = FaultLab::start("fdrain").expect("lab");
+    let first = lab.wait_master(Duration::from_secs(5)).expect("master");
+    let prober = lab.probe("8s", "2s").expect("probe");
+    std::thread::sleep(LEAD_IN);
+    let drained = Instant::now();
+    // What `kubectl drain` does first; its evictions are the kubelet's business.
+    kubectl(&lab, &["cordon", NODES[first]]);
+    let (second, at) = lab
+        .wait_new_master(first, Duration::from_secs(5))
+        .expect("handed over");
+    let detection = at - drained;
+    assert!(
+        lab.site
+            .wait_holders(VIP, &[second], Duration::from_secs(2)),
+        "{} kept the VIP:\n{}",
+        NODES[first],
+        lab.debug()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let label = format!("{}=", halo_controller::world::EXCLUDE_FROM_LOAD_BALANCERS);
+    kubectl(&lab, &["label", "node", NODES[second], &label]);
+    let (third, _) = lab
+        .wait_new_master(second, Duration::from_secs(5))
+        .expect("handed over again");
+    let probe = prober.join().expect("probe");
+    let row = Row::new(
+        "node cordoned, then another labelled exclude-from-external-LBs",
+        &probe,
+        Some(detection),
+    );
+    print_row(&row);
+    assert_ne!(third, first, "went back to the drained node");
+    assert_eq!(probe.failed, 0, "{probe:?}");
+    lab.wait_status_master(third, Duration::from_secs(5))
+        .expect("status follows");
+    kubectl(&lab, &["uncordon", NODES[first]]);
+    assert!(
+        lab.site.stays(VIP, &[third], Duration::from_secs(2)),
+        "an uncordoned node took the VIP back:\n{}",
+        lab.debug()
+    );
+}
+
+/// A master whose data plane dies and never comes back, and whose Node is then deleted:
+/// its last report stops counting (no stale Master, no split brain in status) and it
+/// does not hold up the VirtualIP's finalizer.
+#[test]
+fn node_deleted_and_its_data_plane_never_back() {
+    let Some(_lab) = lab::enter(&[], Share::Alone) else {
+        return;
+    };
+    let mut lab = FaultLab::start("fgone").expect("lab");
+    let old = lab.wait_master(Duration::from_secs(5)).expect("master");
+    let prober = lab.probe("3s", "100ms").expect("probe");
+    std::thread::sleep(LEAD_IN);
+    let killed = Instant::now();
+    lab.stop_dataplane(old, "KILL").expect("kill");
+    let (new, at) = lab
+        .wait_new_master(old, Duration::from_secs(3))
+        .expect("new master");
+    kubectl(&lab, &["delete", "node", NODES[old], "--wait=false"]);
+    let listed = |lab: &FaultLab| {
+        lab.cluster
+            .jsonpath("vip", "web", "default", "{.status.nodes[*].node}")
+            .unwrap_or_default()
+    };
+    let gone =
+        halo_tests::site::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            !listed(&lab).contains(NODES[old]) && lab.status_master() == NODES[new]
+        });
+    let left_after = killed.elapsed();
+    let probe = prober.join().expect("probe");
+    let row = Row::new(
+        "master's data plane gone for good, its Node deleted",
+        &probe,
+        Some(at - killed),
+    );
+    print_row(&row);
+    eprintln!("its report left the status {left_after:?} after the kill");
+    assert!(gone, "status still lists {}: {}", NODES[old], listed(&lab));
+    assert_ne!(lab.vip_condition("SplitBrain"), "True");
+    assert_answered_again(&row, &probe);
+
+    let deleting = Instant::now();
+    kubectl(&lab, &["delete", "vip", "web", "--timeout=25s"]);
+    let took = deleting.elapsed();
+    eprintln!("VirtualIP deleted in {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the dead node held up the finalizer for {took:?}"
+    );
+}
+
+/// How a bad object must be answered.
+enum Verdict {
+    /// The API server refuses it and names this field.
+    Rejected(&'static str),
+    /// Accepted, then `Ready=False` with this reason and an Event of it.
+    NotReady(&'static str),
+}
+
+/// `kubectl apply` of ten kinds of bad spec while traffic flows: each is refused with its
+/// field or reported Ready=False with a reason and an Event; nothing crashes and the
+/// lab's own objects keep serving with the same config.
+#[test]
+fn invalid_objects_are_refused_or_reported() {
+    let Some(_lab) = lab::enter(&[], Share::Alone) else {
+        return;
+    };
+    let lab = FaultLab::start("fbad").expect("lab");
+    let versions = lab.versions();
+    let vip = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: halo.dev/v1alpha1\nkind: VirtualIP\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+        )
+    };
+    let lb = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata: {{name: {name}, namespace: default}}\nspec: {spec}\n"
+        )
+    };
+    let http =
+        "{name: http, port: 8081, protocol: HTTP, backends: [{service: {name: web, port: 80}}]}";
+    let cases: Vec<(&str, String, Verdict)> = vec![
+        (
+            "bad-address",
+            vip("bad-address", "{addresses: [not-an-ip]}"),
+            Verdict::Rejected("addresses"),
+        ),
+        (
+            "bad-version",
+            vip(
+                "bad-version",
+                "{addresses: [192.0.2.120/24], vrrp: {version: 4}}",
+            ),
+            Verdict::Rejected("version"),
+        ),
+        (
+            "bad-interval",
+            vip(
+                "bad-interval",
+                "{addresses: [192.0.2.121/24], vrrp: {version: 2, advertisementInterval: 150ms}}",
+            ),
+            Verdict::Rejected("advertisementInterval"),
+        ),
+        (
+            "bad-auth",
+            vip(
+                "bad-auth",
+                "{addresses: [192.0.2.122/24], vrrp: {version: 3, authentication: {type: PASS, password: secret}}}",
+            ),
+            Verdict::Rejected("authentication"),
+        ),
+        (
+            "mixed-families",
+            vip(
+                "mixed-families",
+                "{addresses: [192.0.2.123/24, \"2001:db8::7/64\"]}",
+            ),
+            Verdict::NotReady("InvalidSpec"),
+        ),
+        (
+            "v2-ipv6",
+            vip(
+                "v2-ipv6",
+                "{addresses: [\"2001:db8::8/64\"], vrrp: {version: 2, advertisementInterval: 1s}}",
+            ),
+            Verdict::NotReady("InvalidSpec"),
+        ),
+        (
+            "bad-port",
+            lb(
+                "bad-port",
+                "{virtualIP: web, listeners: [{name: http, port: 70000, protocol: HTTP, backends: []}]}",
+            ),
+            Verdict::Rejected("port"),
+        ),
+        (
+            "bad-protocol",
+            lb(
+                "bad-protocol",
+                "{virtualIP: web, listeners: [{name: x, port: 8082, protocol: SCTP, backends: []}]}",
+            ),
+            Verdict::Rejected("protocol"),
+        ),
+        (
+            "no-such-vip",
+            lb(
+                "no-such-vip",
+                &format!("{{virtualIP: nowhere, listeners: [{http}]}}"),
+            ),
+            Verdict::NotReady("InvalidSpec"),
+        ),
+        (
+            "port-taken",
+            lb(
+                "port-taken",
+                "{virtualIP: web, listeners: [{name: http, port: 80, protocol: HTTP, backends: [{service: {name: web, port: 80}}]}]}",
+            ),
+            Verdict::NotReady("InvalidSpec"),
+        ),
+        (
+            "no-secret",
+            lb(
+                "no-secret",
+                "{virtualIP: web, listeners: [{name: https, port: 8443, protocol: HTTPS, tls: {certificates: [{secretName: missing}]}, backends: [{service: {name: web, port: 80}}]}]}",
+            ),
+            Verdict::NotReady("SecretNotFound"),
+        ),
+    ];
+    let prober = lab.probe("15s", "2s").expect("probe");
+    let mut seen = Vec::new();
+    for (name, yaml, verdict) in &cases {
+        let kind = if yaml.contains("kind: VirtualIP") {
+            "VirtualIP"
+        } else {
+            "LoadBalancer"
+        };
+        let applied = lab.cluster.apply(yaml);
+        match verdict {
+            Verdict::Rejected(field) => {
+                let e = applied.err().map(|e| e.to_string()).unwrap_or_default();
+                assert!(
+                    e.contains(field),
+                    "{name}: not refused naming {field}: {e:?}"
+                );
+                seen.push(format!("{name}: refused ({field})"));
+            }
+            Verdict::NotReady(reason) => {
+                applied.unwrap_or_else(|e| panic!("{name}: {e}"));
+                let ns = "default";
+                let path = "{.status.conditions[?(@.type==\"Ready\")].status} {.status.conditions[?(@.type==\"Ready\")].reason}";
+                let want = format!("False {reason}");
+                let kind_arg = if kind == "VirtualIP" { "vip" } else { "hlb" };
+                let got = || {
+                    lab.cluster
+                        .jsonpath(kind_arg, name, ns, path)
+                        .unwrap_or_default()
+                };
+                let ready = halo_tests::site::wait_until(
+                    Duration::from_secs(10),
+                    Duration::from_millis(100),
+                    || got() == want,
+                );
+                assert!(ready, "{name}: Ready is {:?}, not {want:?}", got());
+                let evented = halo_tests::site::wait_until(
+                    Duration::from_secs(10),
+                    Duration::from_millis(100),
+                    || {
+                        lab.cluster
+                            .event_reasons(kind, name, ns)
+                            .is_ok_and(|r| r.iter().any(|x| x == reason))
+                    },
+                );
+                assert!(
+                    evented,
+                    "{name}: no Event {reason}: {:?}",
+                    lab.cluster.event_reasons(kind, name, ns)
+                );
+                seen.push(format!("{name}: Ready=False {reason}"));
+            }
+        }
+    }
+    let probe = prober.join().expect("probe");
+    let row = Row::new(
+        &format!("{} bad objects applied", cases.len()),
+        &probe,
+        None,
+    );
+    print_row(&row);
+    eprintln!("{}", seen.join("\n"));
+    assert_eq!(probe.failed, 0, "{probe:?}");
+    assert_eq!(lab.versions(), versions, "the lab's config churned");
+    for i in 0..NODES.len() {
+        assert!(lab.site.status(i).is_ok(), "{} does not answer", NODES[i]);
+    }
+}

@@ -284,7 +284,11 @@ impl VrrpManager {
                 if !r.vrrp.preferred || r.vrrp.draining || !settled_backup || recently {
                     continue;
                 }
-                if r.vrrp.sync_group.as_ref().is_some_and(|g| !groups.insert(g.clone())) {
+                if r.vrrp
+                    .sync_group
+                    .as_ref()
+                    .is_some_and(|g| !groups.insert(g.clone()))
+                {
                     continue;
                 }
                 r.last_preference = Some(std::time::Instant::now());
@@ -295,7 +299,9 @@ impl VrrpManager {
         for name in due {
             match self.takeover(&name).await {
                 Ok(()) => tracing::info!(vip = %name, "moved to its preferred node"),
-                Err(e) => tracing::warn!(vip = %name, error = %e, "cannot move to the preferred node"),
+                Err(e) => {
+                    tracing::warn!(vip = %name, error = %e, "cannot move to the preferred node")
+                }
             }
         }
     }
