@@ -62,7 +62,11 @@ fn any_change<K: Resource>(obj: &K) -> u64 {
 }
 
 fn node_fingerprint(node: &Node) -> u64 {
-    hash_of(&(&node.metadata.labels, crate::world::internal_ips(node)))
+    hash_of(&(
+        &node.metadata.labels,
+        crate::world::internal_ips(node),
+        crate::world::node_info(node).draining,
+    ))
 }
 
 fn watch<K>(api: Api<K>, changed: Arc<Notify>, fingerprint: Fingerprint<K>) -> Store<K>

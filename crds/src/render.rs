@@ -236,7 +236,15 @@ pub fn render(input: &RenderInput<'_>) -> Rendered {
     settle_group_preference(input, &mut usable_vips);
 
     let mut lbs: Vec<&LoadBalancer> = input.load_balancers.iter().collect();
-    lbs.sort_by_key(|lb| (lb.namespace().unwrap_or_default(), lb.name_any()));
+    // The oldest object keeps a contested port (as Gateway API settles conflicts), so a
+    // new object never takes it from one that serves; name order among equals.
+    lbs.sort_by_key(|lb| {
+        (
+            lb.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            lb.namespace().unwrap_or_default(),
+            lb.name_any(),
+        )
+    });
     let mut listeners = Vec::new();
     let mut bound: BTreeMap<(IpAddr, u16), String> = BTreeMap::new();
     for lb in lbs {

@@ -307,6 +307,29 @@ spec:
 }
 
 #[test]
+fn the_older_load_balancer_keeps_a_contested_port() {
+    // "web" sorts after "aaa-new" by name, but it was there first.
+    let contested = r#"
+---
+apiVersion: halo.dev/v1alpha1
+kind: LoadBalancer
+metadata: {name: aaa-new, namespace: shop, creationTimestamp: "2026-02-01T00:00:00Z"}
+spec:
+  virtualIP: public
+  listeners:
+    - {name: http, port: 80, protocol: HTTP, backends: [{address: 10.0.0.1, port: 1}]}
+"#;
+    let site = SITE.replacen(
+        "metadata: {name: web, namespace: shop}",
+        "metadata: {name: web, namespace: shop, creationTimestamp: \"2026-01-01T00:00:00Z\"}",
+        1,
+    );
+    assert_ne!(site, SITE, "the site's LoadBalancer metadata changed");
+    let got = problems(&format!("{site}{contested}"));
+    assert!(got.iter().any(|p| p == "LoadBalancer shop/aaa-new: spec.listeners[0].port: 192.0.2.10:80 is already used by listener shop/web/http"), "{got:?}");
+}
+
+#[test]
 fn standalone_vrrp_needs_an_explicit_vrid_and_unicast_needs_peers() {
     let got = problems(&SITE.replace("virtualRouterId: 51", "mode: Unicast"));
     assert!(

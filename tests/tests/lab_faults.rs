@@ -763,7 +763,7 @@ fn cordoned_and_excluded_nodes_hand_the_vip_over() {
         .expect("handed over again");
     let probe = prober.join().expect("probe");
     let row = Row::new(
-        "node cordoned, then another labelled exclude-from-external-LBs",
+        "cordon the master, then exclude-from-external-LBs the next",
         &probe,
         Some(detection),
     );
