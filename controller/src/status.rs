@@ -10,7 +10,7 @@ use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
 use halo_crds::load_balancer::{ListenerStatus, LoadBalancerStatus};
 use halo_crds::net::IpPrefix;
-use halo_crds::protocol::NodeReport;
+use halo_crds::protocol::{NodeReport, VrrpState};
 use halo_crds::render::{load_balancer_ref, virtual_ip_ref};
 use halo_crds::virtual_ip::{NodeVrrpStatus, VirtualIPStatus};
 use halo_crds::{LoadBalancer, VirtualIP};
@@ -123,7 +123,7 @@ pub fn virtual_ip_status(
                 });
                 NodeVrrpStatus {
                     node: node.clone(),
-                    state: v.state.clone(),
+                    state: v.state,
                     priority: v.priority,
                     since: Some(since),
                 }
@@ -131,7 +131,10 @@ pub fn virtual_ip_status(
         })
         .collect();
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    let masters: Vec<&NodeVrrpStatus> = nodes.iter().filter(|n| n.state == "Master").collect();
+    let masters: Vec<&NodeVrrpStatus> = nodes
+        .iter()
+        .filter(|n| n.state == VrrpState::Master)
+        .collect();
     let master = masters.first().map(|n| n.node.clone());
     let last_transition_time = if master == previous.master {
         previous.last_transition_time.clone()
@@ -342,7 +345,11 @@ fn split_brain_condition(
 
 /// Masters of a VirtualIP's status while it is split (0 otherwise): the metric.
 pub fn split_brain_masters(status: &VirtualIPStatus) -> i64 {
-    let masters = status.nodes.iter().filter(|n| n.state == "Master").count();
+    let masters = status
+        .nodes
+        .iter()
+        .filter(|n| n.state == VrrpState::Master)
+        .count();
     if masters > 1 {
         i64::try_from(masters).unwrap_or(i64::MAX)
     } else {
@@ -552,10 +559,10 @@ pub async fn run_load_balancers(ctx: Arc<Context>, trigger: UnboundedReceiver<()
 mod tests {
     use super::*;
 
-    fn node(name: &str, state: &str) -> NodeVrrpStatus {
+    fn node(name: &str, state: VrrpState) -> NodeVrrpStatus {
         NodeVrrpStatus {
             node: name.into(),
-            state: state.into(),
+            state,
             priority: 100,
             since: None,
         }
@@ -593,16 +600,19 @@ mod tests {
     #[test]
     fn split_brain_metric_counts_masters_only_when_split() {
         for (states, want) in [
-            (vec!["Master", "Backup"], 0),
-            (vec!["Master", "Master", "Backup"], 2),
-            (vec!["Master", "Master", "Master"], 3),
+            (vec![VrrpState::Master, VrrpState::Backup], 0),
+            (
+                vec![VrrpState::Master, VrrpState::Master, VrrpState::Backup],
+                2,
+            ),
+            (vec![VrrpState::Master; 3], 3),
             (vec![], 0),
         ] {
             let status = VirtualIPStatus {
                 nodes: states
                     .iter()
                     .enumerate()
-                    .map(|(i, s)| node(&format!("n{i}"), s))
+                    .map(|(i, s)| node(&format!("n{i}"), *s))
                     .collect(),
                 ..VirtualIPStatus::default()
             };

@@ -42,11 +42,42 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// A node's VRRP state for one VirtualIP (RFC 5798 §6.4), as data planes report it and
+/// VirtualIP status shows it.
+#[derive(
+    Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum VrrpState {
+    #[default]
+    Initialize,
+    Backup,
+    Master,
+    /// Out of the election: tracking, a start-up error, or an address it cannot hold.
+    Fault,
+}
+
+impl VrrpState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initialize => "Initialize",
+            Self::Backup => "Backup",
+            Self::Master => "Master",
+            Self::Fault => "Fault",
+        }
+    }
+}
+
+impl std::fmt::Display for VrrpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct VrrpReport {
     pub vip: String,
-    pub state: String,
+    pub state: VrrpState,
     pub priority: u8,
     /// Milliseconds since the last state change.
     #[serde(default)]

@@ -349,7 +349,7 @@ pub struct VirtualIPStatus {
 #[serde(rename_all = "camelCase")]
 pub struct NodeVrrpStatus {
     pub node: String,
-    pub state: String,
+    pub state: crate::protocol::VrrpState,
     pub priority: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,

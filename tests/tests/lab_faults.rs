@@ -1010,7 +1010,7 @@ fn invalid_objects_are_refused_or_reported() {
     eprintln!("{}", seen.join("\n"));
     assert_eq!(probe.failed, 0, "{probe:?}");
     assert_eq!(lab.versions(), versions, "the lab's config churned");
-    for i in 0..NODES.len() {
-        assert!(lab.site.status(i).is_ok(), "{} does not answer", NODES[i]);
+    for (i, node) in NODES.iter().enumerate() {
+        assert!(lab.site.status(i).is_ok(), "{node} does not answer");
     }
 }

@@ -3,6 +3,7 @@
 //! by name.
 
 use crate::runtime::RuntimeStatus;
+use halo_crds::protocol::VrrpState;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Health {
@@ -31,9 +32,11 @@ pub fn health(status: &RuntimeStatus) -> Health {
         problems.push(format!("VirtualIP {}: {error}", v.name));
     }
     for v in &status.vrrp {
-        match (&v.error, v.state.as_str()) {
+        match (&v.error, v.state) {
             (Some(e), _) => problems.push(format!("VirtualIP {} (VRRP): {e}", v.name)),
-            (None, "Fault") => problems.push(format!("VirtualIP {} (VRRP): in Fault", v.name)),
+            (None, VrrpState::Fault) => {
+                problems.push(format!("VirtualIP {} (VRRP): in Fault", v.name))
+            }
             _ => {}
         }
     }
@@ -63,11 +66,11 @@ mod tests {
         }
     }
 
-    fn vrrp(name: &str, state: &str, error: Option<&str>) -> InstanceStatus {
+    fn vrrp(name: &str, state: VrrpState, error: Option<&str>) -> InstanceStatus {
         InstanceStatus {
             name: name.into(),
             vrid: 1,
-            state: state.into(),
+            state,
             priority: 100,
             interface: None,
             since_ms_ago: 0,
@@ -96,9 +99,9 @@ mod tests {
             error: Some("no such interface".into()),
         });
         let mut backup = applied();
-        backup.vrrp.push(vrrp("db", "Backup", None));
+        backup.vrrp.push(vrrp("db", VrrpState::Backup, None));
         let mut fault = applied();
-        fault.vrrp.push(vrrp("db", "Fault", None));
+        fault.vrrp.push(vrrp("db", VrrpState::Fault, None));
         let cases = [
             (none, Health::NoConfig),
             (applied(), Health::Ready),

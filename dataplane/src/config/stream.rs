@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use halo_crds::NodeConfig;
-use halo_crds::protocol::{ListenerReport, NodeReport, Rejection, StreamMessage, VrrpReport};
+use halo_crds::protocol::{
+    ListenerReport, NodeReport, Rejection, StreamMessage, VrrpReport, VrrpState,
+};
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
@@ -382,7 +384,7 @@ pub fn build_report(runtime: &Runtime, rejected: Option<Rejection>) -> NodeRepor
             .iter()
             .map(|v| VrrpReport {
                 vip: v.name.clone(),
-                state: v.state.clone(),
+                state: v.state,
                 priority: v.priority,
                 since_ms_ago: v.since_ms_ago,
             })
@@ -390,9 +392,9 @@ pub fn build_report(runtime: &Runtime, rejected: Option<Rejection>) -> NodeRepor
                 // Held without election: this node is its only master.
                 vip: v.name.clone(),
                 state: if v.error.is_some() {
-                    "Fault".into()
+                    VrrpState::Fault
                 } else {
-                    "Master".into()
+                    VrrpState::Master
                 },
                 priority: 255,
                 since_ms_ago: 0,
@@ -430,22 +432,22 @@ mod tests {
 
     #[test]
     fn the_key_ignores_how_long_a_state_has_lasted() {
-        let report = |state: &str, since_ms_ago| NodeReport {
+        let report = |state: VrrpState, since_ms_ago| NodeReport {
             vrrp: vec![VrrpReport {
                 vip: "web".into(),
-                state: state.into(),
+                state,
                 priority: 100,
                 since_ms_ago,
             }],
             ..NodeReport::default()
         };
         assert_eq!(
-            report_key(&report("Master", 10)),
-            report_key(&report("Master", 5000))
+            report_key(&report(VrrpState::Master, 10)),
+            report_key(&report(VrrpState::Master, 5000))
         );
         assert_ne!(
-            report_key(&report("Master", 10)),
-            report_key(&report("Backup", 10))
+            report_key(&report(VrrpState::Master, 10)),
+            report_key(&report(VrrpState::Backup, 10))
         );
     }
 }

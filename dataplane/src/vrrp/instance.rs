@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use halo_crds::node_config::{VipConfig, VrrpConfig};
+use halo_crds::protocol::VrrpState;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -65,7 +66,7 @@ impl Tracking {
 pub struct InstanceStatus {
     pub name: String,
     pub vrid: u8,
-    pub state: String,
+    pub state: VrrpState,
     pub priority: u8,
     pub interface: Option<String>,
     pub since_ms_ago: u64,
@@ -99,13 +100,17 @@ pub fn handover_limit(advert_interval: Duration) -> Duration {
     (advert_interval * 2).clamp(Duration::from_millis(100), Duration::from_millis(1500))
 }
 
-pub fn state_name(state: State) -> &'static str {
+pub fn reported(state: State) -> VrrpState {
     match state {
-        State::Initialize => "Initialize",
-        State::Backup => "Backup",
-        State::Master => "Master",
-        State::Fault => "Fault",
+        State::Initialize => VrrpState::Initialize,
+        State::Backup => VrrpState::Backup,
+        State::Master => VrrpState::Master,
+        State::Fault => VrrpState::Fault,
     }
+}
+
+pub fn state_name(state: State) -> &'static str {
+    reported(state).as_str()
 }
 
 struct Driver {
@@ -145,7 +150,7 @@ pub async fn run(
         Err(e) => {
             tracing::error!(error = %e, "VRRP instance cannot start");
             if let Ok(mut s) = status.lock() {
-                s.state = "Fault".into();
+                s.state = VrrpState::Fault;
                 s.error = Some(e);
             }
             changed.notify_one();
@@ -473,7 +478,7 @@ impl Driver {
                             State::Fault => 3,
                         });
                     if let Ok(mut s) = self.status.lock() {
-                        s.state = state_name(to).into();
+                        s.state = reported(to);
                         s.since = Some(Instant::now());
                     }
                     self.changed.notify_one();

@@ -182,7 +182,7 @@ impl VrrpManager {
             let status = Arc::new(Mutex::new(InstanceStatus {
                 name: name.to_string(),
                 vrid: vrrp.vrid,
-                state: "Initialize".into(),
+                state: halo_crds::protocol::VrrpState::Initialize,
                 priority: vrrp.priority,
                 interface: vip.interface.clone(),
                 since_ms_ago: 0,
@@ -275,7 +275,7 @@ impl VrrpManager {
             let mut due = Vec::new();
             for (name, r) in running.iter_mut() {
                 let settled_backup = r.status.lock().is_ok_and(|s| {
-                    s.state == instance::state_name(machine::State::Backup)
+                    s.state == halo_crds::protocol::VrrpState::Backup
                         && s.since.is_some_and(|t| t.elapsed() >= PREFERENCE_SETTLE)
                 });
                 let recently = r
