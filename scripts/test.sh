@@ -13,6 +13,11 @@ echo "== build"
 cargo build --workspace --bins
 
 echo "== tests"
+rm -f target/fault-lab-table.md
 cargo test --workspace 2>&1 | tee target/test-output.txt
+if [ -f target/fault-lab-table.md ]; then
+  echo "== the failure table (three-node fault lab)"
+  cat target/fault-lab-table.md
+fi
 # One closing line over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test-output.txt

@@ -80,6 +80,31 @@ pub fn table(rows: &[Row]) -> String {
     s
 }
 
+/// Where the suite collects the failure table across tests; `scripts/test.sh` empties it
+/// before the tests and prints it after them.
+pub fn table_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/fault-lab-table.md")
+}
+
+/// Adds `row` to [`table_file`] (with the header when the file is new).
+pub fn record(row: &Row) -> Result<()> {
+    use std::io::Write;
+    let path = table_file();
+    let text = table(std::slice::from_ref(row));
+    let text = if path.exists() {
+        text.lines().skip(2).map(|l| format!("{l}\n")).collect()
+    } else {
+        text
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("{}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
 /// The longest time between two answers (or from the start to the first answer), failed
 /// probes or not: what the client waited, even when no request failed.
 pub fn longest_gap_ms(s: &Summary) -> u64 {

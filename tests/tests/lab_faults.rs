@@ -13,8 +13,14 @@ use halo_tests::vrrp_forge::Defect;
 /// Before a fault, so the probe has answers on both sides of it.
 const LEAD_IN: Duration = Duration::from_millis(700);
 
+/// Prints the rows and adds them to the table the suite prints at the end.
 fn print_rows(rows: &[Row]) {
     eprintln!("\n{}", table(rows));
+    for row in rows {
+        if let Err(e) = halo_tests::fault_lab::record(row) {
+            eprintln!("the row is not in the collected table: {e:#}");
+        }
+    }
 }
 
 fn print_row(row: &Row) {
