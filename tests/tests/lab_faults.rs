@@ -189,16 +189,17 @@ fn controllers_killed() {
 }
 
 #[test]
-fn api_server_and_etcd_stopped_for_15_s() {
+fn api_server_and_etcd_stopped_for_60_s() {
     let Some(_lab) = lab::enter(&[], Share::Alone) else {
         return;
     };
     let mut lab = FaultLab::start("fapi").expect("lab");
     let versions = lab.versions();
     let old = lab.wait_master(Duration::from_secs(2)).expect("master");
-    // 15 s of outage: longer than the controllers' lease (3 s), so the leader steps down
-    // and the data planes lose their stream; short enough for CI.
-    let prober = lab.probe("17s", "100ms").expect("probe");
+    // A minute: far beyond the controllers' lease (3 s) and the data planes' stream
+    // silence limit (20 s), so the leader steps down and every stream is given up.
+    const OUTAGE: Duration = Duration::from_secs(60);
+    let prober = lab.probe("62s", "100ms").expect("probe");
     std::thread::sleep(LEAD_IN);
     let stopped = Instant::now();
     lab.stop_api().expect("stop the API server");
@@ -218,7 +219,7 @@ fn api_server_and_etcd_stopped_for_15_s() {
     lab.start_dataplane(old).expect("restart");
     lab.wait_dataplane(old, Duration::from_secs(10))
         .expect("restarts without the API");
-    std::thread::sleep(Duration::from_secs(15).saturating_sub(stopped.elapsed()));
+    std::thread::sleep(OUTAGE.saturating_sub(stopped.elapsed()));
     let outage = stopped.elapsed();
     lab.start_api().expect("start the API server");
     let probe = prober.join().expect("probe");
