@@ -6,6 +6,7 @@ pub mod index;
 pub mod lease;
 pub mod material;
 pub mod metrics;
+pub mod observed;
 pub mod reconcile;
 pub mod secrets;
 pub mod services;

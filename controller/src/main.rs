@@ -11,7 +11,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use halo_controller::lease::{self, Leader, LeaseConfig};
 use halo_controller::metrics::{self, Metrics};
-use halo_controller::reconcile::{Renderer, Shared};
+use halo_controller::observed::Observed;
+use halo_controller::reconcile::Renderer;
 use halo_controller::status::{self, Context};
 use halo_controller::stream::{self, Auth, Hub, StreamServer};
 use halo_controller::{index::Index, tls};
@@ -103,7 +104,7 @@ async fn main() -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let leader = Arc::new(Leader::default());
     let hub = Arc::new(Hub::default());
-    let shared = Arc::new(Shared::default());
+    let observed = Arc::new(Observed::default());
 
     tokio::spawn(lease::run(
         client.clone(),
@@ -123,13 +124,12 @@ async fn main() -> Result<()> {
     let renderer = Renderer {
         index: index.clone(),
         hub: hub.clone(),
-        shared: shared.clone(),
+        observed: observed.clone(),
         metrics: metrics.clone(),
         vrid_range: args.vrid_range,
         options: halo_crds::render::RenderOptions {
             allow_track_exec: args.allow_track_exec,
         },
-        service_status: Some((client.clone(), leader.clone())),
         resolver: Default::default(),
     };
     renderer.load_material().await;
@@ -148,7 +148,8 @@ async fn main() -> Result<()> {
     let ctx = Arc::new(Context {
         client: client.clone(),
         virtual_ips: index.virtual_ips.clone(),
-        shared: shared.clone(),
+        services: index.services.clone(),
+        observed: observed.clone(),
         leader: leader.clone(),
         metrics: metrics.clone(),
         recorder: Recorder::new(
@@ -161,14 +162,17 @@ async fn main() -> Result<()> {
     });
     let (vip_tx, vip_rx) = futures::channel::mpsc::unbounded();
     let (lb_tx, lb_rx) = futures::channel::mpsc::unbounded();
-    shared.add_trigger(vip_tx);
-    shared.add_trigger(lb_tx);
+    let (svc_tx, svc_rx) = futures::channel::mpsc::unbounded();
+    observed.add_trigger(vip_tx);
+    observed.add_trigger(lb_tx);
+    observed.add_trigger(svc_tx);
     tokio::spawn(status::run_virtual_ips(ctx.clone(), vip_rx));
-    tokio::spawn(status::run_load_balancers(ctx, lb_rx));
+    tokio::spawn(status::run_load_balancers(ctx.clone(), lb_rx));
+    tokio::spawn(status::run_services(ctx, svc_rx));
 
     let server = Arc::new(StreamServer {
         hub,
-        shared,
+        observed,
         auth: Auth::new(
             client.clone(),
             args.token_audience.clone(),

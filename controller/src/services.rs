@@ -18,6 +18,9 @@ const SCAN_LIMIT: u32 = 1 << 16;
 
 pub type ServiceId = (String, String);
 
+/// The address picked for each served Service, or why there is none.
+pub type Allocations = BTreeMap<ServiceId, Result<IpPrefix, String>>;
+
 fn is_ours(svc: &Service, default_class: bool) -> bool {
     let Some(spec) = &svc.spec else { return false };
     spec.type_.as_deref() == Some("LoadBalancer")
@@ -77,10 +80,7 @@ fn hosts(net: IpPrefix) -> impl Iterator<Item = IpAddr> {
 
 /// Picks an address for every Service this controller serves. Addresses already in a
 /// Service's status are kept (stable across restarts); oldest Services go first.
-pub fn allocate(
-    services: &[&Service],
-    pools: &[&VirtualIPPool],
-) -> BTreeMap<ServiceId, Result<IpPrefix, String>> {
+pub fn allocate(services: &[&Service], pools: &[&VirtualIPPool]) -> Allocations {
     let default_class = pools.iter().any(|p| p.spec.default_class);
     let nets: Vec<IpPrefix> = pools
         .iter()
@@ -240,51 +240,33 @@ pub fn synthesize(
     (vips, lbs)
 }
 
-/// Writes each served Service's `status.loadBalancer.ingress` where it differs from its
-/// allocation (in the background; the next render retries a failure).
-pub fn publish_status(
-    client: kube::Client,
+/// What a served Service's `status.loadBalancer` should become.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IngressChange {
+    /// Write this address (the status holds another one, or none).
+    Assign(IpAddr),
+    /// No address can be given: say why (an Event; the status stays as it is).
+    Unavailable(String),
+}
+
+/// The Services whose status must change to match `allocations`: pure, for the status
+/// writer (which also skips what it already said).
+pub fn ingress_changes(
     services: &[&Service],
-    allocations: &BTreeMap<ServiceId, Result<IpPrefix, String>>,
-) {
-    for svc in services {
-        let id = (svc.namespace().unwrap_or_default(), svc.name_any());
-        let Some(allocation) = allocations.get(&id) else {
-            continue;
-        };
-        let address = match allocation {
-            Ok(p) => p.addr,
-            Err(why) => {
-                tracing::warn!(namespace = %id.0, service = %id.1, reason = %why, "no address for Service");
-                continue;
-            }
-        };
-        if current_ingress(svc) == Some(address) {
-            continue;
-        }
-        let client = client.clone();
-        tokio::spawn(async move {
-            let api: kube::Api<Service> = kube::Api::namespaced(client, &id.0);
-            let patch = serde_json::json!({
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {"name": id.1, "namespace": id.0},
-                "status": {"loadBalancer": {"ingress": [{"ip": address.to_string(), "ipMode": "VIP"}]}}
-            });
-            let params = kube::api::PatchParams::apply(crate::status::MANAGER).force();
-            match api
-                .patch_status(&id.1, &params, &kube::api::Patch::Apply(patch))
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(namespace = %id.0, service = %id.1, %address, "Service address assigned")
-                }
-                Err(e) => {
-                    tracing::warn!(namespace = %id.0, service = %id.1, error = %e, "cannot write Service status")
-                }
-            }
-        });
-    }
+    allocations: &Allocations,
+) -> Vec<(ServiceId, IngressChange)> {
+    services
+        .iter()
+        .filter_map(|svc| {
+            let id = (svc.namespace().unwrap_or_default(), svc.name_any());
+            let change = match allocations.get(&id)? {
+                Ok(p) if current_ingress(svc) == Some(p.addr) => return None,
+                Ok(p) => IngressChange::Assign(p.addr),
+                Err(why) => IngressChange::Unavailable(why.clone()),
+            };
+            Some((id, change))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -380,5 +362,28 @@ mod tests {
         );
         assert_eq!(lbs[0].spec.listeners[0].port, 80);
         assert_eq!(lbs[0].spec.listeners[0].protocol, Protocol::Tcp);
+    }
+    #[test]
+    fn ingress_changes_only_where_the_status_differs() {
+        let p = pool("192.0.2.0/30", false);
+        let kept = svc("kept", Some(LOAD_BALANCER_CLASS), Some("192.0.2.1"));
+        let fresh = svc("fresh", Some(LOAD_BALANCER_CLASS), None);
+        let starved = svc("starved", Some(LOAD_BALANCER_CLASS), None);
+        let services = [&kept, &fresh, &starved];
+        let alloc = allocate(&services, &[&p]);
+        let id = |n: &str| ("default".to_string(), n.to_string());
+        assert_eq!(
+            ingress_changes(&services, &alloc),
+            vec![
+                (
+                    id("fresh"),
+                    IngressChange::Assign(IpAddr::from([192, 0, 2, 2]))
+                ),
+                (
+                    id("starved"),
+                    IngressChange::Unavailable("every VirtualIPPool address is in use".into())
+                ),
+            ]
+        );
     }
 }

@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::lease::Leader;
 use crate::metrics::Metrics;
-use crate::reconcile::Shared;
+use crate::observed::{CLOSED_STREAM_GRACE, Observed};
 
 /// The token extra that names the node of the pod a token is bound to.
 pub const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
@@ -201,7 +201,7 @@ impl Auth {
 
 pub struct StreamServer {
     pub hub: Arc<Hub>,
-    pub shared: Arc<Shared>,
+    pub observed: Arc<Observed>,
     pub auth: Auth,
     pub leader: Arc<Leader>,
     pub metrics: Arc<Metrics>,
@@ -294,7 +294,7 @@ impl StreamServer {
                         if let Some(r) = &report.rejected {
                             tracing::warn!(%node, version = r.version, reason = %r.reason, "data plane rejected a config");
                         }
-                        self.shared.record_report(&node, report);
+                        self.observed.record_report(&node, report, Instant::now());
                         text(StatusCode::NO_CONTENT, "")
                     }
                     Err(e) => text(StatusCode::BAD_REQUEST, format!("invalid report: {e}\n")),
@@ -325,7 +325,7 @@ impl StreamServer {
         let node = node.to_string();
         tokio::spawn(async move {
             server.metrics.connected.inc();
-            server.shared.stream_opened(&node);
+            server.observed.stream_opened(&node);
             tracing::info!(%node, version, "data plane connected");
             let mut first = true;
             let mut last_beat = Instant::now();
@@ -378,12 +378,12 @@ impl StreamServer {
                 }
             };
             server.metrics.connected.dec();
-            server.shared.stream_closed(&node, gone);
+            server.observed.stream_closed(&node, gone, Instant::now());
             tracing::info!(%node, gone, "data plane stream closed");
             if gone {
                 // Once the grace has passed, status no longer counts the node's report.
-                tokio::time::sleep(crate::reconcile::CLOSED_STREAM_GRACE).await;
-                server.shared.trigger();
+                tokio::time::sleep(CLOSED_STREAM_GRACE).await;
+                server.observed.trigger();
             }
         });
         let mut response = Response::new(StreamBody::new(rx).boxed());

@@ -1,13 +1,9 @@
-//! Status reconcilers (kube-runtime Controllers for VirtualIP and LoadBalancer): turn
-//! render problems, VRID assignments and data plane reports into `.status`, with
-//! Ready/Conflict conditions and an Event whenever readiness changes. Leader only.
+//! Status computed from what the controller observed and the time: pure functions, one
+//! per kind, so every condition and reason has a table test. The writer (`super`) only
+//! compares and patches.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
-use futures::channel::mpsc::UnboundedReceiver;
 use halo_crds::load_balancer::{ListenerStatus, LoadBalancerStatus};
 use halo_crds::net::IpPrefix;
 use halo_crds::protocol::{NodeReport, VrrpState};
@@ -16,55 +12,25 @@ use halo_crds::virtual_ip::{NodeVrrpStatus, VirtualIPStatus};
 use halo_crds::{LoadBalancer, VirtualIP};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::ResourceExt;
 
-use crate::lease::Leader;
-use crate::metrics::Metrics;
-use crate::reconcile::Shared;
+use crate::observed::View;
 
-pub const MANAGER: &str = "halo-controller";
-pub const FINALIZER: &str = "halo.dev/release";
-const RELEASE_GRACE: Duration = Duration::from_secs(30);
-
-pub struct Context {
-    pub client: Client,
-    /// The index's VirtualIPs, read by LoadBalancer reconciles.
-    pub virtual_ips: kube::runtime::reflector::Store<VirtualIP>,
-    pub shared: Arc<Shared>,
-    pub leader: Arc<Leader>,
-    pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StatusError {
-    #[error("status patch failed: {0}")]
-    Patch(#[from] kube::Error),
-    #[error("serialising status: {0}")]
-    Json(#[from] serde_json::Error),
-}
-
-fn condition(
+pub(crate) fn condition(
     type_: &str,
     ok: bool,
     reason: &str,
     message: String,
     previous: &[Condition],
     generation: Option<i64>,
+    now: Timestamp,
 ) -> Condition {
     let status = if ok { "True" } else { "False" };
     // Keep the transition time while the status stays the same.
     let since = previous
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
-        .map_or_else(
-            || Time(Timestamp::now()),
-            |c| c.last_transition_time.clone(),
-        );
+        .map_or_else(|| Time(now), |c| c.last_transition_time.clone());
     Condition {
         type_: type_.into(),
         status: status.into(),
@@ -75,34 +41,18 @@ fn condition(
     }
 }
 
-fn ready_of(conditions: &[Condition]) -> Option<(bool, String, String)> {
-    conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.status == "True", c.reason.clone(), c.message.clone()))
-}
-
-/// Equal apart from timestamps that only move when something else moved.
-fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
-    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
-}
-
-pub fn virtual_ip_status(
-    vip: &VirtualIP,
-    shared: &Shared,
-    reports: &BTreeMap<String, NodeReport>,
-) -> VirtualIPStatus {
+pub fn virtual_ip_status(vip: &VirtualIP, view: &View, now: Timestamp) -> VirtualIPStatus {
     let name = vip.name_any();
     let previous = vip.status.clone().unwrap_or_default();
-    let plan = shared.plan.load();
-    let problems = shared
+    let plan = &view.plan;
+    let problems = view
         .problems
-        .load()
         .get(&virtual_ip_ref(vip))
         .cloned()
         .unwrap_or_default();
     let conflict = plan.conflicts.get(&name).cloned();
-    let mut nodes: Vec<NodeVrrpStatus> = reports
+    let mut nodes: Vec<NodeVrrpStatus> = view
+        .reports
         .iter()
         .filter_map(|(node, r)| {
             r.vrrp.iter().find(|v| v.vip == name).map(|v| {
@@ -114,12 +64,11 @@ pub fn virtual_ip_status(
                     .find(|p| &p.node == node && p.state == v.state)
                     .and_then(|p| p.since.clone());
                 let since = kept.unwrap_or_else(|| {
-                    Timestamp::now()
-                        .checked_sub(SignedDuration::from_millis(
-                            i64::try_from(v.since_ms_ago).unwrap_or(0),
-                        ))
-                        .unwrap_or_else(|_| Timestamp::now())
-                        .to_string()
+                    now.checked_sub(SignedDuration::from_millis(
+                        i64::try_from(v.since_ms_ago).unwrap_or(0),
+                    ))
+                    .unwrap_or(now)
+                    .to_string()
                 });
                 NodeVrrpStatus {
                     node: node.clone(),
@@ -142,7 +91,7 @@ pub fn virtual_ip_status(
         masters
             .first()
             .and_then(|n| n.since.clone())
-            .or_else(|| Some(Timestamp::now().to_string()))
+            .or_else(|| Some(now.to_string()))
     };
     let generation = vip.metadata.generation;
     let (ok, reason, message) = if let Some(why) = &conflict {
@@ -180,8 +129,9 @@ pub fn virtual_ip_status(
             message,
             &previous.conditions,
             generation,
+            now,
         ),
-        split_brain_condition(&master_names, &previous.conditions, generation),
+        split_brain_condition(&master_names, &previous.conditions, generation, now),
         condition(
             "Conflict",
             conflict.is_some(),
@@ -193,6 +143,7 @@ pub fn virtual_ip_status(
             conflict.unwrap_or_default(),
             &previous.conditions,
             generation,
+            now,
         ),
     ];
     // Only an object without problems gets a VRID in status: it is what makes it stable.
@@ -208,21 +159,20 @@ pub fn virtual_ip_status(
 pub fn load_balancer_status(
     lb: &LoadBalancer,
     vips: &[Arc<VirtualIP>],
-    shared: &Shared,
-    reports: &BTreeMap<String, NodeReport>,
+    view: &View,
+    now: Timestamp,
 ) -> LoadBalancerStatus {
+    let reports = &view.reports;
     let previous = lb.status.clone().unwrap_or_default();
     let object = load_balancer_ref(lb);
-    let secret_problems = shared
+    let secret_problems = view
         .secret_problems
-        .load()
         .get(&object)
         .cloned()
         .unwrap_or_default();
     // Render reports a Secret that never was valid too; say it once, with its reason.
-    let problems: Vec<String> = shared
+    let problems: Vec<String> = view
         .problems
-        .load()
         .get(&object)
         .into_iter()
         .flatten()
@@ -316,6 +266,7 @@ pub fn load_balancer_status(
             message,
             &previous.conditions,
             generation,
+            now,
         )],
     }
 }
@@ -326,6 +277,7 @@ fn split_brain_condition(
     masters: &[&str],
     previous: &[Condition],
     generation: Option<i64>,
+    now: Timestamp,
 ) -> Condition {
     let split = masters.len() > 1;
     let (reason, message) = if split {
@@ -340,7 +292,15 @@ fn split_brain_condition(
     } else {
         ("OneMaster", "at most one node reports Master".to_string())
     };
-    condition("SplitBrain", split, reason, message, previous, generation)
+    condition(
+        "SplitBrain",
+        split,
+        reason,
+        message,
+        previous,
+        generation,
+        now,
+    )
 }
 
 /// Masters of a VirtualIP's status while it is split (0 otherwise): the metric.
@@ -357,207 +317,259 @@ pub fn split_brain_masters(status: &VirtualIPStatus) -> i64 {
     }
 }
 
-async fn publish_ready_change<K>(
-    ctx: &Context,
-    obj: &K,
-    before: Option<(bool, String, String)>,
-    after: &[Condition],
-) where
-    K: Resource<DynamicType = ()>,
-{
-    let Some((ok, reason, message)) = ready_of(after) else {
-        return;
-    };
-    if before
-        .as_ref()
-        .is_some_and(|(b, r, _)| *b == ok && *r == reason)
-    {
-        return;
-    }
-    let event = Event {
-        type_: if ok {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        },
-        reason,
-        note: Some(message.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::warn!(error = %e, "cannot publish Event");
-    }
-}
-
-/// Counts the reconcile; returns an action when this replica is not the one to write.
-fn standby(ctx: &Context, kind: &str) -> Option<Action> {
-    if !ctx.leader.is_leader() {
-        return Some(Action::requeue(Duration::from_secs(5)));
-    }
-    ctx.metrics
-        .reconciles
-        .get_or_create(&vec![("kind", kind.to_string())])
-        .inc();
-    None
-}
-
-/// Writes `desired` as the object's status (server-side apply) when it differs from
-/// `current`, and publishes an Event when readiness changed.
-async fn write_status<K, S>(
-    ctx: &Context,
-    api: Api<K>,
-    obj: &K,
-    (current, current_conditions): (&S, &[Condition]),
-    (desired, desired_conditions): (&S, &[Condition]),
-) -> Result<(), StatusError>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    S: serde::Serialize,
-{
-    if same(desired, current) {
-        return Ok(());
-    }
-    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": desired});
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    publish_ready_change(ctx, obj, ready_of(current_conditions), desired_conditions).await;
-    Ok(())
-}
-
-async fn reconcile_vip(vip: Arc<VirtualIP>, ctx: Arc<Context>) -> Result<Action, StatusError> {
-    if let Some(action) = standby(&ctx, "VirtualIP") {
-        return Ok(action);
-    }
-    if let Some(action) = release_finalizer(&vip, &ctx).await? {
-        return Ok(action);
-    }
-    let desired = virtual_ip_status(&vip, &ctx.shared, &ctx.shared.reports());
-    ctx.metrics
-        .split_brain
-        .get_or_create(&vec![("virtual_ip", vip.name_any())])
-        .set(split_brain_masters(&desired));
-    let current = vip.status.clone().unwrap_or_default();
-    let api: Api<VirtualIP> = Api::all(ctx.client.clone());
-    write_status(
-        &ctx,
-        api,
-        vip.as_ref(),
-        (&current, &current.conditions),
-        (&desired, &desired.conditions),
-    )
-    .await?;
-    Ok(Action::requeue(Duration::from_secs(60)))
-}
-
-async fn reconcile_lb(lb: Arc<LoadBalancer>, ctx: Arc<Context>) -> Result<Action, StatusError> {
-    if let Some(action) = standby(&ctx, "LoadBalancer") {
-        return Ok(action);
-    }
-    let vips: Vec<Arc<VirtualIP>> = ctx.virtual_ips.state();
-    let desired = load_balancer_status(&lb, &vips, &ctx.shared, &ctx.shared.reports());
-    let current = lb.status.clone().unwrap_or_default();
-    let api: Api<LoadBalancer> =
-        Api::namespaced(ctx.client.clone(), &lb.namespace().unwrap_or_default());
-    write_status(
-        &ctx,
-        api,
-        lb.as_ref(),
-        (&current, &current.conditions),
-        (&desired, &desired.conditions),
-    )
-    .await?;
-    Ok(Action::requeue(Duration::from_secs(60)))
-}
-
-/// Deleting a VirtualIP waits until no data plane reports it any more (they released the
-/// addresses), or at most `RELEASE_GRACE`, so an address never outlives its object
-/// unnoticed. Returns an action when the object is being deleted.
-async fn release_finalizer(vip: &VirtualIP, ctx: &Context) -> Result<Option<Action>, StatusError> {
-    let api: Api<VirtualIP> = Api::all(ctx.client.clone());
-    let finalizers = vip.metadata.finalizers.clone().unwrap_or_default();
-    let has = finalizers.iter().any(|f| f == FINALIZER);
-    let Some(deleted) = &vip.metadata.deletion_timestamp else {
-        if !has {
-            let mut list = finalizers;
-            list.push(FINALIZER.to_string());
-            let patch = serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": vip.metadata.resource_version}});
-            api.patch(
-                &vip.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await?;
-        }
-        return Ok(None);
-    };
-    if !has {
-        return Ok(Some(Action::await_change()));
-    }
-    let name = vip.name_any();
-    let still_held: Vec<String> = ctx
-        .shared
-        .reports()
-        .iter()
-        .filter(|(_, r)| r.vrrp.iter().any(|v| v.vip == name))
-        .map(|(node, _)| node.clone())
-        .collect();
-    let waited = Timestamp::now().duration_since(deleted.0);
-    if !still_held.is_empty() && waited.as_secs_f64() < RELEASE_GRACE.as_secs_f64() {
-        tracing::info!(vip = %name, nodes = ?still_held, "waiting for data planes to release the addresses");
-        return Ok(Some(Action::requeue(Duration::from_secs(1))));
-    }
-    let rest: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
-    let patch = serde_json::json!({"metadata": {"finalizers": rest, "resourceVersion": vip.metadata.resource_version}});
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await?;
-    Ok(Some(Action::await_change()))
-}
-
-fn retry<K>(_obj: Arc<K>, error: &StatusError, ctx: Arc<Context>) -> Action {
-    // Deleted while we were reconciling it: nothing left to do.
-    if let StatusError::Patch(kube::Error::Api(e)) = error
-        && e.code == 404
-    {
-        return Action::await_change();
-    }
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&vec![("kind", std::any::type_name::<K>().into())])
-        .inc();
-    tracing::warn!(error = %error, "status reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
-}
-
-pub async fn run_virtual_ips(ctx: Arc<Context>, trigger: UnboundedReceiver<()>) {
-    Controller::new(
-        Api::<VirtualIP>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    )
-    .reconcile_all_on(trigger)
-    .run(reconcile_vip, retry, ctx)
-    .for_each(|_| futures::future::ready(()))
-    .await;
-}
-
-pub async fn run_load_balancers(ctx: Arc<Context>, trigger: UnboundedReceiver<()>) {
-    Controller::new(
-        Api::<LoadBalancer>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    )
-    .reconcile_all_on(trigger)
-    .run(reconcile_lb, retry, ctx)
-    .for_each(|_| futures::future::ready(()))
-    .await;
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use halo_crds::protocol::{ListenerReport, VrrpReport};
+    use halo_crds::render::ObjectRef;
+
     use super::*;
+    use crate::assign::Plan;
+    use crate::material::{Reason, SecretProblem};
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    fn vip(name: &str) -> VirtualIP {
+        let mut v = VirtualIP::new(
+            name,
+            serde_json::from_value(serde_json::json!({"addresses": ["192.0.2.10/24"]}))
+                .unwrap_or_else(|e| panic!("spec: {e}")),
+        );
+        v.metadata.generation = Some(2);
+        v
+    }
+
+    fn report(vip: &str, states: &[VrrpState], listeners: &[(&str, u32, u32)]) -> NodeReport {
+        NodeReport {
+            vrrp: states
+                .iter()
+                .map(|s| VrrpReport {
+                    vip: vip.into(),
+                    state: *s,
+                    priority: 100,
+                    since_ms_ago: 1_000,
+                })
+                .collect(),
+            listeners: listeners
+                .iter()
+                .map(|(name, ready, total)| ListenerReport {
+                    name: (*name).into(),
+                    ready_backends: *ready,
+                    total_backends: *total,
+                })
+                .collect(),
+            ..NodeReport::default()
+        }
+    }
+
+    fn reports(list: &[(&str, NodeReport)]) -> BTreeMap<String, NodeReport> {
+        list.iter()
+            .map(|(n, r)| (n.to_string(), r.clone()))
+            .collect()
+    }
+
+    fn ready(conditions: &[Condition]) -> (String, String) {
+        conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| (c.status.clone(), c.reason.clone()))
+            .unwrap_or_default()
+    }
+
+    /// (plan, problems, reports) → (Ready, reason, master)
+    type VipCase<'a> = (
+        Plan,
+        BTreeMap<ObjectRef, Vec<String>>,
+        Vec<(&'a str, NodeReport)>,
+        (&'a str, &'a str, Option<&'a str>),
+    );
+
+    #[test]
+    fn virtual_ip_ready_reasons() {
+        use VrrpState::{Backup, Master};
+        let object = virtual_ip_ref(&vip("web"));
+        let conflict = Plan {
+            conflicts: BTreeMap::from([("web".into(), "VRID 7 is taken".into())]),
+            ..Plan::default()
+        };
+        let problems = BTreeMap::from([(object, vec!["spec.addresses: bad".to_string()])]);
+        let cases: Vec<VipCase<'_>> = vec![
+            (
+                Plan::default(),
+                BTreeMap::new(),
+                vec![],
+                ("False", "NoMaster", None),
+            ),
+            (
+                Plan::default(),
+                BTreeMap::new(),
+                vec![
+                    ("a", report("web", &[Backup], &[])),
+                    ("b", report("web", &[Master], &[])),
+                ],
+                ("True", "MasterElected", Some("b")),
+            ),
+            (
+                Plan::default(),
+                BTreeMap::new(),
+                vec![
+                    ("a", report("web", &[Master], &[])),
+                    ("b", report("web", &[Master], &[])),
+                ],
+                ("False", "SplitBrain", Some("a")),
+            ),
+            (
+                Plan::default(),
+                BTreeMap::new(),
+                vec![("a", report("other", &[Master], &[]))],
+                ("False", "NoMaster", None),
+            ),
+            (
+                conflict,
+                BTreeMap::new(),
+                vec![("a", report("web", &[Master], &[]))],
+                ("False", "VRIDConflict", Some("a")),
+            ),
+            (
+                Plan::default(),
+                problems,
+                vec![("a", report("web", &[Master], &[]))],
+                ("False", "InvalidSpec", Some("a")),
+            ),
+        ];
+        for (plan, problems, list, (status, reason, master)) in cases {
+            let view = View {
+                plan: Arc::new(plan),
+                problems: Arc::new(problems),
+                reports: reports(&list),
+                ..View::default()
+            };
+            let got = virtual_ip_status(&vip("web"), &view, at(0));
+            assert_eq!(
+                ready(&got.conditions),
+                (status.into(), reason.into()),
+                "{list:?}"
+            );
+            assert_eq!(got.master.as_deref(), master, "{list:?}");
+            let generation = got
+                .conditions
+                .iter()
+                .map(|c| c.observed_generation)
+                .collect::<Vec<_>>();
+            assert!(generation.iter().all(|g| *g == Some(2)), "{generation:?}");
+        }
+    }
+
+    #[test]
+    fn virtual_ip_times_come_from_now_and_hold_while_nothing_changes() {
+        let view = View {
+            reports: reports(&[("a", report("web", &[VrrpState::Master], &[]))]),
+            ..View::default()
+        };
+        let first = virtual_ip_status(&vip("web"), &view, at(10));
+        // The node's state began since_ms_ago (1 s) before now.
+        assert_eq!(
+            first.nodes[0].since.as_deref(),
+            Some(at(9).to_string().as_str())
+        );
+        let mut again = vip("web");
+        again.status = Some(first.clone());
+        let later = virtual_ip_status(&again, &view, at(500));
+        assert_eq!(later.nodes, first.nodes);
+        assert_eq!(later.last_transition_time, first.last_transition_time);
+        assert_eq!(later.conditions, first.conditions);
+    }
+
+    fn lb(listeners: &[&str]) -> LoadBalancer {
+        let listeners: Vec<serde_json::Value> = listeners
+            .iter()
+            .map(|l| serde_json::json!({"name": l, "port": 80, "protocol": "HTTP", "backends": []}))
+            .collect();
+        let mut lb = LoadBalancer::new(
+            "web",
+            serde_json::from_value(serde_json::json!({"virtualIP": "web", "listeners": listeners}))
+                .unwrap_or_else(|e| panic!("spec: {e}")),
+        );
+        lb.metadata.namespace = Some("shop".into());
+        lb
+    }
+
+    #[test]
+    fn load_balancer_ready_reasons() {
+        let object = load_balancer_ref(&lb(&["http"]));
+        let secret = SecretProblem {
+            field: "spec.listeners[0].tls.certificates[0].secretName".into(),
+            reason: Reason::SecretNotFound,
+            message: "Secret shop/site not found".into(),
+            kept_previous: false,
+        };
+        let serving = report("web", &[], &[("shop/web/http", 2, 2)]);
+        let no_ready = report("web", &[], &[("shop/web/http", 0, 2)]);
+        // (problems, secret problems, reports) → (Ready, reason)
+        let cases = vec![
+            (vec![], vec![], vec![], ("False", "Pending")),
+            (
+                vec![],
+                vec![],
+                vec![("a", serving.clone())],
+                ("True", "Serving"),
+            ),
+            (
+                vec![],
+                vec![],
+                vec![("a", no_ready)],
+                ("False", "NoReadyBackends"),
+            ),
+            (
+                vec!["spec.listeners[0].port: taken".to_string()],
+                vec![],
+                vec![("a", serving.clone())],
+                ("False", "InvalidSpec"),
+            ),
+            (
+                vec![],
+                vec![secret],
+                vec![("a", serving)],
+                ("False", "SecretNotFound"),
+            ),
+        ];
+        for (problems, secrets, list, (status, reason)) in cases {
+            let view = View {
+                problems: Arc::new(BTreeMap::from([(object.clone(), problems)])),
+                secret_problems: Arc::new(BTreeMap::from([(object.clone(), secrets)])),
+                reports: reports(&list),
+                ..View::default()
+            };
+            let got = load_balancer_status(&lb(&["http"]), &[], &view, at(0));
+            assert_eq!(
+                ready(&got.conditions),
+                (status.into(), reason.into()),
+                "{list:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_listener_counts_the_masters_report_first() {
+        let mut v = vip("web");
+        v.status = Some(VirtualIPStatus {
+            master: Some("b".into()),
+            ..VirtualIPStatus::default()
+        });
+        let view = View {
+            reports: reports(&[
+                ("a", report("web", &[], &[("shop/web/http", 3, 3)])),
+                ("b", report("web", &[], &[("shop/web/http", 1, 3)])),
+            ]),
+            ..View::default()
+        };
+        let got = load_balancer_status(&lb(&["http"]), &[Arc::new(v)], &view, at(0));
+        assert_eq!(got.listeners[0].ready_backends, 1);
+        assert_eq!(got.addresses, vec!["192.0.2.10".to_string()]);
+    }
 
     fn node(name: &str, state: VrrpState) -> NodeVrrpStatus {
         NodeVrrpStatus {
@@ -580,7 +592,7 @@ mod tests {
                 "2 nodes report Master: node-a, node-b",
             ),
         ] {
-            let c = split_brain_condition(&masters, &[], Some(3));
+            let c = split_brain_condition(&masters, &[], Some(3), at(0));
             assert_eq!(
                 (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
                 ("SplitBrain", status, reason)
@@ -592,9 +604,12 @@ mod tests {
 
     #[test]
     fn split_brain_keeps_its_transition_time_while_it_holds() {
-        let first = split_brain_condition(&["a", "b"], &[], None);
-        let again = split_brain_condition(&["a", "b", "c"], std::slice::from_ref(&first), None);
+        let first = split_brain_condition(&["a", "b"], &[], None, at(0));
+        let again =
+            split_brain_condition(&["a", "b", "c"], std::slice::from_ref(&first), None, at(60));
         assert_eq!(again.last_transition_time, first.last_transition_time);
+        let healed = split_brain_condition(&["a"], std::slice::from_ref(&first), None, at(90));
+        assert_eq!(healed.last_transition_time, Time(at(90)));
     }
 
     #[test]
@@ -616,7 +631,7 @@ mod tests {
                     .collect(),
                 ..VirtualIPStatus::default()
             };
-            assert_eq!(split_brain_masters(&status), want, "{states:?}");
+            assert_eq!(split_brain_masters(&status), want);
         }
     }
 }
