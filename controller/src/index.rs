@@ -69,14 +69,31 @@ fn node_fingerprint(node: &Node) -> u64 {
     ))
 }
 
+/// What `kubectl apply` keeps in an annotation: a second copy of the spec.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what the controller never reads before an object enters a store: the
+/// managedFields and the last-applied copy are often larger than the object itself, and
+/// every watched object is held for the controller's lifetime.
+pub fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
 fn watch<K>(api: Api<K>, changed: Arc<Notify>, fingerprint: Fingerprint<K>) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).modify(slim::<K>),
+    )
+    .default_backoff();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();

@@ -148,6 +148,7 @@ async fn main() -> Result<()> {
     let ctx = Arc::new(Context {
         client: client.clone(),
         virtual_ips: index.virtual_ips.clone(),
+        load_balancers: index.load_balancers.clone(),
         services: index.services.clone(),
         observed: observed.clone(),
         leader: leader.clone(),
@@ -160,15 +161,9 @@ async fn main() -> Result<()> {
             },
         ),
     });
-    let (vip_tx, vip_rx) = futures::channel::mpsc::unbounded();
-    let (lb_tx, lb_rx) = futures::channel::mpsc::unbounded();
-    let (svc_tx, svc_rx) = futures::channel::mpsc::unbounded();
-    observed.add_trigger(vip_tx);
-    observed.add_trigger(lb_tx);
-    observed.add_trigger(svc_tx);
-    tokio::spawn(status::run_virtual_ips(ctx.clone(), vip_rx));
-    tokio::spawn(status::run_load_balancers(ctx.clone(), lb_rx));
-    tokio::spawn(status::run_services(ctx, svc_rx));
+    let (status_tx, status_rx) = futures::channel::mpsc::unbounded();
+    observed.add_trigger(status_tx);
+    tokio::spawn(status::run(ctx, status_rx));
 
     let server = Arc::new(StreamServer {
         hub,

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub render_seconds: Histogram,
     pub reconciles: Family<Labels, Counter>,
     pub reconcile_errors: Family<Labels, Counter>,
+    pub status_patches: Family<Labels, Counter>,
     pub pushes: Counter,
     pub push_seconds: Histogram,
     pub connected: Gauge,
@@ -54,14 +55,20 @@ impl Metrics {
         let reconciles = Family::<Labels, Counter>::default();
         registry.register(
             "reconciles",
-            "Status reconciles, by kind",
+            "Objects whose status was computed, by kind",
             reconciles.clone(),
         );
         let reconcile_errors = Family::<Labels, Counter>::default();
         registry.register(
             "reconcile_errors",
-            "Failed status reconciles, by kind",
+            "Failed status writes, by kind",
             reconcile_errors.clone(),
+        );
+        let status_patches = Family::<Labels, Counter>::default();
+        registry.register(
+            "status_patches",
+            "Status patches written, by kind (only objects whose status changed)",
+            status_patches.clone(),
         );
         let pushes = Counter::default();
         registry.register(
@@ -117,6 +124,7 @@ impl Metrics {
             render_seconds,
             reconciles,
             reconcile_errors,
+            status_patches,
             pushes,
             push_seconds,
             connected,

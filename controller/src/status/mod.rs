@@ -1,7 +1,9 @@
-//! The status writer, leader only: kube-runtime Controllers for VirtualIP and
-//! LoadBalancer and a loop for Services turn what the controller observed into `.status`
-//! (computed by `compute`, written with server-side apply as `halo-controller` only when
-//! it differs), the VirtualIP finalizer, and an Event whenever readiness changes.
+//! The status writer, leader only, and the only one: on every change of what the
+//! controller observed it computes the status of every VirtualIP, LoadBalancer and
+//! Service of type LoadBalancer (`compute`, pure), and patches, with server-side apply as
+//! `halo-controller`, only those that differ from what it last wrote; it also keeps the
+//! VirtualIP finalizer and raises an Event whenever readiness changes. Objects come from
+//! the render's own watch caches, so status adds no watch of its own.
 
 pub mod compute;
 
@@ -16,27 +18,31 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::Value;
 
-use self::compute::{load_balancer_status, split_brain_masters, virtual_ip_status};
+use self::compute::split_brain_masters;
 use crate::lease::Leader;
 use crate::metrics::Metrics;
-use crate::observed::Observed;
+use crate::observed::{Observed, View};
 use crate::services::{IngressChange, ServiceId, ingress_changes};
 
 pub const MANAGER: &str = "halo-controller";
 pub const FINALIZER: &str = "halo.dev/release";
 const RELEASE_GRACE: Duration = Duration::from_secs(30);
+/// Status patches in flight at once (a first pass at scale writes every object).
+const CONCURRENT_WRITES: usize = 16;
+/// A look with nothing pending waits this long for a change before looking again.
+const IDLE_LOOK: Duration = Duration::from_secs(30);
+/// A look with a failed write or a deletion waiting for its nodes comes back after this.
+const RETRY_LOOK: Duration = Duration::from_secs(1);
 
 pub struct Context {
     pub client: Client,
-    /// The index's VirtualIPs, read by LoadBalancer reconciles.
     pub virtual_ips: Store<VirtualIP>,
-    /// The index's Services, whose addresses the Service loop writes.
+    pub load_balancers: Store<LoadBalancer>,
     pub services: Store<Service>,
     pub observed: Arc<Observed>,
     pub leader: Arc<Leader>,
@@ -52,6 +58,31 @@ pub enum StatusError {
     Json(#[from] serde_json::Error),
 }
 
+/// The kinds status is written for, as metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    VirtualIP,
+    LoadBalancer,
+    Service,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Self::VirtualIP => "VirtualIP",
+            Self::LoadBalancer => "LoadBalancer",
+            Self::Service => "Service",
+        }
+    }
+}
+
+/// (kind, namespace, name).
+type Key = (Kind, String, String);
+
+fn key_of<K: Resource>(kind: Kind, obj: &K) -> Key {
+    (kind, obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
 fn ready_of(conditions: &[Condition]) -> Option<(bool, String, String)> {
     conditions
         .iter()
@@ -59,29 +90,229 @@ fn ready_of(conditions: &[Condition]) -> Option<(bool, String, String)> {
         .map(|c| (c.status == "True", c.reason.clone(), c.message.clone()))
 }
 
-/// Equal apart from timestamps that only move when something else moved.
-fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
-    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+/// What the writer remembers between looks.
+#[derive(Default)]
+struct Memory {
+    /// The status last written per object: a watch cache that has not caught up yet
+    /// gets no second patch and no second Event.
+    written: BTreeMap<Key, Value>,
+    /// Services told that no address can be given, with the reason told.
+    unavailable: BTreeMap<Key, String>,
 }
 
-async fn publish_ready_change<K>(
+/// One patch to make: the object, its new status and whether readiness changed.
+struct Write {
+    key: Key,
+    /// The status as remembered once written (`Null`: nothing to remember).
+    remember: Value,
+    /// The server-side apply body (`Null`: only the Event).
+    status: Value,
+    event: Option<Event>,
+    object: k8s_openapi::api::core::v1::ObjectReference,
+}
+
+/// Runs until the process ends: one look per burst of changes (and a slow periodic one),
+/// writing only while this replica leads.
+pub async fn run(ctx: Arc<Context>, mut trigger: UnboundedReceiver<()>) {
+    let mut memory = Memory::default();
+    let mut wait = IDLE_LOOK;
+    loop {
+        let _ = tokio::time::timeout(wait, trigger.next()).await;
+        while trigger.try_recv().is_ok() {}
+        if !ctx.leader.is_leader() {
+            memory = Memory::default();
+            wait = IDLE_LOOK;
+            continue;
+        }
+        wait = if look(&ctx, &mut memory).await {
+            RETRY_LOOK
+        } else {
+            IDLE_LOOK
+        };
+    }
+}
+
+/// One pass over every object; true when something is left to do soon (a failed write,
+/// a deletion waiting for its nodes).
+async fn look(ctx: &Context, memory: &mut Memory) -> bool {
+    let view = ctx.observed.view(Instant::now());
+    let now = Timestamp::now();
+    let vips = ctx.virtual_ips.state();
+    let lbs = ctx.load_balancers.state();
+    let services = ctx.services.state();
+    let (mut writes, waiting) = plan_virtual_ips(ctx, memory, &vips, &view, now).await;
+    for lb in &lbs {
+        count(ctx, Kind::LoadBalancer);
+        let desired = compute::load_balancer_status(lb, &vips, &view, now);
+        let current = lb.status.clone().unwrap_or_default();
+        writes.extend(plan_write(
+            memory,
+            Kind::LoadBalancer,
+            lb.as_ref(),
+            (&current.conditions, &current),
+            (&desired.conditions, &desired),
+        ));
+    }
+    writes.extend(plan_services(ctx, memory, &services));
+    let failed = write_all(ctx, memory, writes).await;
+    let live: std::collections::BTreeSet<Key> = vips
+        .iter()
+        .map(|v| key_of(Kind::VirtualIP, v.as_ref()))
+        .chain(lbs.iter().map(|l| key_of(Kind::LoadBalancer, l.as_ref())))
+        .chain(services.iter().map(|s| key_of(Kind::Service, s.as_ref())))
+        .collect();
+    memory.written.retain(|k, _| live.contains(k));
+    waiting || failed
+}
+
+/// The VirtualIPs' writes, after their finalizers; true when a deletion waits for its
+/// nodes or a finalizer patch failed.
+async fn plan_virtual_ips(
     ctx: &Context,
+    memory: &Memory,
+    vips: &[Arc<VirtualIP>],
+    view: &View,
+    now: Timestamp,
+) -> (Vec<Write>, bool) {
+    let mut writes = Vec::new();
+    let mut pending = false;
+    for vip in vips {
+        count(ctx, Kind::VirtualIP);
+        match release_finalizer(vip, ctx, view).await {
+            Ok(Finalizer::Kept) => {}
+            Ok(Finalizer::Deleting { waiting }) => {
+                pending |= waiting;
+                continue;
+            }
+            Err(e) => {
+                failed(ctx, Kind::VirtualIP, &e);
+                pending = true;
+                continue;
+            }
+        }
+        let desired = compute::virtual_ip_status(vip, view, now);
+        ctx.metrics
+            .split_brain
+            .get_or_create(&vec![("virtual_ip", vip.name_any())])
+            .set(split_brain_masters(&desired));
+        let current = vip.status.clone().unwrap_or_default();
+        writes.extend(plan_write(
+            memory,
+            Kind::VirtualIP,
+            vip.as_ref(),
+            (&current.conditions, &current),
+            (&desired.conditions, &desired),
+        ));
+    }
+    (writes, pending)
+}
+
+/// The Services' address writes and Events.
+fn plan_services(ctx: &Context, memory: &mut Memory, services: &[Arc<Service>]) -> Vec<Write> {
+    let refs: Vec<&Service> = services.iter().map(AsRef::as_ref).collect();
+    let changes = ingress_changes(&refs, &ctx.observed.allocations());
+    let keys: std::collections::BTreeSet<Key> = changes
+        .iter()
+        .map(|(id, _)| (Kind::Service, id.0.clone(), id.1.clone()))
+        .collect();
+    memory.unavailable.retain(|k, _| keys.contains(k));
+    let mut writes = Vec::new();
+    for (id, change) in changes {
+        count(ctx, Kind::Service);
+        let found = refs
+            .iter()
+            .find(|s| s.namespace().as_ref() == Some(&id.0) && s.name_any() == id.1);
+        if let Some(svc) = found {
+            writes.extend(plan_service(memory, svc, &id, change));
+        }
+    }
+    writes
+}
+
+/// Makes the writes, a few at a time, and remembers what was written; true when one
+/// failed (it is tried again on the next look).
+async fn write_all(ctx: &Context, memory: &mut Memory, writes: Vec<Write>) -> bool {
+    let done: Vec<(Key, Value, bool)> = futures::stream::iter(writes)
+        .map(|w| async move {
+            let ok = execute(ctx, &w).await;
+            (w.key, w.remember, ok)
+        })
+        .buffer_unordered(CONCURRENT_WRITES)
+        .collect()
+        .await;
+    let mut failed = false;
+    for (key, status, ok) in done {
+        match (ok, status.is_null()) {
+            (true, false) => {
+                memory.written.insert(key, status);
+            }
+            (true, true) => {}
+            (false, _) => failed = true,
+        }
+    }
+    failed
+}
+
+fn count(ctx: &Context, kind: Kind) {
+    ctx.metrics
+        .reconciles
+        .get_or_create(&vec![("kind", kind.label().to_string())])
+        .inc();
+}
+
+fn failed(ctx: &Context, kind: Kind, error: &StatusError) {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&vec![("kind", kind.label().to_string())])
+        .inc();
+    tracing::warn!(kind = kind.label(), error = %error, "status write failed; retrying");
+}
+
+/// The patch that makes `obj`'s status `desired`, unless it has it or was last given it;
+/// with an Event when readiness changes.
+fn plan_write<K, S>(
+    memory: &Memory,
+    kind: Kind,
     obj: &K,
-    before: Option<(bool, String, String)>,
-    after: &[Condition],
-) where
+    (current_conditions, current): (&[Condition], &S),
+    (desired_conditions, desired): (&[Condition], &S),
+) -> Option<Write>
+where
     K: Resource<DynamicType = ()>,
+    S: serde::Serialize,
 {
-    let Some((ok, reason, message)) = ready_of(after) else {
-        return;
-    };
+    let key = key_of(kind, obj);
+    let status = serde_json::to_value(desired).ok()?;
+    let now_there = serde_json::to_value(current).ok();
+    let last = memory.written.get(&key);
+    if now_there.as_ref() == Some(&status) || last == Some(&status) {
+        return None;
+    }
+    // Readiness as last written, or as the object shows it.
+    let before = last
+        .and_then(|v| serde_json::from_value::<Vec<Condition>>(v["conditions"].clone()).ok())
+        .map_or_else(|| ready_of(current_conditions), |c| ready_of(&c));
+    let event = ready_event(before, desired_conditions);
+    let body = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    Some(Write {
+        key,
+        remember: status,
+        status: body,
+        event,
+        object: obj.object_ref(&()),
+    })
+}
+
+/// The Event for a readiness change (none when the condition and reason stay).
+fn ready_event(before: Option<(bool, String, String)>, after: &[Condition]) -> Option<Event> {
+    let (ok, reason, message) = ready_of(after)?;
     if before
         .as_ref()
         .is_some_and(|(b, r, _)| *b == ok && *r == reason)
     {
-        return;
+        return None;
     }
-    let event = Event {
+    Some(Event {
         type_: if ok {
             EventType::Normal
         } else {
@@ -91,102 +322,120 @@ async fn publish_ready_change<K>(
         note: Some(message.chars().take(1000).collect()),
         action: "Reconcile".into(),
         secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+    })
+}
+
+/// A Service's address to write, or the Event saying there is none (once per reason).
+fn plan_service(
+    memory: &mut Memory,
+    svc: &Service,
+    id: &ServiceId,
+    change: IngressChange,
+) -> Option<Write> {
+    let key = (Kind::Service, id.0.clone(), id.1.clone());
+    match change {
+        IngressChange::Assign(address) => {
+            let status = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": id.1, "namespace": id.0},
+                "status": {"loadBalancer": {"ingress": [{"ip": address.to_string(), "ipMode": "VIP"}]}}
+            });
+            if memory.written.get(&key) == Some(&status) {
+                return None;
+            }
+            Some(Write {
+                key,
+                remember: status.clone(),
+                status,
+                event: None,
+                object: svc.object_ref(&()),
+            })
+        }
+        IngressChange::Unavailable(why) => {
+            if memory.unavailable.get(&key) == Some(&why) {
+                return None;
+            }
+            tracing::warn!(namespace = %id.0, service = %id.1, reason = %why, "no address for Service");
+            memory.unavailable.insert(key.clone(), why.clone());
+            Some(Write {
+                key,
+                remember: Value::Null,
+                status: Value::Null,
+                event: Some(Event {
+                    type_: EventType::Warning,
+                    reason: "AddressUnavailable".into(),
+                    note: Some(why),
+                    action: "Allocate".into(),
+                    secondary: None,
+                }),
+                object: svc.object_ref(&()),
+            })
+        }
+    }
+}
+
+/// Patches the status (a `Null` status: only the Event) and publishes the Event.
+async fn execute(ctx: &Context, w: &Write) -> bool {
+    let (kind, namespace, name) = &w.key;
+    if !w.status.is_null() {
+        let params = PatchParams::apply(MANAGER).force();
+        let patch = Patch::Apply(&w.status);
+        let result = match kind {
+            Kind::VirtualIP => Api::<VirtualIP>::all(ctx.client.clone())
+                .patch_status(name, &params, &patch)
+                .await
+                .map(|_| ()),
+            Kind::LoadBalancer => Api::<LoadBalancer>::namespaced(ctx.client.clone(), namespace)
+                .patch_status(name, &params, &patch)
+                .await
+                .map(|_| ()),
+            Kind::Service => Api::<Service>::namespaced(ctx.client.clone(), namespace)
+                .patch_status(name, &params, &patch)
+                .await
+                .map(|_| ()),
+        };
+        match result {
+            Ok(()) => {}
+            // Deleted meanwhile: nothing left to write.
+            Err(kube::Error::Api(e)) if e.code == 404 => return true,
+            Err(e) => {
+                failed(ctx, *kind, &StatusError::Patch(e));
+                return false;
+            }
+        }
+        ctx.metrics
+            .status_patches
+            .get_or_create(&vec![("kind", kind.label().to_string())])
+            .inc();
+        if *kind == Kind::Service {
+            tracing::info!(%namespace, service = %name, "Service address assigned");
+        }
+    }
+    if let Some(event) = &w.event
+        && let Err(e) = ctx.recorder.publish(event, &w.object).await
+    {
         tracing::warn!(error = %e, "cannot publish Event");
     }
+    true
 }
 
-/// Counts the reconcile; returns an action when this replica is not the one to write.
-fn standby(ctx: &Context, kind: &str) -> Option<Action> {
-    if !ctx.leader.is_leader() {
-        return Some(Action::requeue(Duration::from_secs(5)));
-    }
-    ctx.metrics
-        .reconciles
-        .get_or_create(&vec![("kind", kind.to_string())])
-        .inc();
-    None
-}
-
-/// Writes `desired` as the object's status (server-side apply) when it differs from
-/// `current`, and publishes an Event when readiness changed.
-async fn write_status<K, S>(
-    ctx: &Context,
-    api: Api<K>,
-    obj: &K,
-    (current, current_conditions): (&S, &[Condition]),
-    (desired, desired_conditions): (&S, &[Condition]),
-) -> Result<(), StatusError>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    S: serde::Serialize,
-{
-    if same(desired, current) {
-        return Ok(());
-    }
-    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": desired});
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    publish_ready_change(ctx, obj, ready_of(current_conditions), desired_conditions).await;
-    Ok(())
-}
-
-async fn reconcile_vip(vip: Arc<VirtualIP>, ctx: Arc<Context>) -> Result<Action, StatusError> {
-    if let Some(action) = standby(&ctx, "VirtualIP") {
-        return Ok(action);
-    }
-    if let Some(action) = release_finalizer(&vip, &ctx).await? {
-        return Ok(action);
-    }
-    let view = ctx.observed.view(Instant::now());
-    let desired = virtual_ip_status(&vip, &view, Timestamp::now());
-    ctx.metrics
-        .split_brain
-        .get_or_create(&vec![("virtual_ip", vip.name_any())])
-        .set(split_brain_masters(&desired));
-    let current = vip.status.clone().unwrap_or_default();
-    let api: Api<VirtualIP> = Api::all(ctx.client.clone());
-    write_status(
-        &ctx,
-        api,
-        vip.as_ref(),
-        (&current, &current.conditions),
-        (&desired, &desired.conditions),
-    )
-    .await?;
-    Ok(Action::requeue(Duration::from_secs(60)))
-}
-
-async fn reconcile_lb(lb: Arc<LoadBalancer>, ctx: Arc<Context>) -> Result<Action, StatusError> {
-    if let Some(action) = standby(&ctx, "LoadBalancer") {
-        return Ok(action);
-    }
-    let vips: Vec<Arc<VirtualIP>> = ctx.virtual_ips.state();
-    let view = ctx.observed.view(Instant::now());
-    let desired = load_balancer_status(&lb, &vips, &view, Timestamp::now());
-    let current = lb.status.clone().unwrap_or_default();
-    let api: Api<LoadBalancer> =
-        Api::namespaced(ctx.client.clone(), &lb.namespace().unwrap_or_default());
-    write_status(
-        &ctx,
-        api,
-        lb.as_ref(),
-        (&current, &current.conditions),
-        (&desired, &desired.conditions),
-    )
-    .await?;
-    Ok(Action::requeue(Duration::from_secs(60)))
+/// Where a VirtualIP's finalizer stands.
+enum Finalizer {
+    /// Not being deleted (the finalizer is in place).
+    Kept,
+    /// Being deleted; `waiting` while data planes still report it.
+    Deleting { waiting: bool },
 }
 
 /// Deleting a VirtualIP waits until no data plane reports it any more (they released the
 /// addresses), or at most `RELEASE_GRACE`, so an address never outlives its object
-/// unnoticed. Returns an action when the object is being deleted.
-async fn release_finalizer(vip: &VirtualIP, ctx: &Context) -> Result<Option<Action>, StatusError> {
+/// unnoticed.
+async fn release_finalizer(
+    vip: &VirtualIP,
+    ctx: &Context,
+    view: &View,
+) -> Result<Finalizer, StatusError> {
     let api: Api<VirtualIP> = Api::all(ctx.client.clone());
     let finalizers = vip.metadata.finalizers.clone().unwrap_or_default();
     let has = finalizers.iter().any(|f| f == FINALIZER);
@@ -202,130 +451,125 @@ async fn release_finalizer(vip: &VirtualIP, ctx: &Context) -> Result<Option<Acti
             )
             .await?;
         }
-        return Ok(None);
+        return Ok(Finalizer::Kept);
     };
     if !has {
-        return Ok(Some(Action::await_change()));
+        return Ok(Finalizer::Deleting { waiting: false });
     }
     let name = vip.name_any();
-    let still_held: Vec<String> = ctx
-        .observed
-        .reports(Instant::now())
+    let still_held: Vec<&String> = view
+        .reports
         .iter()
         .filter(|(_, r)| r.vrrp.iter().any(|v| v.vip == name))
-        .map(|(node, _)| node.clone())
+        .map(|(node, _)| node)
         .collect();
     let waited = Timestamp::now().duration_since(deleted.0);
     if !still_held.is_empty() && waited.as_secs_f64() < RELEASE_GRACE.as_secs_f64() {
         tracing::info!(vip = %name, nodes = ?still_held, "waiting for data planes to release the addresses");
-        return Ok(Some(Action::requeue(Duration::from_secs(1))));
+        return Ok(Finalizer::Deleting { waiting: true });
     }
     let rest: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
     let patch = serde_json::json!({"metadata": {"finalizers": rest, "resourceVersion": vip.metadata.resource_version}});
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await?;
-    Ok(Some(Action::await_change()))
-}
-
-fn retry<K>(_obj: Arc<K>, error: &StatusError, ctx: Arc<Context>) -> Action {
-    // Deleted while we were reconciling it: nothing left to do.
-    if let StatusError::Patch(kube::Error::Api(e)) = error
-        && e.code == 404
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
     {
-        return Action::await_change();
-    }
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&vec![("kind", std::any::type_name::<K>().into())])
-        .inc();
-    tracing::warn!(error = %error, "status reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
-}
-
-pub async fn run_virtual_ips(ctx: Arc<Context>, trigger: UnboundedReceiver<()>) {
-    Controller::new(
-        Api::<VirtualIP>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    )
-    .reconcile_all_on(trigger)
-    .run(reconcile_vip, retry, ctx)
-    .for_each(|_| futures::future::ready(()))
-    .await;
-}
-
-pub async fn run_load_balancers(ctx: Arc<Context>, trigger: UnboundedReceiver<()>) {
-    Controller::new(
-        Api::<LoadBalancer>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    )
-    .reconcile_all_on(trigger)
-    .run(reconcile_lb, retry, ctx)
-    .for_each(|_| futures::future::ready(()))
-    .await;
-}
-
-/// Services of type LoadBalancer: writes `status.loadBalancer.ingress` where it differs
-/// from the last render's allocation, and raises an Event (once per reason) when no
-/// address can be given. Runs on every observation change while leading.
-pub async fn run_services(ctx: Arc<Context>, mut trigger: UnboundedReceiver<()>) {
-    let mut said: BTreeMap<ServiceId, String> = BTreeMap::new();
-    while trigger.next().await.is_some() {
-        // A burst of changes is one look.
-        while trigger.try_recv().is_ok() {}
-        if !ctx.leader.is_leader() {
-            said.clear();
-            continue;
-        }
-        let services = ctx.services.state();
-        let refs: Vec<&Service> = services.iter().map(AsRef::as_ref).collect();
-        let allocations = ctx.observed.allocations();
-        let changes = ingress_changes(&refs, &allocations);
-        said.retain(|id, _| changes.iter().any(|(c, _)| c == id));
-        for (id, change) in changes {
-            let Some(svc) = refs
-                .iter()
-                .find(|s| s.namespace().as_ref() == Some(&id.0) && s.name_any() == id.1)
-            else {
-                continue;
-            };
-            match change {
-                IngressChange::Assign(address) => write_ingress(&ctx, &id, address).await,
-                IngressChange::Unavailable(why) => {
-                    if said.get(&id) != Some(&why) {
-                        tracing::warn!(namespace = %id.0, service = %id.1, reason = %why, "no address for Service");
-                        let event = Event {
-                            type_: EventType::Warning,
-                            reason: "AddressUnavailable".into(),
-                            note: Some(why.clone()),
-                            action: "Allocate".into(),
-                            secondary: None,
-                        };
-                        if let Err(e) = ctx.recorder.publish(&event, &svc.object_ref(&())).await {
-                            tracing::warn!(error = %e, "cannot publish Event");
-                        }
-                        said.insert(id, why);
-                    }
-                }
-            }
-        }
+        Ok(_) => Ok(Finalizer::Deleting { waiting: false }),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(Finalizer::Deleting { waiting: false }),
+        Err(e) => Err(e.into()),
     }
 }
 
-async fn write_ingress(ctx: &Context, id: &ServiceId, address: std::net::IpAddr) {
-    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &id.0);
-    let patch = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": id.1, "namespace": id.0},
-        "status": {"loadBalancer": {"ingress": [{"ip": address.to_string(), "ipMode": "VIP"}]}}
-    });
-    let params = PatchParams::apply(MANAGER).force();
-    match api.patch_status(&id.1, &params, &Patch::Apply(patch)).await {
-        Ok(_) => {
-            tracing::info!(namespace = %id.0, service = %id.1, %address, "Service address assigned");
+#[cfg(test)]
+mod tests {
+    use halo_crds::virtual_ip::VirtualIPStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    fn ready(ok: bool, reason: &str) -> Vec<Condition> {
+        vec![Condition {
+            type_: "Ready".into(),
+            status: if ok { "True" } else { "False" }.into(),
+            reason: reason.into(),
+            message: format!("{reason} message"),
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            observed_generation: None,
+        }]
+    }
+
+    fn status(ok: bool, reason: &str, master: &str) -> VirtualIPStatus {
+        VirtualIPStatus {
+            master: Some(master.into()),
+            conditions: ready(ok, reason),
+            ..VirtualIPStatus::default()
         }
-        Err(e) => {
-            tracing::warn!(namespace = %id.0, service = %id.1, error = %e, "cannot write Service status");
-        }
+    }
+
+    fn vip() -> VirtualIP {
+        VirtualIP::new(
+            "web",
+            serde_json::from_value(serde_json::json!({"addresses": ["192.0.2.10/24"]}))
+                .unwrap_or_else(|e| panic!("spec: {e}")),
+        )
+    }
+
+    #[test]
+    fn a_status_is_written_once_and_readiness_changes_raise_one_event() {
+        let mut memory = Memory::default();
+        let obj = vip();
+        let plan = |memory: &Memory, current: &VirtualIPStatus, desired: &VirtualIPStatus| {
+            plan_write(
+                memory,
+                Kind::VirtualIP,
+                &obj,
+                (&current.conditions, current),
+                (&desired.conditions, desired),
+            )
+        };
+        let elected = status(true, "MasterElected", "a");
+        let moved = status(true, "MasterElected", "b");
+        let none = status(false, "NoMaster", "a");
+        // The object has it already: nothing.
+        assert!(plan(&memory, &elected, &elected).is_none());
+        // A new master, same readiness: a patch, no Event.
+        let w = plan(&memory, &elected, &moved).unwrap_or_else(|| panic!("a write"));
+        assert!(w.event.is_none());
+        assert_eq!(w.status["status"]["master"], "b");
+        memory.written.insert(w.key, w.remember);
+        // The cache still shows the old status: the write is not repeated.
+        assert!(plan(&memory, &elected, &moved).is_none());
+        // Readiness changes against what was last written: one Event with the reason.
+        let w = plan(&memory, &elected, &none).unwrap_or_else(|| panic!("a write"));
+        let event = w.event.unwrap_or_else(|| panic!("an Event"));
+        assert_eq!(
+            (event.reason.as_str(), event.type_),
+            ("NoMaster", EventType::Warning)
+        );
+    }
+
+    #[test]
+    fn an_unavailable_service_address_is_told_once_per_reason() {
+        let mut memory = Memory::default();
+        let svc = Service {
+            metadata: kube::api::ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("shop".into()),
+                ..Default::default()
+            },
+            ..Service::default()
+        };
+        let id = ("shop".to_string(), "web".to_string());
+        let full = || IngressChange::Unavailable("every VirtualIPPool address is in use".into());
+        assert!(plan_service(&mut memory, &svc, &id, full()).is_some_and(|w| w.event.is_some()));
+        assert!(plan_service(&mut memory, &svc, &id, full()).is_none());
+        let other = IngressChange::Unavailable("no VirtualIPPool to allocate from".into());
+        assert!(plan_service(&mut memory, &svc, &id, other).is_some());
+        let assign = IngressChange::Assign(std::net::IpAddr::from([192, 0, 2, 1]));
+        let w = plan_service(&mut memory, &svc, &id, assign).unwrap_or_else(|| panic!("a write"));
+        assert_eq!(
+            w.status["status"]["loadBalancer"]["ingress"][0]["ip"],
+            "192.0.2.1"
+        );
     }
 }
