@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use halo_crds::render::{
-    Assignments, Material, ObjectRef, RenderInput, RenderOptions, VipAssignment, render,
-    virtual_ip_ref,
+    Assignments, Material, ObjectRef, RenderInput, RenderMemo, RenderOptions, VipAssignment,
+    render_with, virtual_ip_ref,
 };
 use halo_crds::{LoadBalancer, VirtualIP};
 use kube::ResourceExt;
@@ -203,6 +203,8 @@ pub fn render_world(world: &World<'_>, vrid_range: (u8, u8)) -> Outcome {
         }
     }
     let mut configs = BTreeMap::new();
+    // Every node renders the same LoadBalancers from the same inputs: once each.
+    let mut memo = RenderMemo::default();
     for node in nodes {
         let info = world::node_info(node);
         let mut assignments = Assignments::new();
@@ -227,16 +229,19 @@ pub fn render_world(world: &World<'_>, vrid_range: (u8, u8)) -> Outcome {
                 },
             );
         }
-        let rendered = render(&RenderInput {
-            node: &info,
-            virtual_ips: &vip_objects,
-            load_balancers: &lb_objects,
-            endpoints: &endpoints,
-            assignments: &assignments,
-            secrets: &secret_values,
-            material,
-            options,
-        });
+        let rendered = render_with(
+            &RenderInput {
+                node: &info,
+                virtual_ips: &vip_objects,
+                load_balancers: &lb_objects,
+                endpoints: &endpoints,
+                assignments: &assignments,
+                secrets: &secret_values,
+                material,
+                options,
+            },
+            &mut memo,
+        );
         for p in rendered.problems {
             let conflicting =
                 p.object.kind == "VirtualIP" && plan.conflicts.contains_key(&p.object.name);

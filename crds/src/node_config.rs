@@ -589,13 +589,23 @@ impl Default for TimeoutsConfig {
 }
 
 impl NodeConfig {
-    /// The content hash, independent of version and of any previous hash.
+    /// The content hash, independent of version and of any previous hash: FNV-1a 64 of
+    /// the JSON with version 0 and an empty hash, fed to the hasher as it is written (a
+    /// large config is neither copied nor held as text to hash it).
     pub fn content_hash(&self) -> String {
-        let mut blank = self.clone();
-        blank.version = 0;
-        blank.hash.clear();
-        let bytes = serde_json::to_vec(&blank).unwrap_or_default();
-        format!("{:016x}", fnv1a64(&bytes))
+        let blank = Blank {
+            node: &self.node,
+            version: 0,
+            hash: "",
+            vips: &self.vips,
+            listeners: &self.listeners,
+        };
+        let mut hasher = Fnv1a64::default();
+        if serde_json::to_writer(&mut hasher, &blank).is_err() {
+            // Never for these types; a hash no config has then.
+            return String::new();
+        }
+        format!("{:016x}", hasher.0)
     }
 
     /// Stamps a version and the matching hash.
@@ -606,11 +616,36 @@ impl NodeConfig {
     }
 }
 
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+/// [`NodeConfig`] with borrowed fields: serialises exactly like it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Blank<'a> {
+    node: &'a str,
+    version: u64,
+    hash: &'a str,
+    vips: &'a [VipConfig],
+    listeners: &'a [ListenerConfig],
+}
+
+/// FNV-1a 64 over everything written to it.
+struct Fnv1a64(u64);
+
+impl Default for Fnv1a64 {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
     }
-    hash
+}
+
+impl std::io::Write for Fnv1a64 {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -2,7 +2,7 @@
 //! and the standalone data plane. It also validates: whatever the API server could not
 //! check becomes a [`Problem`] naming the object and field, and that object is left out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -202,6 +202,37 @@ impl Checker {
 }
 
 pub fn render(input: &RenderInput<'_>) -> Rendered {
+    render_with(input, &mut RenderMemo::default())
+}
+
+/// A LoadBalancer's render depends on the node only through how its VirtualIP stands
+/// there: so the renders of several nodes from the same objects, endpoints, material and
+/// options share it. Valid for one such set of inputs only: make a new one per pass.
+#[derive(Default)]
+pub struct RenderMemo {
+    load_balancers:
+        HashMap<LbStanding, Result<Vec<crate::node_config::ListenerConfig>, Vec<Problem>>>,
+}
+
+/// (namespace, name, the VirtualIP's addresses on this node, whether it is invalid).
+type LbStanding = (String, String, Option<Vec<IpPrefix>>, bool);
+
+fn standing(
+    lb: &LoadBalancer,
+    vips: &BTreeMap<String, VipConfig>,
+    invalid: &BTreeSet<String>,
+) -> LbStanding {
+    let vip = lb.spec.virtual_ip.as_ref();
+    (
+        lb.namespace().unwrap_or_default(),
+        lb.name_any(),
+        vip.and_then(|v| vips.get(v)).map(|v| v.addresses.clone()),
+        vip.is_some_and(|v| invalid.contains(v)),
+    )
+}
+
+/// [`render`], reusing the LoadBalancer renders already in `memo` (see [`RenderMemo`]).
+pub fn render_with(input: &RenderInput<'_>, memo: &mut RenderMemo) -> Rendered {
     let mut problems = Vec::new();
 
     let mut vips: Vec<&VirtualIP> = input.virtual_ips.iter().collect();
@@ -248,7 +279,12 @@ pub fn render(input: &RenderInput<'_>) -> Rendered {
     let mut listeners = Vec::new();
     let mut bound: BTreeMap<(IpAddr, u16), String> = BTreeMap::new();
     for lb in lbs {
-        match render_load_balancer(input, lb, &usable_vips, &invalid_vips) {
+        let rendered = memo
+            .load_balancers
+            .entry(standing(lb, &usable_vips, &invalid_vips))
+            .or_insert_with(|| render_load_balancer(input, lb, &usable_vips, &invalid_vips))
+            .clone();
+        match rendered {
             Ok(rendered) => {
                 let mut checker = Checker::new(load_balancer_ref(lb));
                 for (i, l) in rendered.iter().enumerate() {

@@ -647,3 +647,59 @@ fn the_preferred_node_is_settled_per_sync_group_and_draining_follows_the_node() 
         assert!(vrrp.iter().all(|v| v.draining == draining), "{node_name}");
     }
 }
+
+/// The hash data planes check: FNV-1a 64 of the config's JSON with version 0 and an
+/// empty hash, whatever way it is computed.
+#[test]
+fn the_content_hash_is_fnv_of_the_blanked_json() {
+    let config = render_text(SITE, "lb1", &Assignments::new())
+        .config
+        .sealed(42);
+    let mut blank = config.clone();
+    blank.version = 0;
+    blank.hash.clear();
+    let bytes = serde_json::to_vec(&blank).expect("json");
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    assert_eq!(config.hash, format!("{hash:016x}"));
+    assert_eq!(config.content_hash(), config.hash);
+    assert!(!config.listeners.is_empty());
+}
+
+/// Nodes that share a memo get exactly what each would render alone, also a node where
+/// the VirtualIP is not (its LoadBalancer is not served there).
+#[test]
+fn a_shared_memo_changes_no_node_config() {
+    let text = SITE.replace(
+        "spec:\n  addresses",
+        "spec:\n  nodeSelector: {zone: a}\n  addresses",
+    );
+    assert_ne!(text, SITE);
+    let m = manifest::parse_unvalidated(&text).expect("parse");
+    let eps = endpoints();
+    let mut memo = halo_crds::render::RenderMemo::default();
+    for (name, zone) in [("lb1", "a"), ("lb2", "b"), ("lb3", "a")] {
+        let node = NodeInfo {
+            name: name.into(),
+            labels: BTreeMap::from([("zone".to_string(), zone.to_string())]),
+            ..NodeInfo::default()
+        };
+        let input = RenderInput {
+            node: &node,
+            virtual_ips: &m.virtual_ips,
+            load_balancers: &m.load_balancers,
+            endpoints: &eps,
+            assignments: &Assignments::new(),
+            secrets: &SecretValues::new(),
+            material: &Material::new(),
+            options: RenderOptions::default(),
+        };
+        let alone = render(&input);
+        let shared = halo_crds::render::render_with(&input, &mut memo);
+        assert_eq!(shared, alone, "{name}");
+        assert_eq!(alone.config.listeners.is_empty(), zone == "b", "{name}");
+    }
+}
