@@ -92,7 +92,7 @@ const FIELD_MANAGER: &str = "halo-bench";
 /// How long the propagation scenario watches an idle controller for renders.
 const IDLE_SECS: u64 = 10;
 /// Single changes made once the real controller has settled at scale.
-const SCALE_CHANGES: usize = 5;
+const SCALE_CHANGES: usize = 20;
 
 // ---------------------------------------------------------------------------------------
 // The cluster is halo_tests::cluster's, shared with the end-to-end tests.
@@ -1036,6 +1036,8 @@ struct Snapshot {
     renders: f64,
     lb_reconciles: f64,
     vip_reconciles: f64,
+    /// Status patches written (of every kind).
+    patches: f64,
     errors: f64,
     render_sum: f64,
     render_count: f64,
@@ -1051,6 +1053,7 @@ fn snapshot(text: &str, at: Duration) -> Snapshot {
             "halo_controller_reconciles_total{kind=\"LoadBalancer\"}",
         ),
         vip_reconciles: metric_sum(text, "halo_controller_reconciles_total{kind=\"VirtualIP\"}"),
+        patches: metric_sum(text, "halo_controller_status_patches_total"),
         errors: metric_sum(text, "halo_controller_reconcile_errors_total"),
         render_sum: metric(text, "halo_controller_render_seconds_sum").unwrap_or(0.0),
         render_count: metric(text, "halo_controller_render_seconds_count").unwrap_or(0.0),
@@ -1332,6 +1335,7 @@ fn render_real(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
             renders,
             ms(to_render),
             after.lb_reconciles - before.lb_reconciles,
+            after.patches - before.patches,
             window,
             proc_cpu(&pid) - ctl_cpu0,
             proc_cpu(&apiserver) - api_cpu0,
@@ -1344,11 +1348,12 @@ fn render_real(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
         "  {SCALE_CHANGES} single EndpointSlice changes at scale, each after the previous settled:"
     );
     println!(
-        "    {:>9} {:>7} {:>14} {:>13} {:>11} {:>12} {:>13}",
+        "    {:>9} {:>7} {:>14} {:>13} {:>8} {:>11} {:>12} {:>13}",
         "render ms",
         "renders",
         "PATCH->render",
-        "LB reconciles",
+        "LB statuses",
+        "patches",
         "window s",
         "ctl CPU s",
         "apiserver CPU s"
@@ -1360,10 +1365,22 @@ fn render_real(rt: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     );
     for r in &rows {
         println!(
-            "    {:>9.1} {:>7} {:>11.0} ms {:>13} {:>11.1} {:>12.2} {:>13.2}",
-            r.0, r.1, r.2, r.3, r.4, r.5, r.6
+            "    {:>9.1} {:>7} {:>11.0} ms {:>13} {:>8} {:>11.1} {:>12.2} {:>13.2}",
+            r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7
         );
     }
+    let mut to_render: Vec<f64> = rows.iter().map(|r| r.2).collect();
+    to_render.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        let i = ((to_render.len() as f64 - 1.0) * q).round() as usize;
+        to_render.get(i).copied().unwrap_or(0.0)
+    };
+    println!(
+        "    PATCH->render over {} changes: p50 {:.0} ms, p99 {:.0} ms   [goal < 50 ms]",
+        to_render.len(),
+        pick(0.5),
+        pick(0.99)
+    );
     println!(
         "  controller memory at the end: VmHWM {}, VmRSS {}; controller CPU {:.1} s in all",
         mib(proc_kb(&pid, "VmHWM")),
