@@ -269,6 +269,7 @@ impl Runtime {
                 runtime.retry_binds();
                 let inputs = runtime.track_inputs();
                 runtime.vrrp.track(&inputs).await;
+                runtime.vrrp.align_groups().await;
                 runtime.vrrp.prefer().await;
             }
         });

@@ -648,7 +648,9 @@ fn unauthenticated_and_wrong_node_stream_clients() {
     assert_eq!(lab.versions(), versions, "config churned");
 }
 
-/// A second address in the example's sync group "front".
+/// A second address in the example's sync group "front". Its priorities are the other
+/// way round, so it is elected elsewhere first and has to join the group's leader
+/// ("web", first by name) on its node.
 const GROUPED: &str = "192.0.2.101";
 const GROUPED_VIP: &str = r#"apiVersion: halo.dev/v1alpha1
 kind: VirtualIP
@@ -657,9 +659,9 @@ spec:
   addresses: ["192.0.2.101/24"]
   interface: eth0
   priorities:
-    - {node: node-a, priority: 150}
+    - {node: node-a, priority: 50}
     - {node: node-b, priority: 100}
-    - {node: node-c, priority: 50}
+    - {node: node-c, priority: 150}
   vrrp: {version: 3, advertisementInterval: 100ms, preempt: false, syncGroup: front}
 "#;
 
@@ -680,10 +682,22 @@ fn planned_move_to_the_preferred_node() {
     let mut lab = FaultLab::start("fmove").expect("lab");
     lab.cluster.apply(GROUPED_VIP).expect("second VIP");
     let master = lab.wait_master(Duration::from_secs(5)).expect("master");
+    let joining = Instant::now();
     assert!(
         lab.site
             .wait_holders(GROUPED, &[master], Duration::from_secs(10)),
-        "the group's second address is not on the master:\n{}",
+        "the group's second address did not join the master:\n{}",
+        lab.debug()
+    );
+    eprintln!(
+        "the second address joined the group's master {:?} after it was applied",
+        joining.elapsed()
+    );
+    assert!(
+        lab.site
+            .log(master)
+            .contains("joined its sync group's master"),
+        "joined without the group's alignment:\n{}",
         lab.debug()
     );
     let target = (master + 2) % NODES.len();

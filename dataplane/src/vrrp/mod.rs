@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use halo_crds::node_config::{TrackConfig, TrackEffect, VipConfig, VrrpConfig};
+use halo_crds::protocol::VrrpState;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -26,8 +27,8 @@ struct Running {
     task: JoinHandle<()>,
     /// Last tracking result sent, to send only changes.
     tracked: Option<Tracking>,
-    /// When a takeover for `preferred` was last asked for.
-    last_preference: Option<std::time::Instant>,
+    /// When a takeover (for `preferred`, or to join its sync group) was last asked for.
+    last_move: Option<std::time::Instant>,
 }
 
 /// What the rest of the data plane reports for tracking, by VirtualIP name.
@@ -182,7 +183,7 @@ impl VrrpManager {
             let status = Arc::new(Mutex::new(InstanceStatus {
                 name: name.to_string(),
                 vrid: vrrp.vrid,
-                state: halo_crds::protocol::VrrpState::Initialize,
+                state: VrrpState::Initialize,
                 priority: vrrp.priority,
                 interface: vip.interface.clone(),
                 since_ms_ago: 0,
@@ -209,7 +210,7 @@ impl VrrpManager {
                     status,
                     task,
                     tracked: None,
-                    last_preference: None,
+                    last_move: None,
                 },
             );
         }
@@ -275,12 +276,10 @@ impl VrrpManager {
             let mut due = Vec::new();
             for (name, r) in running.iter_mut() {
                 let settled_backup = r.status.lock().is_ok_and(|s| {
-                    s.state == halo_crds::protocol::VrrpState::Backup
+                    s.state == VrrpState::Backup
                         && s.since.is_some_and(|t| t.elapsed() >= PREFERENCE_SETTLE)
                 });
-                let recently = r
-                    .last_preference
-                    .is_some_and(|t| t.elapsed() < PREFERENCE_RETRY);
+                let recently = r.last_move.is_some_and(|t| t.elapsed() < PREFERENCE_RETRY);
                 if !r.vrrp.preferred || r.vrrp.draining || !settled_backup || recently {
                     continue;
                 }
@@ -291,7 +290,7 @@ impl VrrpManager {
                 {
                     continue;
                 }
-                r.last_preference = Some(std::time::Instant::now());
+                r.last_move = Some(std::time::Instant::now());
                 due.push(name.clone());
             }
             due
@@ -306,7 +305,54 @@ impl VrrpManager {
         }
     }
 
-    /// Planned handover of `vip` (and the rest of its sync group) to this node.
+    /// Keeps each sync group together on this node: a member in Backup here while the
+    /// group's leader (its first member by name, which elects as usual) is Master here
+    /// is taken over (the planned, lossless way). Every node follows the same leader, so
+    /// members that were elected apart (started at different times, `preempt: false`)
+    /// come together where the leader is.
+    pub async fn align_groups(&self) {
+        let due: Vec<String> = {
+            let mut running = self.running.lock().await;
+            let mut leaders: BTreeMap<String, Option<(VrrpState, Duration)>> = BTreeMap::new();
+            for r in running.values() {
+                if let Some(g) = &r.vrrp.sync_group {
+                    leaders.entry(g.clone()).or_insert_with(|| state_of(r));
+                }
+            }
+            let mut due = Vec::new();
+            for (name, r) in running.iter_mut() {
+                let leader = r
+                    .vrrp
+                    .sync_group
+                    .as_ref()
+                    .and_then(|g| leaders.get(g).copied().flatten());
+                let (Some(leader), Some(own)) = (leader, state_of(r)) else {
+                    continue;
+                };
+                let recently = r.last_move.is_some_and(|t| t.elapsed() < PREFERENCE_RETRY);
+                if joins_leader(leader, own) && !recently {
+                    r.last_move = Some(std::time::Instant::now());
+                    due.push(name.clone());
+                }
+            }
+            due
+        };
+        for name in due {
+            let running = self.running.lock().await;
+            let Some(r) = running.get(&name) else {
+                continue;
+            };
+            match ask_takeover(&name, r).await {
+                Ok(()) => tracing::info!(vip = %name, "joined its sync group's master"),
+                Err(e) => {
+                    tracing::warn!(vip = %name, error = %e, "cannot join its sync group's master")
+                }
+            }
+        }
+    }
+
+    /// Planned handover of `vip` (and the rest of its sync group) to this node; members
+    /// already Master here stay as they are.
     pub async fn takeover(&self, vip: &str) -> Result<(), TakeoverError> {
         let running = self.running.lock().await;
         let target = running
@@ -322,23 +368,13 @@ impl VrrpManager {
             Some(group) => running
                 .iter()
                 .filter(|(_, r)| r.vrrp.sync_group.as_ref() == Some(group))
+                .filter(|(name, r)| {
+                    name.as_str() == vip || state_of(r).is_none_or(|(s, _)| s != VrrpState::Master)
+                })
                 .collect(),
         };
         for (name, r) in members {
-            let (reply, answer) = oneshot::channel();
-            let refused = |reason: String| TakeoverError::Refused {
-                vip: name.clone(),
-                reason,
-            };
-            r.commands
-                .send(Command::Takeover(reply))
-                .await
-                .map_err(|_| refused("instance stopped".into()))?;
-            match tokio::time::timeout(Duration::from_secs(2), answer).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(reason))) => return Err(refused(reason)),
-                _ => return Err(refused("no answer".into())),
-            }
+            ask_takeover(name, r).await?;
         }
         Ok(())
     }
@@ -383,6 +419,45 @@ impl VrrpManager {
             })
             .collect()
     }
+}
+
+/// Asks one instance for a planned takeover and waits for its answer (at most 2 s).
+async fn ask_takeover(name: &str, r: &Running) -> Result<(), TakeoverError> {
+    let refused = |reason: String| TakeoverError::Refused {
+        vip: name.to_string(),
+        reason,
+    };
+    let (reply, answer) = oneshot::channel();
+    r.commands
+        .send(Command::Takeover(reply))
+        .await
+        .map_err(|_| refused("instance stopped".into()))?;
+    match tokio::time::timeout(Duration::from_secs(2), answer).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(reason))) => Err(refused(reason)),
+        _ => Err(refused("no answer".into())),
+    }
+}
+
+/// An instance's state and how long it has held it.
+fn state_of(r: &Running) -> Option<(VrrpState, Duration)> {
+    r.status
+        .lock()
+        .ok()
+        .map(|s| (s.state, s.since.map_or(Duration::ZERO, |t| t.elapsed())))
+}
+
+/// How long both the group's leader and a member must have held their states before
+/// the member moves to the leader: a takeover or an election under way settles first.
+const GROUP_SETTLE: Duration = Duration::from_millis(500);
+
+/// Whether a sync group member in state `member` must take over to join its leader in
+/// state `leader` (each with how long it has held it).
+fn joins_leader(leader: (VrrpState, Duration), member: (VrrpState, Duration)) -> bool {
+    leader.0 == VrrpState::Master
+        && member.0 == VrrpState::Backup
+        && leader.1 >= GROUP_SETTLE
+        && member.1 >= GROUP_SETTLE
 }
 
 /// Stops an instance (see `Command::Stop`), waiting for it at most 2 s.
@@ -522,5 +597,23 @@ mod tests {
             r.priority = 10;
         }
         assert!(!same_instance(&base, &other));
+    }
+
+    #[test]
+    fn a_member_joins_its_leader_only_once_both_have_settled() {
+        use VrrpState::{Backup, Fault, Master};
+        let settled = GROUP_SETTLE;
+        let fresh = GROUP_SETTLE / 2;
+        for (leader, member, joins) in [
+            ((Master, settled), (Backup, settled), true),
+            ((Master, fresh), (Backup, settled), false),
+            ((Master, settled), (Backup, fresh), false),
+            ((Master, settled), (Master, settled), false),
+            ((Backup, settled), (Master, settled), false),
+            ((Backup, settled), (Backup, settled), false),
+            ((Master, settled), (Fault, settled), false),
+        ] {
+            assert_eq!(joins_leader(leader, member), joins, "{leader:?} {member:?}");
+        }
     }
 }
