@@ -149,6 +149,7 @@ async fn main() -> Result<()> {
         client: client.clone(),
         virtual_ips: index.virtual_ips.clone(),
         load_balancers: index.load_balancers.clone(),
+        pools: index.pools.clone(),
         services: index.services.clone(),
         observed: observed.clone(),
         leader: leader.clone(),

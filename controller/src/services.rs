@@ -44,15 +44,15 @@ fn current_ingress(svc: &Service) -> Option<IpAddr> {
         .ok()
 }
 
-/// Usable host addresses of a pool CIDR, lowest first, bounded.
-fn hosts(net: IpPrefix) -> impl Iterator<Item = IpAddr> {
-    let (start, count): (u128, u128) = match net.addr {
+/// The first usable host of a pool CIDR and how many there are (network and broadcast
+/// addresses left out where the subnet has them).
+fn host_range(net: IpPrefix) -> (u128, u128) {
+    match net.addr {
         IpAddr::V4(a) => {
             let len = u32::from(net.prefix_len);
             let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
             let base = u32::from(a) & mask;
             let size = 1u128 << (32 - len);
-            // Skip network and broadcast addresses where the subnet has them.
             if len <= 30 {
                 (u128::from(base) + 1, size - 2)
             } else {
@@ -66,7 +66,12 @@ fn hosts(net: IpPrefix) -> impl Iterator<Item = IpAddr> {
             let size = 1u128.checked_shl(128 - len).unwrap_or(u128::MAX);
             (base + 1, size.saturating_sub(1))
         }
-    };
+    }
+}
+
+/// Usable host addresses of a pool CIDR, lowest first, bounded.
+fn hosts(net: IpPrefix) -> impl Iterator<Item = IpAddr> {
+    let (start, count) = host_range(net);
     let v4 = net.addr.is_ipv4();
     (0..count.min(u128::from(SCAN_LIMIT))).map(move |i| {
         let n = start + i;
@@ -77,6 +82,51 @@ fn hosts(net: IpPrefix) -> impl Iterator<Item = IpAddr> {
         }
     })
 }
+
+/// How much of a pool is in use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// Addresses of the pool held by Services.
+    pub allocated: u64,
+    /// Addresses the pool can hand out (at most the first 65,536 of each CIDR).
+    pub usable: u64,
+    /// Services that got no address because every pool is full.
+    pub waiting: u64,
+}
+
+/// The usage of `pool` under `allocations` (pure).
+pub fn pool_usage(pool: &VirtualIPPool, allocations: &Allocations) -> PoolUsage {
+    let nets: Vec<IpPrefix> = pool
+        .spec
+        .cidrs
+        .iter()
+        .filter_map(|c| c.parse::<IpPrefix>().ok())
+        .collect();
+    let usable = nets
+        .iter()
+        .map(|n| host_range(*n).1.min(u128::from(SCAN_LIMIT)))
+        .sum::<u128>();
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    PoolUsage {
+        allocated: count(
+            allocations
+                .values()
+                .filter_map(|a| a.as_ref().ok())
+                .filter(|p| nets.iter().any(|n| n.contains(p.addr)))
+                .count(),
+        ),
+        usable: u64::try_from(usable).unwrap_or(u64::MAX),
+        waiting: count(
+            allocations
+                .values()
+                .filter(|a| a.as_ref().is_err_and(|e| e == POOLS_FULL))
+                .count(),
+        ),
+    }
+}
+
+/// Why a Service got no address when pools exist but are full.
+pub const POOLS_FULL: &str = "every VirtualIPPool address is in use";
 
 /// Picks an address for every Service this controller serves. Addresses already in a
 /// Service's status are kept (stable across restarts); oldest Services go first.
@@ -147,7 +197,7 @@ pub fn allocate(services: &[&Service], pools: &[&VirtualIPPool]) -> Allocations 
                 out.insert(id, Err("no VirtualIPPool to allocate from".into()));
             }
             None => {
-                out.insert(id, Err("every VirtualIPPool address is in use".into()));
+                out.insert(id, Err(POOLS_FULL.into()));
             }
         }
     }
@@ -384,6 +434,30 @@ mod tests {
                     IngressChange::Unavailable("every VirtualIPPool address is in use".into())
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn pool_usage_counts_what_the_pool_holds_and_who_waits() {
+        let p = pool("192.0.2.0/30", false);
+        let other = pool("198.51.100.0/24", false);
+        let a = svc("a", Some(LOAD_BALANCER_CLASS), None);
+        let b = svc("b", Some(LOAD_BALANCER_CLASS), None);
+        let c = svc("c", Some(LOAD_BALANCER_CLASS), None);
+        let alloc = allocate(&[&a, &b, &c], &[&p]);
+        assert_eq!(
+            pool_usage(&p, &alloc),
+            PoolUsage {
+                allocated: 2,
+                usable: 2,
+                waiting: 1
+            }
+        );
+        assert_eq!(pool_usage(&other, &alloc).allocated, 0);
+        assert_eq!(pool_usage(&other, &alloc).usable, 254);
+        assert_eq!(
+            pool_usage(&pool("10.0.0.0/8", false), &alloc).usable,
+            65_536
         );
     }
 }

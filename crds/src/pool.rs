@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
     status = "VirtualIPPoolStatus",
     doc = "Addresses handed out to Services of type LoadBalancer",
     printcolumn(name = "CIDRs", type_ = "string", json_path = ".spec.cidrs"),
+    printcolumn(name = "Allocated", type_ = "integer", json_path = ".status.allocated"),
+    printcolumn(name = "Free", type_ = "integer", json_path = ".status.free"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -38,8 +40,12 @@ pub struct VirtualIPPoolSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualIPPoolStatus {
+    /// Addresses of the pool held by Services.
     #[serde(default)]
-    pub allocated: u32,
+    pub allocated: u64,
+    /// Addresses still free (of the first 65,536 of each CIDR).
+    #[serde(default)]
+    pub free: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

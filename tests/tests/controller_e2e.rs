@@ -298,6 +298,47 @@ async fn apply_render_push_serve_and_report() {
         cluster.log("dp-node-a")
     );
 
+    // The pool tells what it holds; full, it is Ready=False Exhausted with an Event, and
+    // a Service it cannot serve gets an Event too.
+    let pool = |path: &str| {
+        cluster
+            .jsonpath("vippool", "lab", "default", path)
+            .unwrap_or_default()
+    };
+    let ready_path =
+        "{.status.allocated}/{.status.free} {.status.conditions[?(@.type==\"Ready\")].reason}";
+    assert!(
+        wait_for(Duration::from_secs(10), || pool(ready_path)
+            == "1/13 AddressesFree"),
+        "pool status: {:?}",
+        pool(ready_path)
+    );
+    cluster
+        .apply("apiVersion: halo.dev/v1alpha1\nkind: VirtualIPPool\nmetadata: {name: lab}\nspec:\n  cidrs: [\"192.0.2.64/31\"]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: db2, namespace: default}\nspec:\n  type: LoadBalancer\n  loadBalancerClass: halo.dev/vrrp\n  ports: [{name: mysql, port: 3306}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: db3, namespace: default}\nspec:\n  type: LoadBalancer\n  loadBalancerClass: halo.dev/vrrp\n  ports: [{name: mysql, port: 3306}]\n")
+        .expect("a smaller pool");
+    assert!(
+        wait_for(Duration::from_secs(10), || pool(ready_path)
+            == "2/0 Exhausted"),
+        "pool status: {:?}",
+        pool(ready_path)
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            cluster
+                .event_reasons("VirtualIPPool", "lab", "default")
+                .is_ok_and(|r| r.iter().any(|x| x == "Exhausted"))
+                && cluster
+                    .event_reasons("Service", "db3", "default")
+                    .is_ok_and(|r| r.iter().any(|x| x == "AddressUnavailable"))
+        }),
+        "no Exhausted / AddressUnavailable Events: {:?} {:?}",
+        cluster.event_reasons("VirtualIPPool", "lab", "default"),
+        cluster.event_reasons("Service", "db3", "default")
+    );
+    cluster
+        .kubectl_ok(&["delete", "service", "db2", "db3"])
+        .expect("delete the extra Services");
+
     // Deleting a VirtualIP: data planes release it first, then the finalizer lets go.
     assert_eq!(
         cluster

@@ -534,6 +534,8 @@ fn service_accounts_get_least_privilege() {
         (ctl, "patch", "virtualips.halo.dev", &status, true),
         (ctl, "patch", "virtualips.halo.dev", &[], true),
         (ctl, "patch", "loadbalancers.halo.dev", &shop_status, true),
+        (ctl, "patch", "virtualippools.halo.dev", &status, true),
+        (ctl, "patch", "virtualippools.halo.dev", &[], false),
         (ctl, "patch", "services", &shop_status, true),
         (ctl, "create", "events.events.k8s.io", &shop, true),
         (

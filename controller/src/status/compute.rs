@@ -6,15 +6,17 @@ use std::sync::Arc;
 
 use halo_crds::load_balancer::{ListenerStatus, LoadBalancerStatus};
 use halo_crds::net::IpPrefix;
+use halo_crds::pool::VirtualIPPoolStatus;
 use halo_crds::protocol::{NodeReport, VrrpState};
 use halo_crds::render::{load_balancer_ref, virtual_ip_ref};
 use halo_crds::virtual_ip::{NodeVrrpStatus, VirtualIPStatus};
-use halo_crds::{LoadBalancer, VirtualIP};
+use halo_crds::{LoadBalancer, VirtualIP, VirtualIPPool};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
 use crate::observed::View;
+use crate::services::PoolUsage;
 
 pub(crate) fn condition(
     type_: &str,
@@ -266,6 +268,42 @@ pub fn load_balancer_status(
             message,
             &previous.conditions,
             generation,
+            now,
+        )],
+    }
+}
+
+/// A pool's status: what it holds and has left, `Ready=False` (`Exhausted`) while it has
+/// no free address.
+pub fn pool_status(pool: &VirtualIPPool, usage: PoolUsage, now: Timestamp) -> VirtualIPPoolStatus {
+    let previous = pool.status.clone().unwrap_or_default();
+    let free = usage.usable.saturating_sub(usage.allocated);
+    let (ok, reason, message) = if free == 0 {
+        (
+            false,
+            "Exhausted",
+            format!(
+                "all {} addresses are held; {} Service(s) wait for one",
+                usage.usable, usage.waiting
+            ),
+        )
+    } else {
+        (
+            true,
+            "AddressesFree",
+            format!("{} of {} addresses held", usage.allocated, usage.usable),
+        )
+    };
+    VirtualIPPoolStatus {
+        allocated: usage.allocated,
+        free,
+        conditions: vec![condition(
+            "Ready",
+            ok,
+            reason,
+            message,
+            &previous.conditions,
+            pool.metadata.generation,
             now,
         )],
     }
@@ -632,6 +670,29 @@ mod tests {
                 ..VirtualIPStatus::default()
             };
             assert_eq!(split_brain_masters(&status), want);
+        }
+    }
+
+    #[test]
+    fn a_pool_is_exhausted_when_nothing_is_free() {
+        let pool = VirtualIPPool::new(
+            "lan",
+            serde_json::from_value(serde_json::json!({"cidrs": ["192.0.2.0/30"]}))
+                .unwrap_or_else(|e| panic!("spec: {e}")),
+        );
+        for (allocated, waiting, (status, reason), free) in [
+            (0, 0, ("True", "AddressesFree"), 2),
+            (1, 0, ("True", "AddressesFree"), 1),
+            (2, 3, ("False", "Exhausted"), 0),
+        ] {
+            let usage = PoolUsage {
+                allocated,
+                usable: 2,
+                waiting,
+            };
+            let got = pool_status(&pool, usage, at(0));
+            assert_eq!(ready(&got.conditions), (status.into(), reason.into()));
+            assert_eq!((got.allocated, got.free), (allocated, free));
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The status writer, leader only, and the only one: on every change of what the
-//! controller observed it computes the status of every VirtualIP, LoadBalancer and
-//! Service of type LoadBalancer (`compute`, pure), and patches, with server-side apply as
+//! controller observed it computes the status of every VirtualIP, LoadBalancer,
+//! VirtualIPPool and Service of type LoadBalancer (`compute`, pure), and patches, with server-side apply as
 //! `halo-controller`, only those that differ from what it last wrote; it also keeps the
 //! VirtualIP finalizer and raises an Event whenever readiness changes. Objects come from
 //! the render's own watch caches, so status adds no watch of its own.
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
-use halo_crds::{LoadBalancer, VirtualIP};
+use halo_crds::{LoadBalancer, VirtualIP, VirtualIPPool};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
@@ -27,7 +27,7 @@ use self::compute::split_brain_masters;
 use crate::lease::Leader;
 use crate::metrics::Metrics;
 use crate::observed::{Observed, View};
-use crate::services::{IngressChange, ServiceId, ingress_changes};
+use crate::services::{IngressChange, ServiceId, ingress_changes, pool_usage};
 
 pub const MANAGER: &str = "halo-controller";
 pub const FINALIZER: &str = "halo.dev/release";
@@ -43,6 +43,7 @@ pub struct Context {
     pub client: Client,
     pub virtual_ips: Store<VirtualIP>,
     pub load_balancers: Store<LoadBalancer>,
+    pub pools: Store<VirtualIPPool>,
     pub services: Store<Service>,
     pub observed: Arc<Observed>,
     pub leader: Arc<Leader>,
@@ -63,6 +64,7 @@ pub enum StatusError {
 enum Kind {
     VirtualIP,
     LoadBalancer,
+    VirtualIPPool,
     Service,
 }
 
@@ -71,6 +73,7 @@ impl Kind {
         match self {
             Self::VirtualIP => "VirtualIP",
             Self::LoadBalancer => "LoadBalancer",
+            Self::VirtualIPPool => "VirtualIPPool",
             Self::Service => "Service",
         }
     }
@@ -153,12 +156,31 @@ async fn look(ctx: &Context, memory: &mut Memory) -> bool {
             (&desired.conditions, &desired),
         ));
     }
+    let pools = ctx.pools.state();
+    let allocations = ctx.observed.allocations();
+    for pool in &pools {
+        count(ctx, Kind::VirtualIPPool);
+        let desired = compute::pool_status(pool, pool_usage(pool, &allocations), now);
+        let current = pool.status.clone().unwrap_or_default();
+        writes.extend(plan_write(
+            memory,
+            Kind::VirtualIPPool,
+            pool.as_ref(),
+            (&current.conditions, &current),
+            (&desired.conditions, &desired),
+        ));
+    }
     writes.extend(plan_services(ctx, memory, &services));
     let failed = write_all(ctx, memory, writes).await;
     let live: std::collections::BTreeSet<Key> = vips
         .iter()
         .map(|v| key_of(Kind::VirtualIP, v.as_ref()))
         .chain(lbs.iter().map(|l| key_of(Kind::LoadBalancer, l.as_ref())))
+        .chain(
+            pools
+                .iter()
+                .map(|p| key_of(Kind::VirtualIPPool, p.as_ref())),
+        )
         .chain(services.iter().map(|s| key_of(Kind::Service, s.as_ref())))
         .collect();
     memory.written.retain(|k, _| live.contains(k));
@@ -383,6 +405,10 @@ async fn execute(ctx: &Context, w: &Write) -> bool {
         let patch = Patch::Apply(&w.status);
         let result = match kind {
             Kind::VirtualIP => Api::<VirtualIP>::all(ctx.client.clone())
+                .patch_status(name, &params, &patch)
+                .await
+                .map(|_| ()),
+            Kind::VirtualIPPool => Api::<VirtualIPPool>::all(ctx.client.clone())
                 .patch_status(name, &params, &patch)
                 .await
                 .map(|_| ()),
