@@ -118,9 +118,16 @@ impl DataPlane {
             if let Some(status) = self.child.try_wait()? {
                 bail!("halo-dataplane exited with {status}:\n{}", self.log_text());
             }
-            if http_get_blocking(self.admin, "/healthz").is_ok_and(|(code, body)| {
-                code == 200 || (code == 503 && !body.starts_with("no config"))
-            }) {
+            // Its own log line first: a port picked free can be taken by another test's
+            // data plane, whose /healthz must not count as this one's.
+            let own = self.log_text();
+            let up = own.contains("halo-dataplane running")
+                || own.contains("halo-dataplane following the controller");
+            if up
+                && http_get_blocking(self.admin, "/healthz").is_ok_and(|(code, body)| {
+                    code == 200 || (code == 503 && !body.starts_with("no config"))
+                })
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
