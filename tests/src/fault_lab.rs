@@ -22,6 +22,8 @@ pub const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 /// The backend pods: (name, lab host index); they answer their name on port 8080.
 pub const PODS: [(&str, u8); 2] = [("pod-1", 21), ("pod-2", 22)];
 pub const POD_PORT: u16 = 8080;
+/// The pods' TCP echo port: the database stand-in behind Service `db`.
+pub const DB_PORT: u16 = 3306;
 /// The VirtualIP of the example (its VRRP instance carries the same name).
 pub const VIP_NAME: &str = "web";
 /// The example the lab applies, as a user would.
@@ -153,6 +155,7 @@ impl FaultLab {
         cluster.kubectl_ok(&["apply", "-f", &example])?;
         // What the EndpointSlice controller would write for the pods.
         cluster.apply(&endpoint_slice(&[true; PODS.len()]))?;
+        cluster.apply(&db_slice())?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -538,6 +541,12 @@ impl FaultLab {
         self.site.probe_background(VIP, duration, timeout)
     }
 
+    /// A TCP client of the database stand-in through the VIP (port 3306), every 10 ms.
+    pub fn probe_db(&self, duration: &str, timeout: &str) -> Result<Prober> {
+        self.site
+            .probe_tcp_background(&format!("{VIP}:{DB_PORT}"), duration, timeout)
+    }
+
     /// Logs of every data plane and controller, and who holds the VIP.
     pub fn debug(&self) -> String {
         let mut s = self.site.debug();
@@ -570,7 +579,15 @@ fn start_pods(site: &mut Site) -> Result<Vec<u32>> {
         pids.push(site.lab.spawn(
             &host,
             &program,
-            &["backend", "--listen", &listen, "--name", name],
+            &[
+                "backend",
+                "--listen",
+                &listen,
+                "--name",
+                name,
+                "--tcp-listen",
+                &format!("{}:{DB_PORT}", host.addr),
+            ],
             &log,
         )?);
         let ok = wait_for(Duration::from_secs(5), || {
@@ -581,6 +598,21 @@ fn start_pods(site: &mut Site) -> Result<Vec<u32>> {
         }
     }
     Ok(pids)
+}
+
+/// The EndpointSlice of Service `db`: both pods' echo port.
+fn db_slice() -> String {
+    let eps: String = PODS
+        .iter()
+        .map(|(name, index)| {
+            format!(
+                "  - addresses: [\"192.0.2.{index}\"]\n    conditions: {{ready: true}}\n    targetRef: {{kind: Pod, name: {name}, namespace: default}}\n"
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: db-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: db}}\naddressType: IPv4\nports: [{{name: mysql, port: {DB_PORT}, protocol: TCP}}]\nendpoints:\n{eps}"
+    )
 }
 
 /// The EndpointSlice of Service `web` listing the pods, each ready or not.

@@ -77,9 +77,27 @@ impl Summary {
     }
 }
 
-/// One GET on a fresh connection; the body's first line names the backend, or the
-/// reason it failed.
-async fn once(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String, String> {
+/// What each probe asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ask {
+    /// GET this path; the body's first line names the backend.
+    Get(String),
+    /// Connect to a TCP echo backend: it names itself in its first line, then must echo
+    /// a line back (a database-like stand-in for L4).
+    Echo,
+}
+
+/// One probe on a fresh connection: the backend's name, or the reason it failed.
+async fn once(addr: SocketAddr, ask: &Ask, timeout: Duration) -> Result<String, String> {
+    let path = match ask {
+        Ask::Get(path) => path.as_str(),
+        Ask::Echo => {
+            return match tokio::time::timeout(timeout, echo(addr)).await {
+                Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+                Ok(result) => result,
+            };
+        }
+    };
     let reply = match tokio::time::timeout(timeout, crate::client::get(addr, path)).await {
         Err(_) => return Err(format!("no answer within {} ms", timeout.as_millis())),
         Ok(Err(e)) => return Err(format!("{e:#}")),
@@ -91,12 +109,43 @@ async fn once(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String,
     Ok(reply.body.lines().next().unwrap_or("").to_string())
 }
 
-/// Probes `path` every `interval` for `duration` (bounded by `max_probes`), or until
+/// Reads the echo backend's name, sends a line and reads it back.
+async fn echo(addr: SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut stream = BufReader::new(stream);
+    let mut name = String::new();
+    stream
+        .read_line(&mut name)
+        .await
+        .map_err(|e| format!("greeting: {e}"))?;
+    if name.is_empty() {
+        return Err("closed before the greeting".into());
+    }
+    stream
+        .get_mut()
+        .write_all(b"ping\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut back = String::new();
+    stream
+        .read_line(&mut back)
+        .await
+        .map_err(|e| format!("echo: {e}"))?;
+    if back != "ping\n" {
+        return Err(format!("echoed {back:?}"));
+    }
+    Ok(name.trim_end().to_string())
+}
+
+/// Probes with `ask` every `interval` for `duration` (bounded by `max_probes`), or until
 /// the file `stop` exists (a step of a procedure whose length is not known in advance).
 #[allow(clippy::too_many_arguments)]
 pub async fn probe(
     addr: SocketAddr,
-    path: &str,
+    ask: &Ask,
     interval: Duration,
     duration: Duration,
     timeout: Duration,
@@ -111,7 +160,7 @@ pub async fn probe(
             break;
         }
         let at = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        match once(addr, path, timeout).await {
+        match once(addr, ask, timeout).await {
             Ok(who) => summary.record(&who, at),
             Err(reason) => {
                 summary.record("-", at);

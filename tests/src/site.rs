@@ -708,6 +708,19 @@ impl Site {
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
+    /// Starts the TCP echo prober on `target` (ADDRESS:PORT) on a thread.
+    pub fn probe_tcp_background(
+        &self,
+        target: &str,
+        duration: &str,
+        timeout: &str,
+    ) -> Result<Prober> {
+        let mut args = Self::probe_args(VIP, duration, timeout)?;
+        args[1] = target.to_string();
+        args.push("--tcp".into());
+        Ok(self.spawn_probe(args))
+    }
+
     /// Starts the prober on a thread; `join` gives its summary.
     pub fn probe_background(&self, addr: &str, duration: &str, timeout: &str) -> Result<Prober> {
         let args = Self::probe_args(addr, duration, timeout)?;

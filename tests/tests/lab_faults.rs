@@ -100,6 +100,8 @@ fn rolling_restart_of_all_data_planes() {
     // handover is retried by TCP (after 1 s) and still answered; the row's outage column
     // shows that wait.
     let prober = lab.probe("24s", "2s").expect("probe");
+    // And a database client on the TCP listener (a connection, a greeting, an echo).
+    let db = lab.probe_db("24s", "2s").expect("db probe");
     let started = Instant::now();
     std::thread::sleep(LEAD_IN);
     // Like a DaemonSet rollout: one node at a time, the next once it is ready again.
@@ -112,12 +114,19 @@ fn rolling_restart_of_all_data_planes() {
     }
     let rolled = started.elapsed();
     let probe = prober.join().expect("probe");
-    let row = Row::new(
-        "rolling restart of all data planes (SIGTERM, one by one)",
-        &probe,
-        None,
-    );
-    print_row(&row);
+    let db = db.join().expect("db probe");
+    let rows = [
+        Row::new(
+            "rolling restart of all data planes (SIGTERM, one by one)",
+            &probe,
+            None,
+        ),
+        Row::new("  the same, TCP echo clients on the DB stand-in", &db, None),
+    ];
+    print_rows(&rows);
+    assert_eq!(db.failed, 0, "{db:?}\n{}", lab.debug());
+    let answered: std::collections::BTreeSet<&str> = db.answered().into_iter().collect();
+    assert_eq!(answered, ["pod-1", "pod-2"].into(), "{db:?}");
     assert!(
         rolled < Duration::from_secs(23),
         "the rollout outlasted the probe"

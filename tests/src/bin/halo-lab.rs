@@ -32,12 +32,15 @@ enum Command {
         #[arg(long)]
         requests: Option<u32>,
     },
-    /// Run one HTTP backend that answers with its name.
+    /// Run one HTTP backend that answers with its name (and, with `--tcp-listen`, a TCP
+    /// echo backend that greets with it).
     Backend {
         #[arg(long)]
         listen: SocketAddr,
         #[arg(long)]
         name: String,
+        #[arg(long)]
+        tcp_listen: Option<SocketAddr>,
     },
     /// Send forged VRRP adverts (well-formed or with one defect) out of a link of the
     /// current network namespace; run it with `ip netns exec` in a lab host.
@@ -85,8 +88,16 @@ enum ControlPlaneAction {
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Backend { listen, name } => {
+        Command::Backend {
+            listen,
+            name,
+            tcp_listen,
+        } => {
             let _server = backends::http(&name, listen).await?;
+            let _echo = match tcp_listen {
+                Some(addr) => Some(backends::tcp_echo(&name, addr).await?),
+                None => None,
+            };
             println!("{name} listening on {listen}");
             tokio::signal::ctrl_c().await?;
             Ok(())

@@ -1,4 +1,4 @@
-//! Probes an HTTP address at a fixed pace and prints a JSON summary of who answered
+//! Probes an HTTP address (or, with `--tcp`, a TCP echo backend) at a fixed pace and prints a JSON summary of who answered
 //! (see `halo_tests::probe`). Bounded by duration and count; loopback or lab addresses only.
 
 use std::net::SocketAddr;
@@ -16,6 +16,9 @@ struct Args {
     /// The path to GET (`/slow?ms=N` on a lab backend: requests that take a while).
     #[arg(long, default_value = "/")]
     path: String,
+    /// Probe a TCP echo backend instead: its greeting names it, a line must come back.
+    #[arg(long)]
+    tcp: bool,
     #[arg(long, default_value = "10ms", value_parser = parse)]
     interval: Duration,
     #[arg(long, default_value = "5s", value_parser = parse)]
@@ -47,9 +50,14 @@ fn parse(text: &str) -> Result<Duration, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let a = Args::parse();
+    let ask = if a.tcp {
+        halo_tests::probe::Ask::Echo
+    } else {
+        halo_tests::probe::Ask::Get(a.path.clone())
+    };
     let summary = halo_tests::probe::probe(
         a.target,
-        &a.path,
+        &ask,
         a.interval,
         a.duration,
         a.timeout,
