@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
+use halo_crds::load_balancer::LoadBalancerStatus;
+use halo_crds::pool::VirtualIPPoolStatus;
+use halo_crds::virtual_ip::VirtualIPStatus;
 use halo_crds::{LoadBalancer, VirtualIP, VirtualIPPool};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -27,7 +30,7 @@ use self::compute::split_brain_masters;
 use crate::lease::Leader;
 use crate::metrics::Metrics;
 use crate::observed::{Observed, View};
-use crate::services::{IngressChange, ServiceId, ingress_changes, pool_usage};
+use crate::services::{Allocations, IngressChange, ServiceId, ingress_changes, pool_usage};
 
 pub const MANAGER: &str = "halo-controller";
 pub const FINALIZER: &str = "halo.dev/release";
@@ -152,8 +155,8 @@ async fn look(ctx: &Context, memory: &mut Memory) -> bool {
             memory,
             Kind::LoadBalancer,
             lb.as_ref(),
-            (&current.conditions, &current),
-            (&desired.conditions, &desired),
+            &current,
+            &desired,
         ));
     }
     let pools = ctx.pools.state();
@@ -166,11 +169,11 @@ async fn look(ctx: &Context, memory: &mut Memory) -> bool {
             memory,
             Kind::VirtualIPPool,
             pool.as_ref(),
-            (&current.conditions, &current),
-            (&desired.conditions, &desired),
+            &current,
+            &desired,
         ));
     }
-    writes.extend(plan_services(ctx, memory, &services));
+    writes.extend(plan_services(ctx, memory, &services, &allocations));
     let failed = write_all(ctx, memory, writes).await;
     let live: std::collections::BTreeSet<Key> = vips
         .iter()
@@ -222,17 +225,22 @@ async fn plan_virtual_ips(
             memory,
             Kind::VirtualIP,
             vip.as_ref(),
-            (&current.conditions, &current),
-            (&desired.conditions, &desired),
+            &current,
+            &desired,
         ));
     }
     (writes, pending)
 }
 
 /// The Services' address writes and Events.
-fn plan_services(ctx: &Context, memory: &mut Memory, services: &[Arc<Service>]) -> Vec<Write> {
+fn plan_services(
+    ctx: &Context,
+    memory: &mut Memory,
+    services: &[Arc<Service>],
+    allocations: &Allocations,
+) -> Vec<Write> {
     let refs: Vec<&Service> = services.iter().map(AsRef::as_ref).collect();
-    let changes = ingress_changes(&refs, &ctx.observed.allocations());
+    let changes = ingress_changes(&refs, allocations);
     let keys: std::collections::BTreeSet<Key> = changes
         .iter()
         .map(|(id, _)| (Kind::Service, id.0.clone(), id.1.clone()))
@@ -290,18 +298,35 @@ fn failed(ctx: &Context, kind: Kind, error: &StatusError) {
     tracing::warn!(kind = kind.label(), error = %error, "status write failed; retrying");
 }
 
+/// A status with conditions, as every kind written here has.
+trait WithConditions: serde::Serialize {
+    fn conditions(&self) -> &[Condition];
+}
+
+impl WithConditions for VirtualIPStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
+impl WithConditions for LoadBalancerStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
+impl WithConditions for VirtualIPPoolStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
 /// The patch that makes `obj`'s status `desired`, unless it has it or was last given it;
 /// with an Event when readiness changes.
-fn plan_write<K, S>(
-    memory: &Memory,
-    kind: Kind,
-    obj: &K,
-    (current_conditions, current): (&[Condition], &S),
-    (desired_conditions, desired): (&[Condition], &S),
-) -> Option<Write>
+fn plan_write<K, S>(memory: &Memory, kind: Kind, obj: &K, current: &S, desired: &S) -> Option<Write>
 where
     K: Resource<DynamicType = ()>,
-    S: serde::Serialize,
+    S: WithConditions,
 {
     let key = key_of(kind, obj);
     let status = serde_json::to_value(desired).ok()?;
@@ -313,8 +338,8 @@ where
     // Readiness as last written, or as the object shows it.
     let before = last
         .and_then(|v| serde_json::from_value::<Vec<Condition>>(v["conditions"].clone()).ok())
-        .map_or_else(|| ready_of(current_conditions), |c| ready_of(&c));
-    let event = ready_event(before, desired_conditions);
+        .map_or_else(|| ready_of(current.conditions()), |c| ready_of(&c));
+    let event = ready_event(before, desired.conditions());
     let body = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
     Some(Write {
         key,
@@ -545,13 +570,7 @@ mod tests {
         let mut memory = Memory::default();
         let obj = vip();
         let plan = |memory: &Memory, current: &VirtualIPStatus, desired: &VirtualIPStatus| {
-            plan_write(
-                memory,
-                Kind::VirtualIP,
-                &obj,
-                (&current.conditions, current),
-                (&desired.conditions, desired),
-            )
+            plan_write(memory, Kind::VirtualIP, &obj, current, desired)
         };
         let elected = status(true, "MasterElected", "a");
         let moved = status(true, "MasterElected", "b");

@@ -275,9 +275,8 @@ impl VrrpManager {
             let mut groups = BTreeSet::new();
             let mut due = Vec::new();
             for (name, r) in running.iter_mut() {
-                let settled_backup = r.status.lock().is_ok_and(|s| {
-                    s.state == VrrpState::Backup
-                        && s.since.is_some_and(|t| t.elapsed() >= PREFERENCE_SETTLE)
+                let settled_backup = state_of(r).is_some_and(|(state, held)| {
+                    state == VrrpState::Backup && held >= PREFERENCE_SETTLE
                 });
                 let recently = r.last_move.is_some_and(|t| t.elapsed() < PREFERENCE_RETRY);
                 if !r.vrrp.preferred || r.vrrp.draining || !settled_backup || recently {
