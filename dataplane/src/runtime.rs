@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::{Metrics, with};
 use crate::proxy::backend::clock_ms;
+use crate::proxy::gate::Gate;
 use crate::proxy::route::Routes;
 use crate::proxy::workers::Workers;
 use crate::proxy::{Build, Service, listener, slow_start};
@@ -47,6 +48,8 @@ struct Socket {
     listener: String,
     slot: Arc<ArcSwap<Service>>,
     tasks: Vec<JoinHandle<()>>,
+    addr: SocketAddr,
+    gate: Arc<Gate>,
 }
 
 impl Drop for Socket {
@@ -54,6 +57,7 @@ impl Drop for Socket {
         for task in &self.tasks {
             task.abort();
         }
+        self.gate.unregister(&self.addr);
     }
 }
 
@@ -83,35 +87,52 @@ pub struct Runtime {
     workers: Workers,
     vips: VipHolder,
     vrrp: VrrpManager,
+    /// Shared with VRRP: a master handing over stops new connections first.
+    gate: Arc<Gate>,
     state: Mutex<State>,
 }
 
 impl Runtime {
     /// A runtime whose proxy runs on `workers` event loops.
     pub fn new(metrics: Arc<Metrics>, workers: usize) -> std::io::Result<Self> {
+        let gate = Arc::new(Gate::default());
         Ok(Self {
             metrics,
             workers: Workers::start(workers)?,
             vips: VipHolder::default(),
-            vrrp: VrrpManager::default(),
+            vrrp: VrrpManager::new(gate.clone()),
+            gate,
             state: Mutex::new(State::default()),
         })
     }
 
-    /// Starts the accept loops of one address, one per worker.
+    /// Starts the accept loops of one address, one per worker, and hands the gate a
+    /// duplicate of each socket.
     fn listen(
         &self,
+        addr: SocketAddr,
+        listener: &str,
         sockets: Vec<std::net::TcpListener>,
-        slot: &Arc<ArcSwap<Service>>,
-    ) -> Vec<JoinHandle<()>> {
-        sockets
+        service: Arc<Service>,
+    ) -> Socket {
+        let slot = Arc::new(ArcSwap::new(service));
+        let dups = sockets.iter().filter_map(|s| s.try_clone().ok()).collect();
+        self.gate.register(addr, dups);
+        let tasks = sockets
             .into_iter()
             .enumerate()
             .filter_map(|(i, socket)| {
                 let handle = self.workers.handle(i)?;
                 Some(handle.spawn(listener::accept_loop(socket, slot.clone())))
             })
-            .collect()
+            .collect();
+        Socket {
+            listener: listener.to_string(),
+            slot,
+            tasks,
+            addr,
+            gate: self.gate.clone(),
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -234,17 +255,9 @@ impl Runtime {
                 socket.slot.store(service);
                 socket.listener = name.clone();
             } else if let Some(bound) = fresh.remove(addr) {
-                let slot = Arc::new(ArcSwap::new(service));
-                let tasks = self.listen(bound, &slot);
-                tracing::info!(%addr, listener = %name, workers = tasks.len(), "listening");
-                state.sockets.insert(
-                    *addr,
-                    Socket {
-                        listener: name.clone(),
-                        slot,
-                        tasks,
-                    },
-                );
+                let socket = self.listen(*addr, name, bound, service);
+                tracing::info!(%addr, listener = %name, workers = socket.tasks.len(), "listening");
+                state.sockets.insert(*addr, socket);
             }
         }
         state.unbound = failed;
@@ -294,17 +307,9 @@ impl Runtime {
             match listener::bind(addr, self.workers.len()) {
                 Ok(bound) => {
                     state.unbound.remove(&addr);
-                    let slot = Arc::new(ArcSwap::new(service));
-                    let tasks = self.listen(bound, &slot);
+                    let socket = self.listen(addr, &name, bound, service);
                     tracing::info!(%addr, listener = %name, "listening (after retry)");
-                    state.sockets.insert(
-                        addr,
-                        Socket {
-                            listener: name,
-                            slot,
-                            tasks,
-                        },
-                    );
+                    state.sockets.insert(addr, socket);
                 }
                 Err(e) => {
                     if let Some(u) = state.unbound.get_mut(&addr) {
@@ -346,7 +351,10 @@ impl Runtime {
 
     /// Stops listening and lets go of every VIP (graceful stop).
     pub async fn shutdown(&self) {
-        // Hand the VIPs over first (priority 0), while this node still serves them.
+        // No new connections from here on (dropped SYNs, resent by clients a second
+        // later, when the VIPs have moved); those under way finish here.
+        self.gate.close_all();
+        // Hand the VIPs over (priority 0), while this node still serves them.
         self.vrrp.stop_all().await;
         {
             let mut state = self.lock();

@@ -82,17 +82,18 @@ impl Summary {
 pub enum Ask {
     /// GET this path; the body's first line names the backend.
     Get(String),
-    /// Connect to a TCP echo backend: it names itself in its first line, then must echo
-    /// a line back (a database-like stand-in for L4).
-    Echo,
+    /// Connect to a TCP echo backend: it names itself in its first line, then, `hold`
+    /// later (a client logging in before its query), must echo a line back (a
+    /// database-like stand-in for L4).
+    Echo { hold: Duration },
 }
 
 /// One probe on a fresh connection: the backend's name, or the reason it failed.
 async fn once(addr: SocketAddr, ask: &Ask, timeout: Duration) -> Result<String, String> {
     let path = match ask {
         Ask::Get(path) => path.as_str(),
-        Ask::Echo => {
-            return match tokio::time::timeout(timeout, echo(addr)).await {
+        Ask::Echo { hold } => {
+            return match tokio::time::timeout(timeout, echo(addr, *hold)).await {
                 Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
                 Ok(result) => result,
             };
@@ -109,8 +110,8 @@ async fn once(addr: SocketAddr, ask: &Ask, timeout: Duration) -> Result<String, 
     Ok(reply.body.lines().next().unwrap_or("").to_string())
 }
 
-/// Reads the echo backend's name, sends a line and reads it back.
-async fn echo(addr: SocketAddr) -> Result<String, String> {
+/// Reads the echo backend's name, waits `hold`, sends a line and reads it back.
+async fn echo(addr: SocketAddr, hold: Duration) -> Result<String, String> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let stream = tokio::net::TcpStream::connect(addr)
         .await
@@ -124,6 +125,7 @@ async fn echo(addr: SocketAddr) -> Result<String, String> {
     if name.is_empty() {
         return Err("closed before the greeting".into());
     }
+    tokio::time::sleep(hold).await;
     stream
         .get_mut()
         .write_all(b"ping\n")

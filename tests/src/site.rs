@@ -717,7 +717,9 @@ impl Site {
     ) -> Result<Prober> {
         let mut args = Self::probe_args(VIP, duration, timeout)?;
         args[1] = target.to_string();
-        args.push("--tcp".into());
+        // Each connection stays open 20 ms, like a client logging in before its query:
+        // long enough that a VIP moving under a connection would show as a reset.
+        args.extend(["--tcp".into(), "--hold".into(), "20ms".into()]);
         Ok(self.spawn_probe(args))
     }
 

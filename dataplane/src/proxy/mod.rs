@@ -6,6 +6,7 @@ pub mod balance;
 pub mod bufpool;
 pub mod dispatch;
 pub mod filter;
+pub mod gate;
 pub mod h1;
 pub mod h2;
 pub mod health;

@@ -16,6 +16,7 @@ use super::packet::{self, Advert, DropReason};
 use super::socket::{VrrpSocket, multicast_group};
 use crate::metrics::{Metrics, with};
 use crate::netlink::Netlink;
+use crate::proxy::gate::Gate;
 
 pub enum Command {
     /// Leave the election; with `hand_over` (a graceful stop of the data plane) a master
@@ -135,6 +136,8 @@ struct Driver {
     master_accounted: Option<Instant>,
     /// Repeats of the last announcement still to go out; cancelled on release.
     announce_task: Option<tokio::task::JoinHandle<()>>,
+    /// The listening sockets: closed to new connections while handing over.
+    gate: Arc<Gate>,
 }
 
 pub async fn run(
@@ -143,9 +146,11 @@ pub async fn run(
     metrics: Arc<Metrics>,
     status: Arc<Mutex<InstanceStatus>>,
     changed: Arc<tokio::sync::Notify>,
+    gate: Arc<Gate>,
     mut commands: mpsc::Receiver<Command>,
 ) {
-    let mut driver = match Driver::open(vip, vrrp, metrics, status.clone(), changed.clone()).await {
+    let opened = Driver::open(vip, vrrp, metrics, status.clone(), changed.clone(), gate).await;
+    let mut driver = match opened {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "VRRP instance cannot start");
@@ -213,6 +218,7 @@ pub async fn run(
                     }
                     let actions = machine.shutdown(driver.now());
                     driver.execute(&machine, actions).await;
+                    driver.reopen();
                     let _ = done.send(());
                     return;
                 }
@@ -254,6 +260,7 @@ impl Driver {
         metrics: Arc<Metrics>,
         status: Arc<Mutex<InstanceStatus>>,
         changed: Arc<tokio::sync::Notify>,
+        gate: Arc<Gate>,
     ) -> Result<Self, String> {
         let first = *vip.addresses.first().ok_or("no addresses")?;
         let netlink = Netlink::connect().map_err(|e| e.to_string())?;
@@ -330,6 +337,7 @@ impl Driver {
             fault: false,
             master_accounted: None,
             announce_task: None,
+            gate,
         })
     }
 
@@ -604,6 +612,7 @@ impl Driver {
                 self.hand_over().await;
                 let actions = machine.resign(self.now());
                 self.execute(machine, actions).await;
+                self.reopen();
             }
         }
         self.draining = tracking.draining;
@@ -623,6 +632,8 @@ impl Driver {
     /// `handover_limit` passes). Releasing first would drop every packet sent in
     /// between: connection attempts that the client retries only a second later.
     async fn hand_over(&mut self) {
+        // New connections wait (see `proxy::gate`); those under way get the skew time.
+        self.gate.close(&self.ips());
         self.send_advert(0).await;
         let until = tokio::time::Instant::now()
             + handover_limit(Duration::from_millis(u64::from(
@@ -647,6 +658,16 @@ impl Driver {
                 () = tokio::time::sleep_until(until) => return,
             }
         }
+    }
+
+    fn ips(&self) -> Vec<std::net::IpAddr> {
+        self.vip.addresses.iter().map(|p| p.addr).collect()
+    }
+
+    /// After a handover: the addresses are gone from here, so new connections to them
+    /// can be taken again should they come back.
+    fn reopen(&self) {
+        self.gate.open(&self.ips());
     }
 
     async fn release(&mut self) {

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use self::instance::{Command, InstanceStatus, InterfaceTrack, Tracking};
 use crate::metrics::Metrics;
+use crate::proxy::gate::Gate;
 
 struct Running {
     vip: VipConfig,
@@ -129,6 +130,8 @@ pub struct VrrpManager {
     checks: track::Checks,
     /// Notified when an instance changes state (one waiter: the status reporter).
     changed: Arc<tokio::sync::Notify>,
+    /// The proxy's listening sockets, which a master handing over closes first.
+    gate: Arc<Gate>,
 }
 
 /// Equal but for tracking, preference and draining, which reach a running instance as
@@ -147,6 +150,13 @@ fn same_instance(a: &VipConfig, b: &VipConfig) -> bool {
 }
 
 impl VrrpManager {
+    pub fn new(gate: Arc<Gate>) -> Self {
+        Self {
+            gate,
+            ..Self::default()
+        }
+    }
+
     /// Starts, restarts (on change) and stops instances to match `vips`.
     pub async fn apply(&self, vips: &[VipConfig], metrics: &Arc<Metrics>) {
         let mut running = self.running.lock().await;
@@ -199,6 +209,7 @@ impl VrrpManager {
                 metrics.clone(),
                 status.clone(),
                 self.changed.clone(),
+                self.gate.clone(),
                 rx,
             ));
             running.insert(

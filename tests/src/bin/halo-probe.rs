@@ -19,6 +19,9 @@ struct Args {
     /// Probe a TCP echo backend instead: its greeting names it, a line must come back.
     #[arg(long)]
     tcp: bool,
+    /// With `--tcp`: how long to keep the connection between the greeting and the line.
+    #[arg(long, default_value = "0ms", value_parser = parse)]
+    hold: Duration,
     #[arg(long, default_value = "10ms", value_parser = parse)]
     interval: Duration,
     #[arg(long, default_value = "5s", value_parser = parse)]
@@ -51,7 +54,7 @@ fn parse(text: &str) -> Result<Duration, String> {
 async fn main() -> Result<()> {
     let a = Args::parse();
     let ask = if a.tcp {
-        halo_tests::probe::Ask::Echo
+        halo_tests::probe::Ask::Echo { hold: a.hold }
     } else {
         halo_tests::probe::Ask::Get(a.path.clone())
     };
