@@ -124,14 +124,14 @@ fn rolling_restart_of_all_data_planes() {
         Row::new("  the same, TCP echo clients on the DB stand-in", &db, None),
     ];
     print_rows(&rows);
-    assert_eq!(db.failed, 0, "{db:?}\n{}", lab.debug());
+    assert_eq!(db.failed, 0, "{:?}\n{}", db.failures, lab.debug());
     let answered: std::collections::BTreeSet<&str> = db.answered().into_iter().collect();
     assert_eq!(answered, ["pod-1", "pod-2"].into(), "{db:?}");
     assert!(
         rolled < Duration::from_secs(23),
         "the rollout outlasted the probe"
     );
-    assert_eq!(probe.failed, 0, "{probe:?}\n{}", lab.debug());
+    assert_eq!(probe.failed, 0, "{:?}\n{}", probe.failures, lab.debug());
     lab.wait_master(Duration::from_secs(2)).expect("one master");
     assert_eq!(lab.versions(), versions, "config churned");
 }
