@@ -131,6 +131,7 @@ async fn main() -> Result<()> {
             allow_track_exec: args.allow_track_exec,
         },
         resolver: Default::default(),
+        memo: Default::default(),
     };
     renderer.load_material().await;
     renderer.render_once();

@@ -30,6 +30,9 @@ pub struct Renderer {
     pub options: RenderOptions,
     /// The last valid contents of every referenced Secret.
     pub resolver: Mutex<Resolver>,
+    /// LoadBalancer renders kept between passes: a change re-renders only the objects
+    /// whose inputs it touched.
+    pub memo: Mutex<RenderMemo>,
 }
 
 /// How long reading newly referenced Secrets may hold up a render.
@@ -121,7 +124,11 @@ impl Renderer {
         let material = self.resolve_material(&lbs);
         let mut lbs = lbs;
         lbs.extend(service_lbs.into_iter().map(Arc::new));
-        let outcome = render_world(
+        let mut memo = self
+            .memo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let outcome = render_world_with(
             &World {
                 vips: &vips,
                 lbs: &lbs,
@@ -133,7 +140,9 @@ impl Renderer {
                 options: self.options,
             },
             self.vrid_range,
+            &mut memo,
         );
+        drop(memo);
         for (node, config) in outcome.configs {
             self.hub.publish(&node, config);
         }
@@ -176,6 +185,16 @@ pub struct World<'a> {
 
 /// The whole cluster's render: pure, so it is tested and benchmarked without a cluster.
 pub fn render_world(world: &World<'_>, vrid_range: (u8, u8)) -> Outcome {
+    render_world_with(world, vrid_range, &mut RenderMemo::default())
+}
+
+/// [`render_world`], reusing the LoadBalancer renders `memo` kept from earlier passes
+/// where their inputs are unchanged (the output is the same either way).
+pub fn render_world_with(
+    world: &World<'_>,
+    vrid_range: (u8, u8),
+    memo: &mut RenderMemo,
+) -> Outcome {
     let World {
         vips,
         lbs,
@@ -203,8 +222,6 @@ pub fn render_world(world: &World<'_>, vrid_range: (u8, u8)) -> Outcome {
         }
     }
     let mut configs = BTreeMap::new();
-    // Every node renders the same LoadBalancers from the same inputs: once each.
-    let mut memo = RenderMemo::default();
     for node in nodes {
         let info = world::node_info(node);
         let mut assignments = Assignments::new();
@@ -240,7 +257,7 @@ pub fn render_world(world: &World<'_>, vrid_range: (u8, u8)) -> Outcome {
                 material,
                 options,
             },
-            &mut memo,
+            memo,
         );
         for p in rendered.problems {
             let conflicting =
@@ -255,6 +272,7 @@ pub fn render_world(world: &World<'_>, vrid_range: (u8, u8)) -> Outcome {
         }
         configs.insert(info.name.clone(), rendered.config);
     }
+    memo.end_pass();
     Outcome {
         plan,
         configs,

@@ -2,7 +2,7 @@
 //! and the standalone data plane. It also validates: whatever the API server could not
 //! check becomes a [`Problem`] naming the object and field, and that object is left out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -16,13 +16,14 @@ use crate::virtual_ip::{VirtualIP, VrrpMode};
 
 mod group;
 mod listener;
+mod memo;
 mod route;
 pub mod syntax;
 mod tls;
 pub mod track;
 
 pub use group::DEFAULT_COOKIE;
-use listener::render_load_balancer;
+pub use memo::RenderMemo;
 pub use route::{DEFAULT_REDIRECT_STATUS, REDIRECT_STATUSES};
 pub use tls::{ALPN_PROTOCOLS, CA_KEY, CIPHER_SUITES, TLS_CERT_KEY, TLS_KEY_KEY, material_refs};
 
@@ -81,7 +82,10 @@ pub enum MaterialRef {
 
 /// The contents (key → text) of every source the specs reference, or why it could not
 /// be read or is unusable (becomes a Problem on the referencing field).
-pub type Material = BTreeMap<MaterialRef, Result<BTreeMap<String, String>, String>>;
+/// One Secret's or file's keys, or why it cannot be used.
+pub type MaterialEntry = Result<BTreeMap<String, String>, String>;
+
+pub type Material = BTreeMap<MaterialRef, MaterialEntry>;
 
 #[derive(Clone, Copy, Debug)]
 pub struct RenderInput<'a> {
@@ -205,33 +209,19 @@ pub fn render(input: &RenderInput<'_>) -> Rendered {
     render_with(input, &mut RenderMemo::default())
 }
 
-/// A LoadBalancer's render depends on the node only through how its VirtualIP stands
-/// there: so the renders of several nodes from the same objects, endpoints, material and
-/// options share it. Valid for one such set of inputs only: make a new one per pass.
-#[derive(Default)]
-pub struct RenderMemo {
-    load_balancers:
-        HashMap<LbStanding, Result<Vec<crate::node_config::ListenerConfig>, Vec<Problem>>>,
+/// What a LoadBalancer's render reads besides its own object and its VirtualIP's
+/// standing on the node (see [`RenderMemo`]).
+#[derive(Clone, Copy)]
+pub(crate) struct LbSources<'a> {
+    pub endpoints: &'a ServiceEndpoints,
+    pub material: &'a Material,
+    /// The named VirtualIP exists (when it does not include this node, nothing is served).
+    pub vip_exists: bool,
 }
 
-/// (namespace, name, the VirtualIP's addresses on this node, whether it is invalid).
-type LbStanding = (String, String, Option<Vec<IpPrefix>>, bool);
-
-fn standing(
-    lb: &LoadBalancer,
-    vips: &BTreeMap<String, VipConfig>,
-    invalid: &BTreeSet<String>,
-) -> LbStanding {
-    let vip = lb.spec.virtual_ip.as_ref();
-    (
-        lb.namespace().unwrap_or_default(),
-        lb.name_any(),
-        vip.and_then(|v| vips.get(v)).map(|v| v.addresses.clone()),
-        vip.is_some_and(|v| invalid.contains(v)),
-    )
-}
-
-/// [`render`], reusing the LoadBalancer renders already in `memo` (see [`RenderMemo`]).
+/// [`render`], reusing the LoadBalancer renders kept in `memo` whose inputs are unchanged
+/// (across nodes and passes; see [`RenderMemo`]). Call `memo.end_pass()` after the last
+/// node of a pass.
 pub fn render_with(input: &RenderInput<'_>, memo: &mut RenderMemo) -> Rendered {
     let mut problems = Vec::new();
 
@@ -276,14 +266,20 @@ pub fn render_with(input: &RenderInput<'_>, memo: &mut RenderMemo) -> Rendered {
             lb.name_any(),
         )
     });
+    let vip_names: BTreeSet<String> = input.virtual_ips.iter().map(|v| v.name_any()).collect();
     let mut listeners = Vec::new();
     let mut bound: BTreeMap<(IpAddr, u16), String> = BTreeMap::new();
     for lb in lbs {
-        let rendered = memo
-            .load_balancers
-            .entry(standing(lb, &usable_vips, &invalid_vips))
-            .or_insert_with(|| render_load_balancer(input, lb, &usable_vips, &invalid_vips))
-            .clone();
+        let src = LbSources {
+            endpoints: input.endpoints,
+            material: input.material,
+            vip_exists: lb
+                .spec
+                .virtual_ip
+                .as_ref()
+                .is_some_and(|v| vip_names.contains(v)),
+        };
+        let rendered = memo.render(lb, &src, &usable_vips, &invalid_vips).clone();
         match rendered {
             Ok(rendered) => {
                 let mut checker = Checker::new(load_balancer_ref(lb));

@@ -703,3 +703,125 @@ fn a_shared_memo_changes_no_node_config() {
         assert_eq!(alone.config.listeners.is_empty(), zone == "b", "{name}");
     }
 }
+
+/// A memo kept from pass to pass (as the controller keeps it) gives at every step what a
+/// fresh render gives, whichever input the step changed: endpoints, a spec, the
+/// VirtualIP's existence and addresses, TLS material, the node set.
+#[test]
+fn a_memo_kept_across_passes_renders_what_a_fresh_render_does() {
+    use halo_crds::render::{MaterialRef, RenderMemo, render_with};
+    const GONE: &str = "the VirtualIP is gone";
+    let https = "---\napiVersion: halo.dev/v1alpha1\nkind: LoadBalancer\nmetadata: {name: secure, namespace: shop}\nspec:\n  virtualIP: public\n  listeners:\n    - name: https\n      port: 443\n      protocol: HTTPS\n      tls: {certificates: [{secretName: site-tls}]}\n      backends:\n        - {service: {name: mariadb, port: 3306}}\n";
+    let base = format!("{SITE}{https}");
+    let ready = |mut eps: ServiceEndpoints| {
+        for list in eps.values_mut() {
+            for e in list {
+                e.ready = true;
+            }
+        }
+        eps
+    };
+    let secret = MaterialRef::Secret {
+        namespace: "shop".into(),
+        name: "site-tls".into(),
+    };
+    let unusable = |why: &str| Material::from([(secret.clone(), Err(why.to_string()))]);
+    let steps: Vec<(&str, String, ServiceEndpoints, Material)> = vec![
+        ("first", base.clone(), endpoints(), Material::new()),
+        ("unchanged", base.clone(), endpoints(), Material::new()),
+        (
+            "an endpoint turns ready",
+            base.clone(),
+            ready(endpoints()),
+            Material::new(),
+        ),
+        (
+            "the Service has no endpoints",
+            base.clone(),
+            ServiceEndpoints::new(),
+            Material::new(),
+        ),
+        ("they are back", base.clone(), endpoints(), Material::new()),
+        (
+            "the Secret is unusable",
+            base.clone(),
+            endpoints(),
+            unusable("no tls.key"),
+        ),
+        (
+            "for another reason",
+            base.clone(),
+            endpoints(),
+            unusable("expired"),
+        ),
+        (
+            "a port changes",
+            base.replace(
+                "port: 3306\n      protocol: TCP",
+                "port: 3307\n      protocol: TCP",
+            ),
+            endpoints(),
+            Material::new(),
+        ),
+        (GONE, base.clone(), endpoints(), Material::new()),
+        ("it is back", base.clone(), endpoints(), Material::new()),
+        (
+            "its address changes",
+            base.replace("192.0.2.10/24", "192.0.2.20/24"),
+            endpoints(),
+            Material::new(),
+        ),
+        (
+            "it leaves lb2",
+            base.replace(
+                "spec:\n  addresses",
+                "spec:\n  nodeSelector: {zone: a}\n  addresses",
+            ),
+            endpoints(),
+            Material::new(),
+        ),
+    ];
+    let mut memo = RenderMemo::default();
+    for (step, text, eps, material) in &steps {
+        let mut m = manifest::parse_unvalidated(text).expect("parse");
+        if *step == GONE {
+            m.virtual_ips.clear();
+        }
+        for (name, zone) in [("lb1", "a"), ("lb2", "b")] {
+            let node = NodeInfo {
+                name: name.into(),
+                labels: BTreeMap::from([("zone".to_string(), zone.to_string())]),
+                ..NodeInfo::default()
+            };
+            let input = RenderInput {
+                node: &node,
+                virtual_ips: &m.virtual_ips,
+                load_balancers: &m.load_balancers,
+                endpoints: eps,
+                assignments: &Assignments::new(),
+                secrets: &SecretValues::new(),
+                material,
+                options: RenderOptions::default(),
+            };
+            let kept = render_with(&input, &mut memo);
+            let fresh = render(&input);
+            assert_eq!(kept, fresh, "{step}, {name}");
+            // `web` is served where the VirtualIP is, whatever `secure` reports.
+            let web = fresh
+                .config
+                .listeners
+                .iter()
+                .any(|l| l.name.contains("web"));
+            assert_eq!(
+                web,
+                *step != GONE && (name == "lb1" || !text.contains("zone: a")),
+                "{step}, {name}: {:?}",
+                fresh.problems
+            );
+        }
+        memo.end_pass();
+    }
+    let (reused, made) = memo.counts();
+    assert!(reused > 0, "nothing was reused");
+    assert!(made > 1, "nothing was rendered again");
+}

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
-use super::{Checker, DEFAULT_GROUP, DEFAULT_RETRIES, RenderInput, ServiceKey, syntax, tls};
+use super::{Checker, DEFAULT_GROUP, DEFAULT_RETRIES, LbSources, ServiceKey, syntax, tls};
 use crate::load_balancer::{
     self as api, BackendProtocol, HealthCheck, HealthCheckType, PersistenceType,
     SessionPersistence, Upstream,
@@ -21,7 +21,7 @@ pub const DEFAULT_COOKIE: &str = "HALO_SERVER";
 /// Where a group is rendered from: the LoadBalancer's namespace and the spec path of the
 /// upstream (`spec.listeners[0]` or `spec.backendGroups[2]`).
 pub(super) struct GroupSource<'a> {
-    pub input: &'a RenderInput<'a>,
+    pub input: &'a LbSources<'a>,
     pub namespace: &'a str,
     pub at: &'a str,
 }
@@ -74,7 +74,7 @@ pub(super) fn render_group(
 /// Every `spec.backendGroups` entry, in spec order, checked once whether or not a route
 /// uses it.
 pub(super) fn render_backend_groups(
-    input: &RenderInput<'_>,
+    input: &LbSources<'_>,
     namespace: &str,
     groups: &[api::BackendGroup],
     c: &mut Checker,

@@ -9,7 +9,7 @@ use kube::ResourceExt;
 
 use super::group::{GroupSource, render_backend_groups, render_group};
 use super::route::{ListenerGroups, render_routes};
-use super::{Checker, DEFAULT_GROUP, Problem, RenderInput, load_balancer_ref, tls};
+use super::{Checker, DEFAULT_GROUP, LbSources, Problem, load_balancer_ref, tls};
 use crate::load_balancer::{self as api, AccessLogTarget, Listener, LoadBalancer, Protocol};
 use crate::net::IpPrefix;
 use crate::node_config::{
@@ -18,7 +18,7 @@ use crate::node_config::{
 };
 
 pub(super) fn render_load_balancer(
-    input: &RenderInput<'_>,
+    input: &LbSources<'_>,
     lb: &LoadBalancer,
     vips: &BTreeMap<String, VipConfig>,
     invalid_vips: &BTreeSet<String>,
@@ -54,7 +54,7 @@ pub(super) fn render_load_balancer(
 }
 
 struct LbContext<'a> {
-    input: &'a RenderInput<'a>,
+    input: &'a LbSources<'a>,
     namespace: &'a str,
     lb_name: String,
     vip: Option<String>,
@@ -64,7 +64,7 @@ struct LbContext<'a> {
 
 /// The listen addresses; `None` when the VirtualIP exists but not on this node.
 fn addresses(
-    input: &RenderInput<'_>,
+    input: &LbSources<'_>,
     lb: &LoadBalancer,
     vips: &BTreeMap<String, VipConfig>,
     invalid_vips: &BTreeSet<String>,
@@ -77,7 +77,7 @@ fn addresses(
                 c.report("spec.virtualIP", format!("VirtualIP {vip_name} is invalid"));
                 Some(Vec::new())
             }
-            None if input.virtual_ips.iter().any(|v| &v.name_any() == vip_name) => None,
+            None if input.vip_exists => None,
             None => {
                 c.report("spec.virtualIP", format!("VirtualIP {vip_name} not found"));
                 Some(Vec::new())

@@ -944,6 +944,7 @@ fn render_in_memory(args: &Args) -> Result<()> {
         drop(outcome);
     }
     let hwm2 = proc_kb("self", "VmHWM");
+    let kept = render_after_one_change(args, &vips, &lbs, &service_refs, slices, &node_refs);
     trim_heap();
     let rss2 = proc_kb("self", "VmRSS");
 
@@ -971,6 +972,15 @@ fn render_in_memory(args: &Args) -> Result<()> {
         median(&resolve),
         median(&seal)
     );
+    println!(
+        "  render after one endpoint change, LoadBalancer renders kept between passes (as the controller does): \
+         min {:.1} ms, median {:.1} ms, max {:.1} ms; {} renders reused, {} made",
+        kept.times.iter().copied().fold(f64::INFINITY, f64::min),
+        median(&kept.times),
+        kept.times.iter().copied().fold(0.0, f64::max),
+        kept.reused,
+        kept.made
+    );
     println!("  output: {shape}");
     println!(
         "  memory (this process): start RSS {} (VmHWM {}); objects built: RSS {} (VmHWM {} during the build)",
@@ -990,6 +1000,63 @@ fn render_in_memory(args: &Args) -> Result<()> {
         mib(rss2)
     );
     Ok(())
+}
+
+/// What `render_after_one_change` measured.
+struct KeptRenders {
+    times: Vec<f64>,
+    reused: u64,
+    made: u64,
+}
+
+/// Renders once to fill a kept memo, then flips one endpoint's readiness per pass (a
+/// different Service each time) and times each render after it.
+fn render_after_one_change(
+    args: &Args,
+    vips: &[Arc<VirtualIP>],
+    lbs: &[Arc<LoadBalancer>],
+    services: &[&Service],
+    mut slices: Vec<EndpointSlice>,
+    nodes: &[&Node],
+) -> KeptRenders {
+    let mut memo = halo_crds::render::RenderMemo::default();
+    let material = halo_crds::render::Material::new();
+    let mut times = Vec::new();
+    for r in 0..=args.renders {
+        if r > 0 {
+            let i = (r * 7919) % slices.len().max(1);
+            if let Some(ep) = slices.get_mut(i).and_then(|s| s.endpoints.first_mut()) {
+                let c = ep.conditions.get_or_insert_with(Default::default);
+                c.ready = Some(!c.ready.unwrap_or(true));
+            }
+        }
+        let slice_refs: Vec<&EndpointSlice> = slices.iter().collect();
+        let t = Instant::now();
+        let outcome = halo_controller::reconcile::render_world_with(
+            &halo_controller::reconcile::World {
+                vips,
+                lbs,
+                services,
+                slices: &slice_refs,
+                nodes,
+                secrets: &[],
+                material: &material,
+                options: Default::default(),
+            },
+            (1, 255),
+            &mut memo,
+        );
+        if r > 0 {
+            times.push(ms(t.elapsed()));
+        }
+        drop(outcome);
+    }
+    let (reused, made) = memo.counts();
+    KeptRenders {
+        times,
+        reused,
+        made,
+    }
 }
 
 /// Server-side applies `objects` (all of one kind) with at most `concurrency` in flight.
