@@ -590,20 +590,29 @@ impl Default for TimeoutsConfig {
 
 impl NodeConfig {
     /// The content hash, independent of version and of any previous hash: FNV-1a 64 of
-    /// the JSON with version 0 and an empty hash, fed to the hasher as it is written (a
-    /// large config is neither copied nor held as text to hash it).
+    /// the JSON with version 0, an empty hash and no listeners, then of each listener's
+    /// own hash ([`ListenerConfig::content_hash`], 8 bytes little-endian) in order. A
+    /// renderer that keeps the hashes of listeners it did not change need not serialise
+    /// them again; nothing is copied or held as text to hash it.
     pub fn content_hash(&self) -> String {
+        self.hash_with(self.listeners.iter().map(ListenerConfig::content_hash))
+    }
+
+    fn hash_with(&self, listener_hashes: impl Iterator<Item = u64>) -> String {
         let blank = Blank {
             node: &self.node,
             version: 0,
             hash: "",
             vips: &self.vips,
-            listeners: &self.listeners,
+            listeners: &[],
         };
         let mut hasher = Fnv1a64::default();
         if serde_json::to_writer(&mut hasher, &blank).is_err() {
             // Never for these types; a hash no config has then.
             return String::new();
+        }
+        for h in listener_hashes {
+            hasher.eat(&h.to_le_bytes());
         }
         format!("{:016x}", hasher.0)
     }
@@ -613,6 +622,33 @@ impl NodeConfig {
         self.version = version;
         self.hash = self.content_hash();
         self
+    }
+
+    /// [`NodeConfig::sealed`] from the listeners' hashes, known already (one per
+    /// listener, in order).
+    pub fn sealed_with(mut self, version: u64, listener_hashes: &[u64]) -> Self {
+        debug_assert_eq!(
+            listener_hashes,
+            self.listeners
+                .iter()
+                .map(ListenerConfig::content_hash)
+                .collect::<Vec<_>>()
+                .as_slice()
+        );
+        self.version = version;
+        self.hash = self.hash_with(listener_hashes.iter().copied());
+        self
+    }
+}
+
+impl ListenerConfig {
+    /// FNV-1a 64 of this listener's JSON: its part of the node's content hash.
+    pub fn content_hash(&self) -> u64 {
+        let mut hasher = Fnv1a64::default();
+        if serde_json::to_writer(&mut hasher, self).is_err() {
+            return 0;
+        }
+        hasher.0
     }
 }
 
@@ -636,12 +672,18 @@ impl Default for Fnv1a64 {
     }
 }
 
-impl std::io::Write for Fnv1a64 {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+impl Fnv1a64 {
+    fn eat(&mut self, bytes: &[u8]) {
         for b in bytes {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
         }
+    }
+}
+
+impl std::io::Write for Fnv1a64 {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.eat(bytes);
         Ok(bytes.len())
     }
 

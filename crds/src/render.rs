@@ -268,6 +268,7 @@ pub fn render_with(input: &RenderInput<'_>, memo: &mut RenderMemo) -> Rendered {
     });
     let vip_names: BTreeSet<String> = input.virtual_ips.iter().map(|v| v.name_any()).collect();
     let mut listeners = Vec::new();
+    let mut listener_hashes = Vec::new();
     let mut bound: BTreeMap<(IpAddr, u16), String> = BTreeMap::new();
     for lb in lbs {
         let src = LbSources {
@@ -279,32 +280,21 @@ pub fn render_with(input: &RenderInput<'_>, memo: &mut RenderMemo) -> Rendered {
                 .as_ref()
                 .is_some_and(|v| vip_names.contains(v)),
         };
-        let rendered = memo.render(lb, &src, &usable_vips, &invalid_vips).clone();
+        let (rendered, hashes) = memo.render(lb, &src, &usable_vips, &invalid_vips);
         match rendered {
-            Ok(rendered) => {
-                let mut checker = Checker::new(load_balancer_ref(lb));
-                for (i, l) in rendered.iter().enumerate() {
-                    for addr in &l.addresses {
-                        if let Some(owner) = bound.get(&(*addr, l.port)) {
-                            checker.report(
-                                format!("spec.listeners[{i}].port"),
-                                format!("{addr}:{} is already used by listener {owner}", l.port),
-                            );
-                        }
-                    }
-                }
-                if checker.problems.is_empty() {
-                    for l in &rendered {
+            Ok(rendered) => match port_conflicts(lb, rendered, &bound) {
+                None => {
+                    for l in rendered {
                         for addr in &l.addresses {
                             bound.insert((*addr, l.port), l.name.clone());
                         }
                     }
-                    listeners.extend(rendered);
-                } else {
-                    problems.append(&mut checker.problems);
+                    listeners.extend(rendered.iter().cloned());
+                    listener_hashes.extend_from_slice(hashes);
                 }
-            }
-            Err(mut p) => problems.append(&mut p),
+                Some(mut p) => problems.append(&mut p),
+            },
+            Err(p) => problems.extend(p.iter().cloned()),
         }
     }
 
@@ -315,8 +305,29 @@ pub fn render_with(input: &RenderInput<'_>, memo: &mut RenderMemo) -> Rendered {
         vips: usable_vips.into_values().collect(),
         listeners,
     }
-    .sealed(0);
+    .sealed_with(0, &listener_hashes);
     Rendered { config, problems }
+}
+
+/// The problems of a LoadBalancer whose listeners claim an address and port an earlier
+/// one holds (`bound`), if any.
+fn port_conflicts(
+    lb: &LoadBalancer,
+    rendered: &[crate::node_config::ListenerConfig],
+    bound: &BTreeMap<(IpAddr, u16), String>,
+) -> Option<Vec<Problem>> {
+    let mut checker = Checker::new(load_balancer_ref(lb));
+    for (i, l) in rendered.iter().enumerate() {
+        for addr in &l.addresses {
+            if let Some(owner) = bound.get(&(*addr, l.port)) {
+                checker.report(
+                    format!("spec.listeners[{i}].port"),
+                    format!("{addr}:{} is already used by listener {owner}", l.port),
+                );
+            }
+        }
+    }
+    (!checker.problems.is_empty()).then_some(checker.problems)
 }
 
 fn selects(selector: Option<&BTreeMap<String, String>>, node: &NodeInfo) -> bool {

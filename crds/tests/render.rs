@@ -648,25 +648,41 @@ fn the_preferred_node_is_settled_per_sync_group_and_draining_follows_the_node() 
     }
 }
 
-/// The hash data planes check: FNV-1a 64 of the config's JSON with version 0 and an
-/// empty hash, whatever way it is computed.
+/// The hash data planes check: FNV-1a 64 of the config's JSON with version 0, an empty
+/// hash and no listeners, then of each listener's own FNV-1a 64 (of its JSON), 8 bytes
+/// little-endian; the same whichever way it is computed.
 #[test]
-fn the_content_hash_is_fnv_of_the_blanked_json() {
-    let config = render_text(SITE, "lb1", &Assignments::new())
-        .config
-        .sealed(42);
+fn the_content_hash_is_fnv_of_the_blanked_json_then_of_each_listener() {
+    let fnv = |bytes: &[u8]| {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash
+    };
+    let rendered = render_text(SITE, "lb1", &Assignments::new()).config;
+    let config = rendered.clone().sealed(42);
     let mut blank = config.clone();
     blank.version = 0;
     blank.hash.clear();
-    let bytes = serde_json::to_vec(&blank).expect("json");
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    blank.listeners.clear();
+    let mut bytes = serde_json::to_vec(&blank).expect("json");
+    for l in &config.listeners {
+        let own = fnv(&serde_json::to_vec(l).expect("json"));
+        assert_eq!(l.content_hash(), own);
+        bytes.extend_from_slice(&own.to_le_bytes());
     }
-    assert_eq!(config.hash, format!("{hash:016x}"));
+    assert_eq!(config.hash, format!("{:016x}", fnv(&bytes)));
     assert_eq!(config.content_hash(), config.hash);
-    assert!(!config.listeners.is_empty());
+    assert!(config.listeners.len() > 1);
+    // From hashes already known, as the render seals it.
+    let known: Vec<u64> = config.listeners.iter().map(|l| l.content_hash()).collect();
+    assert_eq!(rendered.clone().sealed_with(42, &known).hash, config.hash);
+    // A listener's change changes the node's hash.
+    let mut changed = rendered;
+    changed.listeners[0].port += 1;
+    assert_ne!(changed.sealed(42).hash, config.hash);
 }
 
 /// Nodes that share a memo get exactly what each would render alone, also a node where

@@ -34,6 +34,8 @@ struct Entry {
     endpoints: Vec<(ServiceKey, Option<Vec<Endpoint>>)>,
     material: Vec<(MaterialRef, Option<MaterialEntry>)>,
     render: LbRender,
+    /// The content hash of each listener in `render` (see `NodeConfig::sealed_with`).
+    hashes: Vec<u64>,
     /// The pass that last used it: entries a pass did not use are dropped after it.
     pass: u64,
 }
@@ -91,7 +93,7 @@ impl RenderMemo {
         src: &LbSources<'_>,
         vips: &BTreeMap<String, VipConfig>,
         invalid: &BTreeSet<String>,
-    ) -> &LbRender {
+    ) -> (&LbRender, &[u64]) {
         let vip = lb.spec.virtual_ip.as_ref();
         let key = (
             lb.namespace().unwrap_or_default(),
@@ -118,7 +120,7 @@ impl RenderMemo {
             }
         };
         entry.pass = pass;
-        &entry.render
+        (&entry.render, &entry.hashes)
     }
 
     /// Ends a whole render: what it did not use is forgotten.
@@ -169,12 +171,17 @@ fn fresh_entry(
         vip_exists: src.vip_exists,
     };
     let render = render_load_balancer(&own, lb, vips, invalid);
+    let hashes = match &render {
+        Ok(listeners) => listeners.iter().map(ListenerConfig::content_hash).collect(),
+        Err(_) => Vec::new(),
+    };
     Entry {
         spec: lb.spec.clone(),
         vip_exists: src.vip_exists,
         endpoints,
         material,
         render,
+        hashes,
         pass: 0,
     }
 }
