@@ -30,9 +30,9 @@ pub struct Renderer {
     pub options: RenderOptions,
     /// The last valid contents of every referenced Secret.
     pub resolver: Mutex<Resolver>,
-    /// LoadBalancer renders kept between passes: a change re-renders only the objects
+    /// Renders and endpoints kept between passes: a change redoes only the objects
     /// whose inputs it touched.
-    pub memo: Mutex<RenderMemo>,
+    pub memo: Mutex<RenderCache>,
 }
 
 /// How long reading newly referenced Secrets may hold up a render.
@@ -185,15 +185,22 @@ pub struct World<'a> {
 
 /// The whole cluster's render: pure, so it is tested and benchmarked without a cluster.
 pub fn render_world(world: &World<'_>, vrid_range: (u8, u8)) -> Outcome {
-    render_world_with(world, vrid_range, &mut RenderMemo::default())
+    render_world_with(world, vrid_range, &mut RenderCache::default())
 }
 
-/// [`render_world`], reusing the LoadBalancer renders `memo` kept from earlier passes
-/// where their inputs are unchanged (the output is the same either way).
+/// What one pass keeps for the next (the output is the same with or without it).
+#[derive(Default)]
+pub struct RenderCache {
+    pub memo: RenderMemo,
+    pub endpoints: world::EndpointsCache,
+}
+
+/// [`render_world`], reusing the LoadBalancer renders and Service endpoints `cache` kept
+/// from earlier passes where their inputs are unchanged.
 pub fn render_world_with(
     world: &World<'_>,
     vrid_range: (u8, u8),
-    memo: &mut RenderMemo,
+    cache: &mut RenderCache,
 ) -> Outcome {
     let World {
         vips,
@@ -205,7 +212,11 @@ pub fn render_world_with(
         material,
         options,
     } = *world;
-    let endpoints = world::resolve_endpoints(services, slices);
+    let RenderCache {
+        memo,
+        endpoints: kept_endpoints,
+    } = cache;
+    let endpoints = world::resolve_endpoints_with(services, slices, kept_endpoints);
     let secret_values = world::secret_values(secrets);
     let facts: Vec<_> = vips.iter().map(|v| world::vip_facts(v, nodes)).collect();
     let plan = assign::plan(&facts, vrid_range);

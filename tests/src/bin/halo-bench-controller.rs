@@ -1019,15 +1019,34 @@ fn render_after_one_change(
     mut slices: Vec<EndpointSlice>,
     nodes: &[&Node],
 ) -> KeptRenders {
-    let mut memo = halo_crds::render::RenderMemo::default();
+    let mut memo = halo_controller::reconcile::RenderCache::default();
     let material = halo_crds::render::Material::new();
+    // Versioned as the API server versions them, so kept endpoints can be reused.
+    let services: Vec<Service> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut s = (*s).clone();
+            s.metadata.uid = Some(format!("svc-{i}"));
+            s.metadata.resource_version = Some("1".into());
+            s
+        })
+        .collect();
+    let services: Vec<&Service> = services.iter().collect();
+    for (i, s) in slices.iter_mut().enumerate() {
+        s.metadata.uid = Some(format!("slice-{i}"));
+        s.metadata.resource_version = Some("1".into());
+    }
     let mut times = Vec::new();
     for r in 0..=args.renders {
         if r > 0 {
             let i = (r * 7919) % slices.len().max(1);
-            if let Some(ep) = slices.get_mut(i).and_then(|s| s.endpoints.first_mut()) {
-                let c = ep.conditions.get_or_insert_with(Default::default);
-                c.ready = Some(!c.ready.unwrap_or(true));
+            if let Some(slice) = slices.get_mut(i) {
+                slice.metadata.resource_version = Some(format!("{}", r + 1));
+                if let Some(ep) = slice.endpoints.first_mut() {
+                    let c = ep.conditions.get_or_insert_with(Default::default);
+                    c.ready = Some(!c.ready.unwrap_or(true));
+                }
             }
         }
         let slice_refs: Vec<&EndpointSlice> = slices.iter().collect();
@@ -1036,7 +1055,7 @@ fn render_after_one_change(
             &halo_controller::reconcile::World {
                 vips,
                 lbs,
-                services,
+                services: &services,
                 slices: &slice_refs,
                 nodes,
                 secrets: &[],
@@ -1051,7 +1070,7 @@ fn render_after_one_change(
         }
         drop(outcome);
     }
-    let (reused, made) = memo.counts();
+    let (reused, made) = memo.memo.counts();
     KeptRenders {
         times,
         reused,
