@@ -56,6 +56,16 @@ pub struct LoadBalancerSpec {
     pub backend_groups: Vec<BackendGroup>,
 }
 
+impl LoadBalancerSpec {
+    /// Every upstream: each listener's own, then each backend group's.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Upstream> {
+        self.listeners
+            .iter()
+            .map(|l| &l.upstream)
+            .chain(self.backend_groups.iter().map(|g| &g.upstream))
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.protocol in ['HTTP', 'HTTPS'] || !has(self.forwardedHeaders) || !self.forwardedHeaders").message("forwardedHeaders applies to protocols HTTP and HTTPS"))]

@@ -52,6 +52,14 @@ spec:
       healthCheck: {type: TCP, port: 9200}
 "#;
 
+fn zoned(name: &str, zone: &str) -> NodeInfo {
+    NodeInfo {
+        name: name.into(),
+        labels: BTreeMap::from([("zone".to_string(), zone.to_string())]),
+        ..NodeInfo::default()
+    }
+}
+
 fn node(name: &str) -> NodeInfo {
     NodeInfo {
         name: name.into(),
@@ -698,11 +706,7 @@ fn a_shared_memo_changes_no_node_config() {
     let eps = endpoints();
     let mut memo = halo_crds::render::RenderMemo::default();
     for (name, zone) in [("lb1", "a"), ("lb2", "b"), ("lb3", "a")] {
-        let node = NodeInfo {
-            name: name.into(),
-            labels: BTreeMap::from([("zone".to_string(), zone.to_string())]),
-            ..NodeInfo::default()
-        };
+        let node = zoned(name, zone);
         let input = RenderInput {
             node: &node,
             virtual_ips: &m.virtual_ips,
@@ -804,11 +808,7 @@ fn a_memo_kept_across_passes_renders_what_a_fresh_render_does() {
             m.virtual_ips.clear();
         }
         for (name, zone) in [("lb1", "a"), ("lb2", "b")] {
-            let node = NodeInfo {
-                name: name.into(),
-                labels: BTreeMap::from([("zone".to_string(), zone.to_string())]),
-                ..NodeInfo::default()
-            };
+            let node = zoned(name, zone);
             let input = RenderInput {
                 node: &node,
                 virtual_ips: &m.virtual_ips,

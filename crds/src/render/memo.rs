@@ -68,13 +68,8 @@ pub struct RenderMemo {
 /// The Services a LoadBalancer's backends name, as its render looks them up.
 fn service_keys(lb: &LoadBalancer) -> BTreeSet<ServiceKey> {
     let namespace = lb.namespace().unwrap_or_default();
-    let upstreams = lb
-        .spec
-        .listeners
-        .iter()
-        .map(|l| &l.upstream)
-        .chain(lb.spec.backend_groups.iter().map(|g| &g.upstream));
-    upstreams
+    lb.spec
+        .upstreams()
         .flat_map(|u| &u.backends)
         .filter_map(|b| b.service.as_ref())
         .map(|svc| ServiceKey {

@@ -49,13 +49,7 @@ pub fn material_refs(lbs: &[LoadBalancer]) -> BTreeSet<MaterialRef> {
                 out.extend(cert.key_file.iter().cloned().map(MaterialRef::File));
             }
         }
-        let upstreams = lb
-            .spec
-            .listeners
-            .iter()
-            .map(|l| &l.upstream)
-            .chain(lb.spec.backend_groups.iter().map(|g| &g.upstream));
-        for tls in upstreams.filter_map(|u| u.backend_tls.as_ref()) {
+        for tls in lb.spec.upstreams().filter_map(|u| u.backend_tls.as_ref()) {
             out.extend(tls.ca_secret_name.iter().map(secret));
             out.extend(tls.ca_file.iter().cloned().map(MaterialRef::File));
         }
