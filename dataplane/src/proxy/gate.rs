@@ -140,7 +140,8 @@ impl Gate {
         }
     }
 
-    pub fn is_closed(&self, ip: IpAddr) -> bool {
+    #[cfg(test)]
+    fn is_closed(&self, ip: IpAddr) -> bool {
         self.lock().is_closed(ip)
     }
 }
