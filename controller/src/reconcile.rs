@@ -220,8 +220,8 @@ pub fn render_world_with(
     let secret_values = world::secret_values(secrets);
     let facts: Vec<_> = vips.iter().map(|v| world::vip_facts(v, nodes)).collect();
     let plan = assign::plan(&facts, vrid_range);
-    let vip_objects: Vec<VirtualIP> = vips.iter().map(|v| (**v).clone()).collect();
-    let lb_objects: Vec<LoadBalancer> = lbs.iter().map(|l| (**l).clone()).collect();
+    let vip_objects: Vec<&VirtualIP> = vips.iter().map(AsRef::as_ref).collect();
+    let lb_objects: Vec<&LoadBalancer> = lbs.iter().map(AsRef::as_ref).collect();
 
     let mut problems: BTreeMap<ObjectRef, BTreeSet<String>> = BTreeMap::new();
     for v in vips {

@@ -5,7 +5,9 @@ use std::net::IpAddr;
 
 use halo_crds::VirtualIP;
 use halo_crds::net::IpPrefix;
-use halo_crds::render::{Endpoint, NodeInfo, SecretValues, ServiceEndpoints, ServiceKey};
+use halo_crds::render::{
+    Endpoint, Endpoints, NodeInfo, SecretValues, ServiceEndpoints, ServiceKey,
+};
 use halo_crds::virtual_ip::VrrpMode;
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -33,7 +35,7 @@ fn versions<'a>(objects: impl Iterator<Item = &'a ObjectMeta>) -> Option<Version
 }
 
 /// One Service's endpoints, per port.
-type PortEndpoints = Vec<(ServiceKey, Vec<Endpoint>)>;
+type PortEndpoints = Vec<(ServiceKey, Endpoints)>;
 
 /// The endpoints of each Service kept from the last pass, with the versions they were
 /// resolved from: a change resolves only the Services whose objects it touched.
@@ -145,7 +147,7 @@ fn service_endpoints(
         }
         endpoints.sort_by(|a, b| a.name.cmp(&b.name));
         endpoints.dedup_by(|a, b| a.name == b.name);
-        out.push((key, endpoints));
+        out.push((key, endpoints.into()));
     }
     out
 }
@@ -367,6 +369,6 @@ mod tests {
         let mut s = slice(vec![("10.1.0.5", Some(true), None)]);
         s.metadata.labels = Some([(SERVICE_NAME_LABEL.to_string(), "web".to_string())].into());
         let eps = resolve_endpoints(&[&svc], &[&s]);
-        assert!(eps.values().all(Vec::is_empty));
+        assert!(eps.values().all(|e| e.is_empty()));
     }
 }

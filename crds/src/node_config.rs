@@ -2,6 +2,7 @@
 //! control plane to a node. Durations are plain milliseconds on the wire.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,9 @@ pub struct NodeConfig {
     /// Content hash (hex FNV-1a 64 of the config with version and hash blanked).
     pub hash: String,
     pub vips: Vec<VipConfig>,
-    pub listeners: Vec<ListenerConfig>,
+    /// Shared: the controller's kept renders and every node serving a listener hold one
+    /// copy of it.
+    pub listeners: Vec<Arc<ListenerConfig>>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -595,7 +598,7 @@ impl NodeConfig {
     /// renderer that keeps the hashes of listeners it did not change need not serialise
     /// them again; nothing is copied or held as text to hash it.
     pub fn content_hash(&self) -> String {
-        self.hash_with(self.listeners.iter().map(ListenerConfig::content_hash))
+        self.hash_with(self.listeners.iter().map(|l| l.content_hash()))
     }
 
     fn hash_with(&self, listener_hashes: impl Iterator<Item = u64>) -> String {
@@ -631,7 +634,7 @@ impl NodeConfig {
             listener_hashes,
             self.listeners
                 .iter()
-                .map(ListenerConfig::content_hash)
+                .map(|l| l.content_hash())
                 .collect::<Vec<_>>()
                 .as_slice()
         );
@@ -660,7 +663,7 @@ struct Blank<'a> {
     version: u64,
     hash: &'a str,
     vips: &'a [VipConfig],
-    listeners: &'a [ListenerConfig],
+    listeners: &'a [Arc<ListenerConfig>],
 }
 
 /// FNV-1a 64 over everything written to it.

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use kube::ResourceExt;
 
@@ -56,7 +57,10 @@ pub struct Endpoint {
     pub ready: bool,
 }
 
-pub type ServiceEndpoints = BTreeMap<ServiceKey, Vec<Endpoint>>;
+/// One Service port's endpoints: shared, so a render keeps them without copying.
+pub type Endpoints = Arc<[Endpoint]>;
+
+pub type ServiceEndpoints = BTreeMap<ServiceKey, Endpoints>;
 
 /// What the controller decided for a VirtualIP; standalone mode takes it from the spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,8 +94,8 @@ pub type Material = BTreeMap<MaterialRef, MaterialEntry>;
 #[derive(Clone, Copy, Debug)]
 pub struct RenderInput<'a> {
     pub node: &'a NodeInfo,
-    pub virtual_ips: &'a [VirtualIP],
-    pub load_balancers: &'a [LoadBalancer],
+    pub virtual_ips: &'a [&'a VirtualIP],
+    pub load_balancers: &'a [&'a LoadBalancer],
     pub endpoints: &'a ServiceEndpoints,
     pub assignments: &'a Assignments,
     pub secrets: &'a SecretValues,
@@ -225,7 +229,7 @@ pub(crate) struct LbSources<'a> {
 pub fn render_with(input: &RenderInput<'_>, memo: &mut RenderMemo) -> Rendered {
     let mut problems = Vec::new();
 
-    let mut vips: Vec<&VirtualIP> = input.virtual_ips.iter().collect();
+    let mut vips: Vec<&VirtualIP> = input.virtual_ips.to_vec();
     vips.sort_by_key(|v| v.name_any());
     // VirtualIPs that are valid and include this node, by name.
     let mut usable_vips: BTreeMap<String, VipConfig> = BTreeMap::new();
@@ -256,7 +260,7 @@ pub fn render_with(input: &RenderInput<'_>, memo: &mut RenderMemo) -> Rendered {
     usable_vips.retain(|name, _| !invalid_vips.contains(name));
     settle_group_preference(input, &mut usable_vips);
 
-    let mut lbs: Vec<&LoadBalancer> = input.load_balancers.iter().collect();
+    let mut lbs: Vec<&LoadBalancer> = input.load_balancers.to_vec();
     // The oldest object keeps a contested port (as Gateway API settles conflicts), so a
     // new object never takes it from one that serves; name order among equals.
     lbs.sort_by_key(|lb| {
@@ -313,7 +317,7 @@ pub fn render_with(input: &RenderInput<'_>, memo: &mut RenderMemo) -> Rendered {
 /// one holds (`bound`), if any.
 fn port_conflicts(
     lb: &LoadBalancer,
-    rendered: &[crate::node_config::ListenerConfig],
+    rendered: &[Arc<crate::node_config::ListenerConfig>],
     bound: &BTreeMap<(IpAddr, u16), String>,
 ) -> Option<Vec<Problem>> {
     let mut checker = Checker::new(load_balancer_ref(lb));
@@ -565,7 +569,7 @@ fn settle_group_preference(input: &RenderInput<'_>, vips: &mut BTreeMap<String, 
     let specs: BTreeMap<String, &VirtualIP> = input
         .virtual_ips
         .iter()
-        .map(|v| (v.name_any(), v))
+        .map(|v| (v.name_any(), *v))
         .collect();
     let mut preferred: BTreeMap<String, &str> = BTreeMap::new();
     for (name, vip) in vips.iter() {
@@ -608,7 +612,7 @@ fn check_vrid_conflicts(
                         namespace: None,
                         name: name.clone(),
                     },
-                    virtual_ip_ref,
+                    |v| virtual_ip_ref(v),
                 );
             problems.push(Problem {
                 object,

@@ -80,7 +80,7 @@ fn endpoints() -> ServiceEndpoints {
             name: "mariadb".into(),
             port: 3306,
         },
-        vec![ep("db-0", "10.1.0.5", true), ep("db-1", "10.1.0.6", false)],
+        vec![ep("db-0", "10.1.0.5", true), ep("db-1", "10.1.0.6", false)].into(),
     )])
 }
 
@@ -100,8 +100,8 @@ fn render_options(
     let eps = endpoints();
     render(&RenderInput {
         node: &node,
-        virtual_ips: &m.virtual_ips,
-        load_balancers: &m.load_balancers,
+        virtual_ips: &m.virtual_ips.iter().collect::<Vec<_>>(),
+        load_balancers: &m.load_balancers.iter().collect::<Vec<_>>(),
         endpoints: &eps,
         assignments,
         secrets: &SecretValues::new(),
@@ -635,8 +635,8 @@ fn the_preferred_node_is_settled_per_sync_group_and_draining_follows_the_node() 
         };
         let r = render(&RenderInput {
             node: &node,
-            virtual_ips: &m.virtual_ips,
-            load_balancers: &m.load_balancers,
+            virtual_ips: &m.virtual_ips.iter().collect::<Vec<_>>(),
+            load_balancers: &m.load_balancers.iter().collect::<Vec<_>>(),
             endpoints: &endpoints(),
             assignments: &Assignments::new(),
             secrets: &SecretValues::new(),
@@ -689,7 +689,7 @@ fn the_content_hash_is_fnv_of_the_blanked_json_then_of_each_listener() {
     assert_eq!(rendered.clone().sealed_with(42, &known).hash, config.hash);
     // A listener's change changes the node's hash.
     let mut changed = rendered;
-    changed.listeners[0].port += 1;
+    std::sync::Arc::make_mut(&mut changed.listeners[0]).port += 1;
     assert_ne!(changed.sealed(42).hash, config.hash);
 }
 
@@ -709,8 +709,8 @@ fn a_shared_memo_changes_no_node_config() {
         let node = zoned(name, zone);
         let input = RenderInput {
             node: &node,
-            virtual_ips: &m.virtual_ips,
-            load_balancers: &m.load_balancers,
+            virtual_ips: &m.virtual_ips.iter().collect::<Vec<_>>(),
+            load_balancers: &m.load_balancers.iter().collect::<Vec<_>>(),
             endpoints: &eps,
             assignments: &Assignments::new(),
             secrets: &SecretValues::new(),
@@ -735,9 +735,11 @@ fn a_memo_kept_across_passes_renders_what_a_fresh_render_does() {
     let base = format!("{SITE}{https}");
     let ready = |mut eps: ServiceEndpoints| {
         for list in eps.values_mut() {
-            for e in list {
+            let mut all: Vec<Endpoint> = list.to_vec();
+            for e in &mut all {
                 e.ready = true;
             }
+            *list = all.into();
         }
         eps
     };
@@ -811,8 +813,8 @@ fn a_memo_kept_across_passes_renders_what_a_fresh_render_does() {
             let node = zoned(name, zone);
             let input = RenderInput {
                 node: &node,
-                virtual_ips: &m.virtual_ips,
-                load_balancers: &m.load_balancers,
+                virtual_ips: &m.virtual_ips.iter().collect::<Vec<_>>(),
+                load_balancers: &m.load_balancers.iter().collect::<Vec<_>>(),
                 endpoints: eps,
                 assignments: &Assignments::new(),
                 secrets: &SecretValues::new(),

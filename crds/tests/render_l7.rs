@@ -52,8 +52,8 @@ fn render_with(text: &str, material: &Material) -> Rendered {
     };
     render(&RenderInput {
         node: &node,
-        virtual_ips: &m.virtual_ips,
-        load_balancers: &m.load_balancers,
+        virtual_ips: &m.virtual_ips.iter().collect::<Vec<_>>(),
+        load_balancers: &m.load_balancers.iter().collect::<Vec<_>>(),
         endpoints: &ServiceEndpoints::new(),
         assignments: &Assignments::new(),
         secrets: &SecretValues::new(),
@@ -66,7 +66,7 @@ fn render_with(text: &str, material: &Material) -> Rendered {
 fn listener(text: &str) -> ListenerConfig {
     let r = render_with(text, &Material::new());
     assert!(r.problems.is_empty(), "{text}\n{:?}", r.problems);
-    r.config.listeners.into_iter().next().expect("one listener")
+    ListenerConfig::clone(r.config.listeners.first().expect("one listener"))
 }
 
 fn problems(text: &str) -> Vec<String> {
@@ -630,7 +630,7 @@ fn https(extra: &str) -> String {
 fn tls_listener(text: &str) -> ListenerConfig {
     let r = render_with(text, &material());
     assert!(r.problems.is_empty(), "{text}\n{:?}", r.problems);
-    r.config.listeners.into_iter().next().expect("one listener")
+    ListenerConfig::clone(r.config.listeners.first().expect("one listener"))
 }
 
 #[test]

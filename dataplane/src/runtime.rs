@@ -225,7 +225,12 @@ impl Runtime {
         };
         for l in &config.listeners {
             let previous = state.services.get(&l.name).cloned();
-            let service = Service::new(l.clone(), previous.as_deref(), self.metrics.clone(), build);
+            let service = Service::new(
+                halo_crds::node_config::ListenerConfig::clone(l),
+                previous.as_deref(),
+                self.metrics.clone(),
+                build,
+            );
             services.insert(l.name.clone(), service);
         }
         for old in state.services.values() {

@@ -39,8 +39,8 @@ fn load_balancer_yaml(port: u16, backend: u16) -> String {
 fn node_certificate(cluster: &Cluster) -> Option<String> {
     let config = cluster.node_config(NODE)?;
     let listener = config.listeners.into_iter().find(|l| l.name == LISTENER)?;
-    let first = listener.tls?.certificates.into_iter().next()?;
-    Some(first.cert_pem)
+    let first = listener.tls.as_ref()?.certificates.first()?;
+    Some(first.cert_pem.clone())
 }
 
 /// `status reason` of the LoadBalancer's Ready condition, and its message.

@@ -269,7 +269,7 @@ fn render_backends(src: &GroupSource<'_>, up: &Upstream, c: &mut Checker) -> Vec
                     .endpoints
                     .get(&key)
                     .into_iter()
-                    .flatten()
+                    .flat_map(|eps| eps.iter())
                     .filter(|e| e.ready)
                 {
                     let prefix = b.name.as_deref().unwrap_or(&svc.name);

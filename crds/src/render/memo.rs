@@ -8,20 +8,22 @@
 //! absent, which the tests comparing memoised against fresh renders catch.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use kube::ResourceExt;
 
 use super::listener::render_load_balancer;
 use super::tls::material_refs;
 use super::{
-    Endpoint, LbSources, Material, MaterialEntry, MaterialRef, Problem, ServiceEndpoints,
+    Endpoints, LbSources, Material, MaterialEntry, MaterialRef, Problem, ServiceEndpoints,
     ServiceKey,
 };
 use crate::load_balancer::{LoadBalancer, LoadBalancerSpec};
 use crate::net::IpPrefix;
 use crate::node_config::{ListenerConfig, VipConfig};
 
-pub(super) type LbRender = Result<Vec<ListenerConfig>, Vec<Problem>>;
+/// Listeners are shared with every node config that serves them.
+pub(super) type LbRender = Result<Vec<Arc<ListenerConfig>>, Vec<Problem>>;
 
 /// (namespace, name, the VirtualIP's addresses on this node, whether it is invalid).
 type Standing = (String, String, Option<Vec<IpPrefix>>, bool);
@@ -31,7 +33,7 @@ struct Entry {
     spec: LoadBalancerSpec,
     vip_exists: bool,
     /// Every Service the spec names, with what the input held for it.
-    endpoints: Vec<(ServiceKey, Option<Vec<Endpoint>>)>,
+    endpoints: Vec<(ServiceKey, Option<Endpoints>)>,
     material: Vec<(MaterialRef, Option<MaterialEntry>)>,
     render: LbRender,
     /// The content hash of each listener in `render` (see `NodeConfig::sealed_with`).
@@ -138,7 +140,7 @@ fn fresh_entry(
     vips: &BTreeMap<String, VipConfig>,
     invalid: &BTreeSet<String>,
 ) -> Entry {
-    let endpoints: Vec<(ServiceKey, Option<Vec<Endpoint>>)> = service_keys(lb)
+    let endpoints: Vec<(ServiceKey, Option<Endpoints>)> = service_keys(lb)
         .into_iter()
         .map(|k| {
             let v = src.endpoints.get(&k).cloned();
@@ -165,9 +167,10 @@ fn fresh_entry(
         material: &own_material,
         vip_exists: src.vip_exists,
     };
-    let render = render_load_balancer(&own, lb, vips, invalid);
+    let render = render_load_balancer(&own, lb, vips, invalid)
+        .map(|listeners| listeners.into_iter().map(Arc::new).collect::<Vec<_>>());
     let hashes = match &render {
-        Ok(listeners) => listeners.iter().map(ListenerConfig::content_hash).collect(),
+        Ok(listeners) => listeners.iter().map(|l| l.content_hash()).collect(),
         Err(_) => Vec::new(),
     };
     Entry {

@@ -93,8 +93,8 @@ fn render_objects(
 ) -> Result<NodeConfig, FileError> {
     let rendered = render(&RenderInput {
         node,
-        virtual_ips: &objects.virtual_ips,
-        load_balancers: &objects.load_balancers,
+        virtual_ips: &objects.virtual_ips.iter().collect::<Vec<_>>(),
+        load_balancers: &objects.load_balancers.iter().collect::<Vec<_>>(),
         endpoints: &ServiceEndpoints::new(),
         assignments: &Assignments::new(),
         secrets: &SecretValues::new(),

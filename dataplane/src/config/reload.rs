@@ -142,7 +142,7 @@ pub fn diff(old: Option<&NodeConfig>, new: &NodeConfig) -> Diff {
 fn listeners(c: Option<&NodeConfig>) -> BTreeMap<&str, &ListenerConfig> {
     c.iter()
         .flat_map(|c| &c.listeners)
-        .map(|l| (l.name.as_str(), l))
+        .map(|l| (l.name.as_str(), &**l))
         .collect()
 }
 
