@@ -10,6 +10,7 @@ pub mod observed;
 pub mod reconcile;
 pub mod secrets;
 pub mod services;
+pub mod serving_cert;
 pub mod status;
 pub mod stream;
 pub mod tls;

@@ -15,7 +15,7 @@ use halo_controller::observed::Observed;
 use halo_controller::reconcile::Renderer;
 use halo_controller::status::{self, Context};
 use halo_controller::stream::{self, Auth, Hub, StreamServer};
-use halo_controller::{index::Index, tls};
+use halo_controller::{index::Index, serving_cert, tls};
 use kube::runtime::events::{Recorder, Reporter};
 
 #[derive(Parser)]
@@ -33,10 +33,23 @@ struct Args {
     /// Config stream listener (HTTPS).
     #[arg(long, default_value = "0.0.0.0:9443")]
     listen: SocketAddr,
-    #[arg(long)]
-    tls_cert: PathBuf,
-    #[arg(long)]
-    tls_key: PathBuf,
+    /// Serving certificate (PEM) of the config stream; with --tls-key.
+    #[arg(long, requires = "tls_key", conflicts_with = "tls_secret")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Instead of files: the Secret (in --namespace) holding tls.crt, tls.key and ca.crt,
+    /// created with a new CA and certificate when it does not exist.
+    #[arg(long, required_unless_present = "tls_cert")]
+    tls_secret: Option<String>,
+    /// The Service the data planes dial: its DNS names go into a created certificate.
+    #[arg(long, default_value = "halo-controller")]
+    tls_service: String,
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Validity of a created CA and certificate, in days.
+    #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    tls_validity_days: u32,
     /// Plain-HTTP /metrics and /healthz.
     #[arg(long, default_value = "0.0.0.0:9090")]
     metrics: SocketAddr,
@@ -59,6 +72,33 @@ struct Args {
     /// VirtualIP selects, so they are refused (Ready=False) unless this is given.
     #[arg(long)]
     allow_track_exec: bool,
+}
+
+/// The config stream's TLS from files, or from the Secret the controller keeps.
+async fn serving_tls(args: &Args, client: &kube::Client) -> Result<tokio_rustls::TlsAcceptor> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        return tls::acceptor(cert, key);
+    }
+    let Some(name) = &args.tls_secret else {
+        bail!("give --tls-cert and --tls-key, or --tls-secret");
+    };
+    let names = serving_cert::dns_names(&args.tls_service, &args.namespace, &args.cluster_domain);
+    // Bounded: a controller that cannot reach the API server at start is restarted by its
+    // liveness probe, which is the clearer signal.
+    let material = tokio::time::timeout(
+        Duration::from_secs(60),
+        serving_cert::ensure(
+            client.clone(),
+            &args.namespace,
+            name,
+            &names,
+            Duration::from_secs(u64::from(args.tls_validity_days) * 86_400),
+        ),
+    )
+    .await
+    .context("the serving certificate's Secret took too long")??;
+    tls::acceptor_from_pem(material.cert.as_bytes(), material.key.as_bytes())
+        .with_context(|| format!("Secret {}/{name}", args.namespace))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -99,7 +139,7 @@ async fn main() -> Result<()> {
         .identity
         .clone()
         .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
-    let acceptor = tls::acceptor(&args.tls_cert, &args.tls_key)?;
+    let acceptor = serving_tls(&args, &client).await?;
 
     let metrics = Arc::new(Metrics::new());
     let leader = Arc::new(Leader::default());

@@ -1,7 +1,8 @@
 //! halo-controller as the plain manifests deploy it: the arguments and environment of the
-//! rendered Deployment (deploy/manifests/halo.yaml), the TLS Secret from the README's steps,
-//! and the token of its own ServiceAccount, against a real kube-apiserver. It must reconcile
-//! everything without a single permission error.
+//! rendered Deployment (deploy/manifests/halo.yaml) and the token of its own ServiceAccount,
+//! against a real kube-apiserver. Applied in one step, two replicas starting together make
+//! one serving certificate Secret; a Secret from the README's openssl steps is used as it is.
+//! It must reconcile everything without a single permission error.
 
 #[path = "deploy_support.rs"]
 mod support;
@@ -126,69 +127,9 @@ fn command_from_deployment(
     cmd
 }
 
-fn curl_status(ca: &Path, port: u16, node: &str, token: Option<&str>) -> u16 {
-    // The name the data planes dial, resolved to the loopback listener: the certificate from
-    // the README's steps must be valid for it.
-    let host = "halo-controller.halo-system.svc";
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--max-time",
-        "5",
-    ])
-    .args(["--resolve", &format!("{host}:{port}:127.0.0.1"), "--cacert"])
-    .arg(ca);
-    if let Some(t) = token {
-        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-    }
-    cmd.arg(format!("https://{host}:{port}/v1/nodes/{node}/status"))
-        .args(["-X", "POST", "-d", "{}"]);
-    let out = cmd.output().expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
-#[test]
-fn controller_reconciles_with_its_own_service_account_and_the_rendered_flags() {
-    let cluster = Cluster::start("controller").expect("control plane");
-    let tls_dir = cluster.dir().join("tls");
-    support::run_readme_tls_steps(&cluster, &tls_dir).expect("README TLS steps");
-    let manifests = root().join("deploy/manifests/halo.yaml");
-    cluster
-        .kubectl_ok(&["apply", "-f", &manifests.to_string_lossy()])
-        .expect("apply the plain manifests");
-    cluster.wait_crds_established().expect("CRDs");
-    let objects = cluster
-        .parse(&std::fs::read_to_string(&manifests).expect("manifests"))
-        .expect("parse");
-    let deployment = find(&objects, "Deployment", "halo-controller").expect("Deployment");
-    let daemonset = find(&objects, "DaemonSet", "halo-dataplane").expect("DaemonSet");
-    let audience = daemonset["spec"]["template"]["spec"]["volumes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find_map(|v| v["projected"]["sources"][0]["serviceAccountToken"]["audience"].as_str())
-        .expect("projected token audience")
-        .to_string();
-
-    // The world the controller watches: a node with a data plane pod on it, VirtualIPs and
-    // LoadBalancers (one broken), and a Service of type LoadBalancer with a pool.
-    cluster.node("node-a", "192.0.2.1").expect("node");
-    cluster
-        .pod_from_template("daemonset", "halo-dataplane", "dp-node-a", "node-a", false)
-        .expect("data plane pod");
-    cluster
-        .kubectl_ok(&["create", "namespace", "shop"])
-        .expect("namespace");
-    cluster
-        .apply(
-            "apiVersion: halo.dev/v1alpha1
+/// What the controller watches: VirtualIPs and LoadBalancers (one broken), a pool, and a
+/// Service of type LoadBalancer.
+const WORLD: &str = "apiVersion: halo.dev/v1alpha1
 kind: VirtualIP
 metadata: {name: web}
 spec:
@@ -223,49 +164,157 @@ spec:
   loadBalancerClass: halo.dev/vrrp
   selector: {app: shop}
   ports: [{name: http, port: 80, targetPort: 8080}]
-",
-        )
-        .expect("objects");
+";
 
-    let kubeconfig = cluster
-        .service_account_kubeconfig("halo-controller")
-        .expect("kubeconfig of the controller's ServiceAccount");
-    let (stream, metrics) = (free_port().expect("port"), free_port().expect("port"));
-    let identity = "halo-controller-test-0";
-    let mut cmd =
-        command_from_deployment(deployment, &tls_dir, stream, metrics, &kubeconfig, identity);
-    let log_path = cluster.dir().join("controller.log");
-    eprintln!("controller: {cmd:?}");
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).expect("log"))
-        .spawn()
-        .expect("spawn halo-controller");
-    let mut controller = Proc(child);
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let metrics_addr = SocketAddr::from(([127, 0, 0, 1], metrics));
+/// One controller replica started from the rendered Deployment, stopped when dropped.
+struct Replica {
+    proc: Proc,
+    stream: u16,
+    metrics: SocketAddr,
+    log_path: PathBuf,
+}
 
-    // Up (its metrics port opens after the first list of everything it watches) and leading.
+impl Replica {
+    fn start(cluster: &Cluster, deployment: &Value, tls_dir: &Path, identity: &str) -> Self {
+        let kubeconfig = cluster
+            .service_account_kubeconfig("halo-controller")
+            .expect("kubeconfig of the controller's ServiceAccount");
+        let (stream, metrics) = (free_port().expect("port"), free_port().expect("port"));
+        let mut cmd =
+            command_from_deployment(deployment, tls_dir, stream, metrics, &kubeconfig, identity);
+        let log_path = cluster.dir().join(format!("{identity}.log"));
+        eprintln!("controller: {cmd:?}");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).expect("log"))
+            .spawn()
+            .expect("spawn halo-controller");
+        Self {
+            proc: Proc(child),
+            stream,
+            metrics: SocketAddr::from(([127, 0, 0, 1], metrics)),
+            log_path,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.proc.0.try_wait(), Ok(None))
+    }
+
+    /// Its metrics port opens after the first list of everything it watches.
+    fn wait_up(&mut self) {
+        let up = wait_for(Duration::from_secs(60), || {
+            !self.running()
+                || http_get_blocking(self.metrics, "/healthz").is_ok_and(|(c, _)| c == 200)
+        });
+        assert!(
+            up && self.running(),
+            "the controller did not come up:\n{}",
+            self.log()
+        );
+    }
+
+    fn leading(&self) -> bool {
+        http_get_blocking(self.metrics, "/metrics")
+            .is_ok_and(|(_, body)| body.lines().any(|l| l == "halo_controller_leader 1"))
+    }
+}
+
+fn curl_status(ca: &Path, port: u16, node: &str, token: Option<&str>) -> u16 {
+    // The name the data planes dial, resolved to the loopback listener: the certificate from
+    // the README's steps must be valid for it.
+    let host = "halo-controller.halo-system.svc";
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "5",
+    ])
+    .args(["--resolve", &format!("{host}:{port}:127.0.0.1"), "--cacert"])
+    .arg(ca);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    cmd.arg(format!("https://{host}:{port}/v1/nodes/{node}/status"))
+        .args(["-X", "POST", "-d", "{}"]);
+    let out = cmd.output().expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// The plain manifests, applied as they are, and the rendered Deployment and DaemonSet.
+fn apply_manifests(cluster: &Cluster) -> (Vec<Value>, String) {
+    let manifests = root().join("deploy/manifests/halo.yaml");
+    cluster
+        .kubectl_ok(&["apply", "-f", &manifests.to_string_lossy()])
+        .expect("apply the plain manifests");
+    cluster.wait_crds_established().expect("CRDs");
+    let objects = cluster
+        .parse(&std::fs::read_to_string(&manifests).expect("manifests"))
+        .expect("parse");
+    let daemonset = find(&objects, "DaemonSet", "halo-dataplane").expect("DaemonSet");
+    let audience = daemonset["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|v| v["projected"]["sources"][0]["serviceAccountToken"]["audience"].as_str())
+        .expect("projected token audience")
+        .to_string();
+    (objects, audience)
+}
+
+#[test]
+fn controller_reconciles_with_its_own_service_account_and_the_rendered_flags() {
+    let cluster = Cluster::start("controller").expect("control plane");
+    let tls_dir = cluster.dir().join("tls");
+    std::fs::create_dir_all(&tls_dir).expect("tls dir");
+    let (objects, audience) = apply_manifests(&cluster);
+    let deployment = find(&objects, "Deployment", "halo-controller").expect("Deployment");
+
+    // The world the controller watches: a node with a data plane pod on it, VirtualIPs and
+    // LoadBalancers (one broken), and a Service of type LoadBalancer with a pool.
+    cluster.node("node-a", "192.0.2.1").expect("node");
+    cluster
+        .pod_from_template("daemonset", "halo-dataplane", "dp-node-a", "node-a", false)
+        .expect("data plane pod");
+    cluster
+        .kubectl_ok(&["create", "namespace", "shop"])
+        .expect("namespace");
+    cluster.apply(WORLD).expect("objects");
+
+    // Two replicas, as the Deployment runs them, starting together with no Secret yet: they
+    // race to create it, and both serve the one that won.
+    let identities = ["halo-controller-test-0", "halo-controller-test-1"];
+    let mut replicas: Vec<Replica> = identities
+        .iter()
+        .map(|id| Replica::start(&cluster, deployment, &tls_dir, id))
+        .collect();
+    for r in &mut replicas {
+        r.wait_up();
+    }
     assert!(
-        wait_for(Duration::from_secs(60), || {
-            matches!(controller.0.try_wait(), Ok(Some(_)))
-                || http_get_blocking(metrics_addr, "/healthz").is_ok_and(|(c, _)| c == 200)
-        }) && matches!(controller.0.try_wait(), Ok(None)),
-        "the controller did not come up:\n{}",
-        log()
+        wait_for(Duration::from_secs(30), || replicas
+            .iter()
+            .any(Replica::leading)),
+        "nobody leads:\n{}\n{}",
+        replicas[0].log(),
+        replicas[1].log()
     );
-    assert!(
-        wait_for(Duration::from_secs(30), || http_get_blocking(
-            metrics_addr,
-            "/metrics"
-        )
-        .is_ok_and(|(_, body)| body
-            .lines()
-            .any(|l| l == "halo_controller_leader 1"))),
-        "not leading:\n{}",
-        log()
-    );
+    let lead = replicas
+        .iter()
+        .position(Replica::leading)
+        .expect("a leader");
     let holder = cluster
         .kubectl_ok(&[
             "get",
@@ -277,7 +326,47 @@ spec:
             "jsonpath={.spec.holderIdentity}",
         ])
         .expect("lease");
-    assert_eq!(holder, identity);
+    assert_eq!(holder, identities[lead]);
+    let log_path = replicas[lead].log_path.clone();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let stream = replicas[lead].stream;
+
+    // The Secret it made: the data planes' ca.crt and the serving pair, labelled as its own.
+    let secret = cluster
+        .get_json(&["secret", "halo-controller-tls", "-n", NS])
+        .expect("the controller created its Secret");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(
+        secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "halo-controller"
+    );
+    let ca = tls_dir.join("ca.crt");
+    std::fs::write(
+        &ca,
+        cluster
+            .secret_text("halo-controller-tls", "ca.crt")
+            .expect("ca.crt"),
+    )
+    .expect("write ca.crt");
+    // Both replicas present a certificate that CA signed for the name the data planes dial
+    // (curl reports 000 when verification fails).
+    for r in &replicas {
+        assert_ne!(curl_status(&ca, r.stream, "node-a", None), 0, "{}", r.log());
+    }
+    // The permission that made it possible, and no more: no update, patch or delete.
+    let ctl = "halo-controller";
+    for (verb, allowed) in [
+        ("create", true),
+        ("update", false),
+        ("patch", false),
+        ("delete", false),
+    ] {
+        assert_eq!(
+            cluster.can_i(ctl, verb, "secrets", &["-n", NS]),
+            allowed,
+            "{verb} secrets"
+        );
+    }
 
     let get = |args: &[&str]| cluster.kubectl_ok(args).unwrap_or_default();
     // A VRID in the VirtualIP's status, and the release finalizer on it.
@@ -385,7 +474,7 @@ spec:
     );
 
     // TokenReviews: a data plane token (the DaemonSet's audience, bound to the pod on node-a)
-    // is let in for node-a only; the stream is served over the README's certificate.
+    // is let in for node-a only; the stream is served over the certificate it made.
     let token = cluster
         .kubectl_ok(&[
             "create",
@@ -404,7 +493,6 @@ spec:
         ])
         .expect("token");
     let token = token.trim();
-    let ca = tls_dir.join("ca.crt");
     assert_eq!(
         curl_status(&ca, stream, "node-a", Some(token)),
         204,
@@ -430,6 +518,13 @@ spec:
         "the controller ran into trouble:\n{}\n--- full log ---\n{text}",
         found.join("\n")
     );
+    let standby = replicas[1 - lead].log();
+    let found = trouble(&standby, &["forbidden", "Forbidden", "ERROR"]);
+    assert!(
+        found.is_empty(),
+        "the standby ran into trouble:\n{}\n--- full log ---\n{standby}",
+        found.join("\n")
+    );
 
     // Deleting the VirtualIP: nothing holds it, so the finalizer goes at once. (A reconcile of
     // the object just deleted may still fail with NotFound: only permissions count here.)
@@ -445,7 +540,7 @@ spec:
         log()
     );
     assert!(
-        matches!(controller.0.try_wait(), Ok(None)),
+        replicas[lead].running(),
         "the controller exited:\n{}",
         log()
     );
@@ -457,4 +552,39 @@ spec:
         found.join("\n")
     );
     eprintln!("controller log:\n{text}");
+}
+
+/// `tls.mode: external` as the README describes it for the plain manifests: the openssl steps
+/// first, then the same manifests. The controller serves that Secret and changes nothing.
+#[test]
+fn controller_serves_a_secret_made_by_the_readme_steps_as_it_is() {
+    let cluster = Cluster::start("controller-own-tls").expect("control plane");
+    let tls_dir = cluster.dir().join("tls");
+    support::run_readme_tls_steps(&cluster, &tls_dir).expect("README TLS steps");
+    let (objects, _) = apply_manifests(&cluster);
+    let deployment = find(&objects, "Deployment", "halo-controller").expect("Deployment");
+    let mut replica = Replica::start(&cluster, deployment, &tls_dir, "halo-controller-test-0");
+    replica.wait_up();
+    assert!(
+        replica
+            .log()
+            .contains("serving certificate from the existing Secret"),
+        "{}",
+        replica.log()
+    );
+    let own = std::fs::read_to_string(tls_dir.join("tls.crt")).expect("tls.crt");
+    assert_eq!(
+        cluster
+            .secret_text("halo-controller-tls", "tls.crt")
+            .expect("tls.crt")
+            .trim(),
+        own.trim(),
+        "the Secret was replaced"
+    );
+    assert_eq!(
+        curl_status(&tls_dir.join("ca.crt"), replica.stream, "node-a", None),
+        401,
+        "{}",
+        replica.log()
+    );
 }

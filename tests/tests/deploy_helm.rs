@@ -23,7 +23,7 @@ const OTHER_VALUES: &[&str] = &[
     "--set",
     "namespace.create=true",
     "--set",
-    "tls.generate=false",
+    "tls.mode=external",
     "--set",
     "tls.secretName=my-cert",
     "--set",
@@ -313,15 +313,7 @@ fn printer_columns(cluster: &Cluster) -> Vec<String> {
 
 fn tls_data(cluster: &Cluster, key: &str) -> String {
     cluster
-        .kubectl_ok(&[
-            "get",
-            "secret",
-            "halo-controller-tls",
-            "-n",
-            NS,
-            "-o",
-            &format!("go-template={{{{index .data \"{key}\" | base64decode}}}}"),
-        ])
+        .secret_text("halo-controller-tls", key)
         .expect("secret")
 }
 

@@ -247,6 +247,19 @@ impl Cluster {
         Ok(serde_json::from_str(&self.kubectl_ok(&all)?)?)
     }
 
+    /// One key of a Secret in [`NS`], decoded.
+    pub fn secret_text(&self, name: &str, key: &str) -> Result<String> {
+        self.kubectl_ok(&[
+            "get",
+            "secret",
+            name,
+            "-n",
+            NS,
+            "-o",
+            &format!("go-template={{{{index .data \"{key}\" | base64decode}}}}"),
+        ])
+    }
+
     pub fn wait_crds_established(&self) -> Result<()> {
         self.kubectl_ok(&[
             "wait",
