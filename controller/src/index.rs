@@ -57,6 +57,31 @@ fn spec_fingerprint<K: Resource>(obj: &K) -> u64 {
     ))
 }
 
+/// A Service has no generation: its spec, labels and the annotations that ask for an
+/// address or a pool count.
+fn service_fingerprint(svc: &Service) -> u64 {
+    let wanted = |k: &&String| {
+        k.as_str() == crate::services::POOL_ANNOTATION
+            || k.as_str() == crate::services::ADDRESSES_ANNOTATION
+    };
+    let annotations: Vec<(&String, &String)> = svc
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| wanted(k))
+        .collect();
+    hash_of(&(
+        serde_json::to_string(&svc.spec).unwrap_or_default(),
+        &svc.metadata.labels,
+        annotations,
+        svc.metadata
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string()),
+    ))
+}
+
 fn any_change<K: Resource>(obj: &K) -> u64 {
     hash_of(&obj.meta().resource_version)
 }
@@ -137,7 +162,11 @@ impl Index {
             virtual_ips: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),
             load_balancers: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),
             pools: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),
-            services: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),
+            services: watch(
+                Api::all(client.clone()),
+                changed.clone(),
+                service_fingerprint,
+            ),
             endpoint_slices: watch(Api::all(client.clone()), changed.clone(), any_change),
             nodes: watch(Api::all(client.clone()), changed.clone(), node_fingerprint),
             secrets: watch(

@@ -7,6 +7,7 @@ pub mod lease;
 pub mod material;
 pub mod metrics;
 pub mod observed;
+pub mod pools;
 pub mod reconcile;
 pub mod secrets;
 pub mod services;

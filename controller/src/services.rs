@@ -2,19 +2,19 @@
 //! when a VirtualIPPool is marked `defaultClass`): an address from a pool, then a
 //! VirtualIP and a TCP LoadBalancer made for it, rendered like any other.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use halo_crds::load_balancer::{Algorithm, Backend, Listener, Protocol, ServiceBackend, Upstream};
 use halo_crds::net::IpPrefix;
 use halo_crds::{LoadBalancer, LoadBalancerSpec, VirtualIP, VirtualIPPool, VirtualIPSpec};
+
+use crate::pools::Pool;
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 
 pub const LOAD_BALANCER_CLASS: &str = "halo.dev/vrrp";
-/// Addresses looked at per pool before giving up (pools can be huge IPv6 ranges).
-const SCAN_LIMIT: u32 = 1 << 16;
 
 pub type ServiceId = (String, String);
 
@@ -30,7 +30,7 @@ fn is_ours(svc: &Service, default_class: bool) -> bool {
         }
 }
 
-fn current_ingress(svc: &Service) -> Option<IpAddr> {
+pub fn current_ingress(svc: &Service) -> Option<IpAddr> {
     svc.status
         .as_ref()?
         .load_balancer
@@ -44,51 +44,13 @@ fn current_ingress(svc: &Service) -> Option<IpAddr> {
         .ok()
 }
 
-/// The first usable host of a pool CIDR and how many there are (network and broadcast
-/// addresses left out where the subnet has them).
-fn host_range(net: IpPrefix) -> (u128, u128) {
-    match net.addr {
-        IpAddr::V4(a) => {
-            let len = u32::from(net.prefix_len);
-            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-            let base = u32::from(a) & mask;
-            let size = 1u128 << (32 - len);
-            if len <= 30 {
-                (u128::from(base) + 1, size - 2)
-            } else {
-                (u128::from(base), size)
-            }
-        }
-        IpAddr::V6(a) => {
-            let len = u32::from(net.prefix_len);
-            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-            let base = u128::from(a) & mask;
-            let size = 1u128.checked_shl(128 - len).unwrap_or(u128::MAX);
-            (base + 1, size.saturating_sub(1))
-        }
-    }
-}
-
-/// Usable host addresses of a pool CIDR, lowest first, bounded.
-fn hosts(net: IpPrefix) -> impl Iterator<Item = IpAddr> {
-    let (start, count) = host_range(net);
-    let v4 = net.addr.is_ipv4();
-    (0..count.min(u128::from(SCAN_LIMIT))).map(move |i| {
-        let n = start + i;
-        if v4 {
-            IpAddr::from(u32::try_from(n).unwrap_or(0).to_be_bytes())
-        } else {
-            IpAddr::from(n.to_be_bytes())
-        }
-    })
-}
-
 /// How much of a pool is in use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolUsage {
     /// Addresses of the pool held by Services.
     pub allocated: u64,
-    /// Addresses the pool can hand out (at most the first 65,536 of each CIDR).
+    /// Addresses the pool can hand out (at most the first 65,536 of each CIDR or range,
+    /// reserved ones left out).
     pub usable: u64,
     /// Services that got no address because every pool is full.
     pub waiting: u64,
@@ -96,26 +58,17 @@ pub struct PoolUsage {
 
 /// The usage of `pool` under `allocations` (pure).
 pub fn pool_usage(pool: &VirtualIPPool, allocations: &Allocations) -> PoolUsage {
-    let nets: Vec<IpPrefix> = pool
-        .spec
-        .cidrs
-        .iter()
-        .filter_map(|c| c.parse::<IpPrefix>().ok())
-        .collect();
-    let usable = nets
-        .iter()
-        .map(|n| host_range(*n).1.min(u128::from(SCAN_LIMIT)))
-        .sum::<u128>();
+    let view = Pool::of(pool);
     let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     PoolUsage {
         allocated: count(
             allocations
                 .values()
                 .filter_map(|a| a.as_ref().ok())
-                .filter(|p| nets.iter().any(|n| n.contains(p.addr)))
+                .filter(|p| view.contains(p.addr))
                 .count(),
         ),
-        usable: u64::try_from(usable).unwrap_or(u64::MAX),
+        usable: u64::try_from(view.usable()).unwrap_or(u64::MAX),
         waiting: count(
             allocations
                 .values()
@@ -127,21 +80,66 @@ pub fn pool_usage(pool: &VirtualIPPool, allocations: &Allocations) -> PoolUsage 
 
 /// Why a Service got no address when pools exist but are full.
 pub const POOLS_FULL: &str = "every VirtualIPPool address is in use";
+/// The annotation that names the pool to draw from.
+pub const POOL_ANNOTATION: &str = "halo.dev/pool";
+/// The annotation that asks for an address (as `spec.loadBalancerIP`, which is deprecated).
+pub const ADDRESSES_ANNOTATION: &str = "halo.dev/addresses";
+
+/// What a Service asks for beyond "any address".
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Request {
+    address: Option<IpAddr>,
+    pool: Option<String>,
+}
+
+fn request_of(svc: &Service) -> Result<Request, String> {
+    let annotations = svc.annotations();
+    let pool = annotations
+        .get(POOL_ANNOTATION)
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty());
+    let asked = match annotations.get(ADDRESSES_ANNOTATION) {
+        Some(list) => {
+            let items: Vec<&str> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .collect();
+            if items.len() > 1 {
+                return Err(format!(
+                    "annotation {ADDRESSES_ANNOTATION}: one address per Service, not {}",
+                    items.len()
+                ));
+            }
+            items.first().map(|a| (ADDRESSES_ANNOTATION, a.to_string()))
+        }
+        None => svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.load_balancer_ip.clone())
+            .filter(|a| !a.is_empty())
+            .map(|a| ("spec.loadBalancerIP", a)),
+    };
+    let address = match asked {
+        None => None,
+        Some((from, text)) => Some(
+            text.parse::<IpAddr>()
+                .map_err(|_| format!("{from}: {text:?} is not an IP address"))?,
+        ),
+    };
+    Ok(Request { address, pool })
+}
+
+fn id_of(svc: &Service) -> ServiceId {
+    (svc.namespace().unwrap_or_default(), svc.name_any())
+}
 
 /// Picks an address for every Service this controller serves. Addresses already in a
-/// Service's status are kept (stable across restarts); oldest Services go first.
+/// Service's status are kept (stable across restarts) while the Service may still hold
+/// them; then requested addresses, then the rest, oldest Services first.
 pub fn allocate(services: &[&Service], pools: &[&VirtualIPPool]) -> Allocations {
     let default_class = pools.iter().any(|p| p.spec.default_class);
-    let nets: Vec<IpPrefix> = pools
-        .iter()
-        .flat_map(|p| {
-            p.spec
-                .cidrs
-                .iter()
-                .filter_map(|c| c.parse::<IpPrefix>().ok())
-        })
-        .collect();
-    let pool_of = |ip: IpAddr| nets.iter().find(|n| n.contains(ip)).copied();
+    let views: Vec<Pool> = pools.iter().map(|p| Pool::of(p)).collect();
     let mut ours: Vec<&Service> = services
         .iter()
         .copied()
@@ -158,50 +156,114 @@ pub fn allocate(services: &[&Service], pools: &[&VirtualIPPool]) -> Allocations 
         )
     });
 
-    let mut taken: BTreeSet<IpAddr> = BTreeSet::new();
-    let mut out = BTreeMap::new();
+    let mut holder: BTreeMap<IpAddr, ServiceId> = BTreeMap::new();
+    let mut out = Allocations::new();
+    let mut pending: Vec<(&Service, Request)> = Vec::new();
     for svc in &ours {
-        let id = (svc.namespace().unwrap_or_default(), svc.name_any());
-        if let Some(ip) = current_ingress(svc)
-            && let Some(net) = pool_of(ip)
-            && taken.insert(ip)
-        {
-            out.insert(
-                id,
-                Ok(IpPrefix {
-                    addr: ip,
-                    prefix_len: net.prefix_len,
-                }),
-            );
+        let request = match request_of(svc) {
+            Ok(r) => r,
+            Err(why) => {
+                out.insert(id_of(svc), Err(why));
+                continue;
+            }
+        };
+        let kept = current_ingress(svc)
+            .filter(|ip| request.address.is_none_or(|want| want == *ip))
+            .and_then(|ip| {
+                eligible(&views, svc, &request)
+                    .find_map(|p| p.block_of(ip))
+                    .map(|b| (ip, b))
+            })
+            .filter(|(ip, _)| !holder.contains_key(ip));
+        match kept {
+            Some((ip, block)) => {
+                holder.insert(ip, id_of(svc));
+                out.insert(
+                    id_of(svc),
+                    Ok(IpPrefix {
+                        addr: ip,
+                        prefix_len: block.prefix_len,
+                    }),
+                );
+            }
+            None => pending.push((svc, request)),
         }
     }
-    for svc in &ours {
-        let id = (svc.namespace().unwrap_or_default(), svc.name_any());
-        if out.contains_key(&id) {
-            continue;
+    // Requested addresses before automatic ones, so an automatic pick never takes an
+    // address a later Service asked for by name.
+    pending.sort_by_key(|(_, r)| r.address.is_none());
+    for (svc, request) in pending {
+        let id = id_of(svc);
+        let result = match request.address {
+            Some(ip) => requested(&views, svc, &request, ip, &holder),
+            None => automatic(&views, svc, &request, &holder),
+        };
+        if let Ok(p) = &result {
+            holder.insert(p.addr, id.clone());
         }
-        let found = nets.iter().find_map(|net| {
-            hosts(*net)
-                .find(|ip| !taken.contains(ip))
-                .map(|ip| IpPrefix {
-                    addr: ip,
-                    prefix_len: net.prefix_len,
-                })
-        });
-        match found {
-            Some(p) => {
-                taken.insert(p.addr);
-                out.insert(id, Ok(p));
-            }
-            None if nets.is_empty() => {
-                out.insert(id, Err("no VirtualIPPool to allocate from".into()));
-            }
-            None => {
-                out.insert(id, Err(POOLS_FULL.into()));
-            }
-        }
+        out.insert(id, result);
     }
     out
+}
+
+/// Pools `svc` may draw from, by its namespace, labels and pool annotation.
+fn eligible<'p, 'a>(
+    views: &'p [Pool<'a>],
+    svc: &'p Service,
+    request: &'p Request,
+) -> impl Iterator<Item = &'p Pool<'a>> {
+    views
+        .iter()
+        .filter(move |p| p.admits(svc) && request.pool.as_ref().is_none_or(|want| *want == p.name))
+}
+
+fn requested(
+    views: &[Pool],
+    svc: &Service,
+    request: &Request,
+    ip: IpAddr,
+    holder: &BTreeMap<IpAddr, ServiceId>,
+) -> Result<IpPrefix, String> {
+    let Some(pool) = eligible(views, svc, request).find(|p| p.contains(ip)) else {
+        return Err(match &request.pool {
+            Some(name) => format!(
+                "{ip} is not in VirtualIPPool {name}, or the pool does not serve this Service"
+            ),
+            None => format!("{ip} is in no VirtualIPPool that serves this Service"),
+        });
+    };
+    let Some(block) = pool.block_of(ip) else {
+        return Err(format!("{ip} is reserved in VirtualIPPool {}", pool.name));
+    };
+    if let Some((ns, name)) = holder.get(&ip) {
+        return Err(format!("{ip} is held by Service {ns}/{name}"));
+    }
+    Ok(IpPrefix {
+        addr: ip,
+        prefix_len: block.prefix_len,
+    })
+}
+
+fn automatic(
+    views: &[Pool],
+    svc: &Service,
+    request: &Request,
+    holder: &BTreeMap<IpAddr, ServiceId>,
+) -> Result<IpPrefix, String> {
+    // A pool named by the annotation serves even when it does not assign automatically.
+    let mut candidates = eligible(views, svc, request)
+        .filter(|p| p.auto_assign || request.pool.is_some())
+        .peekable();
+    if candidates.peek().is_none() {
+        return Err(match &request.pool {
+            Some(name) => format!("no VirtualIPPool {name} that serves this Service"),
+            None => "no VirtualIPPool to allocate from".into(),
+        });
+    }
+    candidates
+        .flat_map(Pool::candidates)
+        .find(|p| !holder.contains_key(&p.addr))
+        .ok_or_else(|| POOLS_FULL.to_string())
 }
 
 pub fn virtual_ip_name(id: &ServiceId) -> String {
@@ -322,7 +384,6 @@ pub fn ingress_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use halo_crds::VirtualIPPoolSpec;
     use k8s_openapi::api::core::v1::{
         LoadBalancerIngress, LoadBalancerStatus, ServicePort, ServiceSpec, ServiceStatus,
     };
@@ -357,13 +418,190 @@ mod tests {
     }
 
     fn pool(cidr: &str, default_class: bool) -> VirtualIPPool {
-        VirtualIPPool::new(
-            "pool",
-            VirtualIPPoolSpec {
-                cidrs: vec![cidr.into()],
-                default_class,
-            },
-        )
+        pool_from(serde_json::json!({
+            "metadata": {"name": "pool"},
+            "spec": {"cidrs": [cidr], "defaultClass": default_class}
+        }))
+    }
+
+    fn pool_from(v: serde_json::Value) -> VirtualIPPool {
+        serde_json::from_value(v).unwrap_or_else(|e| panic!("pool: {e}"))
+    }
+
+    /// A served Service in `ns` with these annotations, labels and `spec.loadBalancerIP`.
+    fn asking(
+        ns: &str,
+        name: &str,
+        annotations: &[(&str, &str)],
+        labels: &[(&str, &str)],
+        lb_ip: Option<&str>,
+        ingress: Option<&str>,
+    ) -> Service {
+        let map = |kv: &[(&str, &str)]| {
+            Some(
+                kv.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        let mut s = svc(name, Some(LOAD_BALANCER_CLASS), ingress);
+        s.metadata.namespace = Some(ns.into());
+        s.metadata.annotations = map(annotations);
+        s.metadata.labels = map(labels);
+        if let Some(spec) = s.spec.as_mut() {
+            spec.load_balancer_ip = lb_ip.map(str::to_string);
+        }
+        s
+    }
+
+    #[test]
+    fn requests_pools_reservations_and_who_may_draw() {
+        let pools = [
+            pool_from(serde_json::json!({"metadata": {"name": "pub"}, "spec": {
+                "cidrs": ["192.0.2.0/29"], "reserved": ["192.0.2.1"]}})),
+            pool_from(serde_json::json!({"metadata": {"name": "manual"}, "spec": {
+                "ranges": ["198.51.100.10-198.51.100.12"], "autoAssign": false}})),
+            pool_from(
+                serde_json::json!({"metadata": {"name": "shop-only"}, "spec": {
+                "cidrs": ["203.0.113.0/30"], "namespaces": ["shop"],
+                "serviceSelector": {"tier": "front"}}}),
+            ),
+        ];
+        let pool = ("halo.dev/pool", "");
+        let addrs = "halo.dev/addresses";
+        let services = [
+            asking("default", "auto", &[], &[], None, None),
+            asking("default", "lb-ip", &[], &[], Some("198.51.100.11"), None),
+            asking(
+                "default",
+                "named-pool",
+                &[(pool.0, "manual")],
+                &[],
+                None,
+                None,
+            ),
+            asking(
+                "default",
+                "reserved",
+                &[(addrs, "192.0.2.1")],
+                &[],
+                None,
+                None,
+            ),
+            asking("default", "outside", &[], &[], Some("10.9.9.9"), None),
+            asking(
+                "default",
+                "two",
+                &[(addrs, "192.0.2.3, 192.0.2.4")],
+                &[],
+                None,
+                None,
+            ),
+            asking(
+                "default",
+                "garbage",
+                &[(addrs, "nonsense")],
+                &[],
+                None,
+                None,
+            ),
+            asking(
+                "shop",
+                "front",
+                &[(pool.0, "shop-only")],
+                &[("tier", "front")],
+                None,
+                None,
+            ),
+            asking(
+                "default",
+                "front",
+                &[(pool.0, "shop-only")],
+                &[("tier", "front")],
+                None,
+                None,
+            ),
+            asking(
+                "shop",
+                "back",
+                &[(pool.0, "shop-only")],
+                &[("tier", "back")],
+                None,
+                None,
+            ),
+            asking("default", "dup-a", &[(addrs, "192.0.2.5")], &[], None, None),
+            asking("default", "dup-b", &[], &[], Some("192.0.2.5"), None),
+            asking(
+                "default",
+                "moved",
+                &[(addrs, "192.0.2.6")],
+                &[],
+                None,
+                Some("192.0.2.4"),
+            ),
+            asking("default", "stays", &[], &[], None, Some("192.0.2.3")),
+        ];
+        let got = allocate(
+            &services.iter().collect::<Vec<_>>(),
+            &pools.iter().collect::<Vec<_>>(),
+        );
+        let want: &[(&str, &str, Result<&str, &str>)] = &[
+            ("default", "auto", Ok("192.0.2.2/29")),
+            ("default", "lb-ip", Ok("198.51.100.11/32")),
+            ("default", "named-pool", Ok("198.51.100.10/32")),
+            (
+                "default",
+                "reserved",
+                Err("192.0.2.1 is reserved in VirtualIPPool pub"),
+            ),
+            (
+                "default",
+                "outside",
+                Err("10.9.9.9 is in no VirtualIPPool that serves this Service"),
+            ),
+            (
+                "default",
+                "two",
+                Err("annotation halo.dev/addresses: one address per Service, not 2"),
+            ),
+            (
+                "default",
+                "garbage",
+                Err("halo.dev/addresses: \"nonsense\" is not an IP address"),
+            ),
+            ("shop", "front", Ok("203.0.113.1/30")),
+            (
+                "default",
+                "front",
+                Err("no VirtualIPPool shop-only that serves this Service"),
+            ),
+            (
+                "shop",
+                "back",
+                Err("no VirtualIPPool shop-only that serves this Service"),
+            ),
+            ("default", "dup-a", Ok("192.0.2.5/29")),
+            (
+                "default",
+                "dup-b",
+                Err("192.0.2.5 is held by Service default/dup-a"),
+            ),
+            ("default", "moved", Ok("192.0.2.6/29")),
+            ("default", "stays", Ok("192.0.2.3/29")),
+        ];
+        for (ns, name, expected) in want {
+            let result = got
+                .get(&(ns.to_string(), name.to_string()))
+                .unwrap_or_else(|| panic!("{ns}/{name} missing"))
+                .as_ref()
+                .map(ToString::to_string)
+                .map_err(String::as_str);
+            assert_eq!(result.as_deref().map_err(|e| *e), *expected, "{ns}/{name}");
+        }
+        assert_eq!(got.len(), want.len());
+        // `pub`: 6 hosts, one reserved; auto, dup-a, moved and stays hold four.
+        let usage = pool_usage(&pools[0], &got);
+        assert_eq!((usage.allocated, usage.usable), (4, 5));
     }
 
     #[test]

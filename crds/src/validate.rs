@@ -224,6 +224,16 @@ pub fn cel_rule(rule: &str) -> Option<fn(&Value) -> bool> {
         "self.all(a, isIP(a))" => |v| all_str(v, is_ip),
         "isIP(self)" => |v| v.as_str().is_some_and(is_ip),
         "self.all(c, isCIDR(c))" => |v| all_str(v, is_cidr),
+        "self.all(r, r.indexOf('-') > 0 && isIP(r.substring(0, r.indexOf('-'))) && isIP(r.substring(r.indexOf('-') + 1)) && ip(r.substring(0, r.indexOf('-'))).family() == ip(r.substring(r.indexOf('-') + 1)).family())" => {
+            |v| all_str(v, |r| ip_range(r, true))
+        }
+        "self.all(r, isIP(r) || isCIDR(r) || (r.indexOf('-') > 0 && isIP(r.substring(0, r.indexOf('-'))) && isIP(r.substring(r.indexOf('-') + 1))))" => {
+            |v| all_str(v, |r| is_ip(r) || is_cidr(r) || ip_range(r, false))
+        }
+        "size(self.cidrs) + (has(self.ranges) ? size(self.ranges) : 0) > 0" => |v| {
+            let len = |k: &str| v.get(k).and_then(Value::as_array).map_or(0, Vec::len);
+            len("cidrs") + len("ranges") > 0
+        },
         "self.all(a, isCIDR(a) || isIP(a))" => |v| all_str(v, |a| is_cidr(a) || is_ip(a)),
         "self.all(l, self.exists_one(m, m.name == l.name))" => |v| unique(v, "name"),
         "self.all(l, self.exists_one(m, m.port == l.port))" => |v| unique(v, "port"),
@@ -388,6 +398,18 @@ fn is_ip(text: &str) -> bool {
 }
 
 /// CEL's `isCIDR`: an address and a prefix length that fits it.
+/// `FIRST-LAST` split at the first `-` (CEL's indexOf), two addresses, optionally of one
+/// family.
+fn ip_range(text: &str, same_family: bool) -> bool {
+    let Some((a, b)) = text.split_once('-') else {
+        return false;
+    };
+    if a.is_empty() || !is_ip(a) || !is_ip(b) {
+        return false;
+    }
+    !same_family || a.contains(':') == b.contains(':')
+}
+
 fn is_cidr(text: &str) -> bool {
     let Some((ip, len)) = text.split_once('/') else {
         return false;
@@ -522,6 +544,51 @@ mod tests {
                 true,
             ),
             ("self.all(c, isCIDR(c))", json!(["10.0.0.0/33"]), false),
+            (
+                "self.all(r, r.indexOf('-') > 0 && isIP(r.substring(0, r.indexOf('-'))) && isIP(r.substring(r.indexOf('-') + 1)) && ip(r.substring(0, r.indexOf('-'))).family() == ip(r.substring(r.indexOf('-') + 1)).family())",
+                json!(["192.0.2.1-192.0.2.9", "fd00::1-fd00::9"]),
+                true,
+            ),
+            (
+                "self.all(r, r.indexOf('-') > 0 && isIP(r.substring(0, r.indexOf('-'))) && isIP(r.substring(r.indexOf('-') + 1)) && ip(r.substring(0, r.indexOf('-'))).family() == ip(r.substring(r.indexOf('-') + 1)).family())",
+                json!(["192.0.2.1-fd00::9"]),
+                false,
+            ),
+            (
+                "self.all(r, r.indexOf('-') > 0 && isIP(r.substring(0, r.indexOf('-'))) && isIP(r.substring(r.indexOf('-') + 1)) && ip(r.substring(0, r.indexOf('-'))).family() == ip(r.substring(r.indexOf('-') + 1)).family())",
+                json!(["192.0.2.1"]),
+                false,
+            ),
+            (
+                "self.all(r, r.indexOf('-') > 0 && isIP(r.substring(0, r.indexOf('-'))) && isIP(r.substring(r.indexOf('-') + 1)) && ip(r.substring(0, r.indexOf('-'))).family() == ip(r.substring(r.indexOf('-') + 1)).family())",
+                json!(["-192.0.2.1"]),
+                false,
+            ),
+            (
+                "self.all(r, isIP(r) || isCIDR(r) || (r.indexOf('-') > 0 && isIP(r.substring(0, r.indexOf('-'))) && isIP(r.substring(r.indexOf('-') + 1))))",
+                json!(["192.0.2.1", "192.0.2.0/30", "192.0.2.5-192.0.2.9"]),
+                true,
+            ),
+            (
+                "self.all(r, isIP(r) || isCIDR(r) || (r.indexOf('-') > 0 && isIP(r.substring(0, r.indexOf('-'))) && isIP(r.substring(r.indexOf('-') + 1))))",
+                json!(["192.0.2.0/33"]),
+                false,
+            ),
+            (
+                "size(self.cidrs) + (has(self.ranges) ? size(self.ranges) : 0) > 0",
+                json!({"ranges": ["x"]}),
+                true,
+            ),
+            (
+                "size(self.cidrs) + (has(self.ranges) ? size(self.ranges) : 0) > 0",
+                json!({"cidrs": [], "ranges": []}),
+                false,
+            ),
+            (
+                "size(self.cidrs) + (has(self.ranges) ? size(self.ranges) : 0) > 0",
+                json!({"cidrs": ["192.0.2.0/24"]}),
+                true,
+            ),
             ("self.all(c, isCIDR(c))", json!(["10.0.0.0"]), false),
             ("self.all(c, isCIDR(c))", json!(["10.0.0.0/08"]), false),
             (

@@ -312,6 +312,21 @@ impl Cluster {
         ])?;
         Ok(text.split_whitespace().map(str::to_string).collect())
     }
+
+    /// The messages of the Events about object `name` of `kind` in `namespace`, one each.
+    pub fn event_messages(&self, kind: &str, name: &str, namespace: &str) -> Result<Vec<String>> {
+        let text = self.kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            &format!("involvedObject.kind={kind},involvedObject.name={name}"),
+            "-o",
+            "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+        ])?;
+        Ok(text.lines().map(str::to_string).collect())
+    }
 }
 
 impl Drop for Cluster {

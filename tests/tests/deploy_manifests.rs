@@ -207,7 +207,11 @@ fn plain_manifests_install_on_a_real_api_server() {
         "{dp}"
     );
 
-    // The examples are valid objects for the CRDs' schemas and CEL rules.
+    // The examples are valid objects for the CRDs' schemas and CEL rules (pools.yaml has a
+    // Service in the namespace `shop`).
+    cluster
+        .kubectl_ok(&["create", "namespace", "shop"])
+        .expect("namespace shop");
     for example in [
         "deploy/examples/standalone.yaml",
         "deploy/examples/three-tier.yaml",
@@ -215,6 +219,7 @@ fn plain_manifests_install_on_a_real_api_server() {
         "deploy/examples/vrrp-track-checks.yaml",
         "deploy/examples/kubernetes/service-loadbalancer.yaml",
         "deploy/examples/kubernetes/three-node-lab.yaml",
+        "deploy/examples/kubernetes/pools.yaml",
         // The L7 examples, one per capability (kubectl takes the whole folder).
         "deploy/examples/l7",
     ] {

@@ -400,15 +400,29 @@ fn plan_service(
             })
         }
         IngressChange::Unavailable(why) => {
-            if memory.unavailable.get(&key) == Some(&why) {
+            // An address it held and may no longer (its request changed): nothing announces
+            // it any more, so the status must not show it. Applying an empty loadBalancer
+            // releases the ingress this manager owned.
+            let status = if crate::services::current_ingress(svc).is_some() {
+                serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": id.1, "namespace": id.0},
+                    "status": {"loadBalancer": {}}
+                })
+            } else {
+                Value::Null
+            };
+            let said = memory.unavailable.get(&key) == Some(&why);
+            if said && (status.is_null() || memory.written.get(&key) == Some(&status)) {
                 return None;
             }
             tracing::warn!(namespace = %id.0, service = %id.1, reason = %why, "no address for Service");
             memory.unavailable.insert(key.clone(), why.clone());
             Some(Write {
                 key,
-                remember: Value::Null,
-                status: Value::Null,
+                remember: status.clone(),
+                status,
                 event: Some(Event {
                     type_: EventType::Warning,
                     reason: "AddressUnavailable".into(),
