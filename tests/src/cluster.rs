@@ -300,21 +300,21 @@ impl Cluster {
 
     /// The reasons of the Events about object `name` of `kind` in `namespace`.
     pub fn event_reasons(&self, kind: &str, name: &str, namespace: &str) -> Result<Vec<String>> {
-        let text = self.kubectl_ok(&[
-            "get",
-            "events",
-            "-n",
-            namespace,
-            "--field-selector",
-            &format!("involvedObject.kind={kind},involvedObject.name={name}"),
-            "-o",
-            "jsonpath={.items[*].reason}",
-        ])?;
-        Ok(text.split_whitespace().map(str::to_string).collect())
+        self.event_field(kind, name, namespace, "reason")
     }
 
     /// The messages of the Events about object `name` of `kind` in `namespace`, one each.
     pub fn event_messages(&self, kind: &str, name: &str, namespace: &str) -> Result<Vec<String>> {
+        self.event_field(kind, name, namespace, "message")
+    }
+
+    fn event_field(
+        &self,
+        kind: &str,
+        name: &str,
+        namespace: &str,
+        field: &str,
+    ) -> Result<Vec<String>> {
         let text = self.kubectl_ok(&[
             "get",
             "events",
@@ -323,7 +323,7 @@ impl Cluster {
             "--field-selector",
             &format!("involvedObject.kind={kind},involvedObject.name={name}"),
             "-o",
-            "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+            &format!("jsonpath={{range .items[*]}}{{.{field}}}{{\"\\n\"}}{{end}}"),
         ])?;
         Ok(text.lines().map(str::to_string).collect())
     }

@@ -120,17 +120,20 @@ fn pools_hand_out_requested_reserved_aware_and_limited_addresses() {
         assert_eq!(ingress(ns, name), "", "{ns}/{name} got an address");
     }
 
+    let ask_auto = |address: &str| {
+        cluster
+            .kubectl_ok(&[
+                "annotate",
+                "service",
+                "auto",
+                "--overwrite",
+                &format!("halo.dev/addresses={address}"),
+            ])
+            .expect("annotate");
+    };
     // A request changed to an address someone holds: the old one is given up (nothing
     // announces it any more) and the Service waits, with an Event; then a free one.
-    cluster
-        .kubectl_ok(&[
-            "annotate",
-            "service",
-            "auto",
-            "--overwrite",
-            "halo.dev/addresses=198.51.100.10",
-        ])
-        .expect("annotate");
+    ask_auto("198.51.100.10");
     assert!(
         says(
             "default",
@@ -147,15 +150,7 @@ fn pools_hand_out_requested_reserved_aware_and_limited_addresses() {
         "the status still shows {:?}",
         ingress("default", "auto")
     );
-    cluster
-        .kubectl_ok(&[
-            "annotate",
-            "service",
-            "auto",
-            "--overwrite",
-            "halo.dev/addresses=192.0.2.70",
-        ])
-        .expect("annotate");
+    ask_auto("192.0.2.70");
     assert!(
         wait_for(Duration::from_secs(20), || ingress("default", "auto")
             == "192.0.2.70"),
