@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use halo_crds::{LoadBalancer, VirtualIP, VirtualIPPool};
-use k8s_openapi::api::core::v1::{Node, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -16,6 +16,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use crate::gateway::api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::material::{CA_BUNDLE_LABEL, SecretData, SecretKey, TLS_SECRET_TYPE, Usage};
 use crate::secrets::SecretWatch;
 
@@ -33,7 +34,81 @@ pub struct Index {
     pub tls_secrets: Arc<SecretWatch>,
     /// Secrets labelled as CA bundles, of any type, in every namespace.
     pub ca_secrets: Arc<SecretWatch>,
+    /// Gateway API objects, when the cluster has their CRDs.
+    pub gateway: Option<GatewayStores>,
     pub changed: Arc<Notify>,
+}
+
+/// What Gateway API translation reads (Namespaces for `allowedRoutes` selectors).
+#[derive(Clone)]
+pub struct GatewayStores {
+    pub classes: Store<GatewayClass>,
+    pub gateways: Store<Gateway>,
+    pub http_routes: Store<HTTPRoute>,
+    pub grants: Store<ReferenceGrant>,
+    pub namespaces: Store<Namespace>,
+}
+
+impl GatewayStores {
+    fn start(client: &Client, changed: &Arc<Notify>) -> Self {
+        Self {
+            classes: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),
+            gateways: watch(
+                Api::all(client.clone()),
+                changed.clone(),
+                gateway_fingerprint,
+            ),
+            http_routes: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),
+            grants: watch(Api::all(client.clone()), changed.clone(), any_change),
+            namespaces: watch(
+                Api::all(client.clone()),
+                changed.clone(),
+                labels_fingerprint,
+            ),
+        }
+    }
+
+    async fn ready(&self) -> anyhow::Result<()> {
+        self.classes.wait_until_ready().await?;
+        self.gateways.wait_until_ready().await?;
+        self.http_routes.wait_until_ready().await?;
+        self.grants.wait_until_ready().await?;
+        self.namespaces.wait_until_ready().await?;
+        Ok(())
+    }
+}
+
+/// A Gateway's spec and the pool annotation count (its address in status is read
+/// only when it is allocated, which a spec change triggers anyway).
+fn gateway_fingerprint(gw: &Gateway) -> u64 {
+    hash_of(&(
+        spec_fingerprint(gw),
+        gw.annotations().get(crate::services::POOL_ANNOTATION),
+    ))
+}
+
+fn labels_fingerprint<K: Resource>(obj: &K) -> u64 {
+    hash_of(&obj.meta().labels)
+}
+
+/// Whether the API server serves the Gateway API kinds the translation reads.
+pub async fn has_gateway_api(client: &Client) -> bool {
+    let served = |version: &str| {
+        let client = client.clone();
+        let version = version.to_string();
+        async move { client.list_api_group_resources(&version).await.ok() }
+    };
+    let v1 = served(&format!("{}/v1", crate::gateway::GROUP)).await;
+    let v1beta1 = served(&format!("{}/v1beta1", crate::gateway::GROUP)).await;
+    let has = |list: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList>,
+               name: &str| {
+        list.as_ref()
+            .is_some_and(|l| l.resources.iter().any(|r| r.name == name))
+    };
+    ["gatewayclasses", "gateways", "httproutes"]
+        .iter()
+        .all(|n| has(&v1, n))
+        && has(&v1beta1, "referencegrants")
 }
 
 /// What about an object matters to the render; events that leave it unchanged (status
@@ -156,9 +231,10 @@ fn is_ca_bundle(s: &Secret) -> bool {
 }
 
 impl Index {
-    pub fn start(client: &Client, namespace: &str) -> Self {
+    pub fn start(client: &Client, namespace: &str, gateway_api: bool) -> Self {
         let changed = Arc::new(Notify::new());
         Self {
+            gateway: gateway_api.then(|| GatewayStores::start(client, &changed)),
             virtual_ips: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),
             load_balancers: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),
             pools: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),
@@ -213,6 +289,9 @@ impl Index {
         self.secrets.wait_until_ready().await?;
         self.tls_secrets.ready().await?;
         self.ca_secrets.ready().await?;
+        if let Some(g) = &self.gateway {
+            g.ready().await?;
+        }
         Ok(())
     }
 }

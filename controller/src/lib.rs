@@ -2,6 +2,7 @@
 //! authenticated stream, and status back.
 
 pub mod assign;
+pub mod gateway;
 pub mod index;
 pub mod lease;
 pub mod material;

@@ -157,7 +157,18 @@ async fn main() -> Result<()> {
         leader.clone(),
     ));
 
-    let index = Index::start(&client, &args.namespace);
+    let gateway_api = halo_controller::index::has_gateway_api(&client).await;
+    if gateway_api {
+        tracing::info!(
+            "Gateway API found: serving GatewayClasses of {}",
+            halo_controller::gateway::CONTROLLER_NAME
+        );
+    } else {
+        tracing::info!(
+            "Gateway API CRDs not installed: Gateways are not served (restart after installing them)"
+        );
+    }
+    let index = Index::start(&client, &args.namespace, gateway_api);
     tokio::time::timeout(Duration::from_secs(120), index.ready())
         .await
         .context("the initial list of watched objects took too long")??;
@@ -192,6 +203,7 @@ async fn main() -> Result<()> {
         load_balancers: index.load_balancers.clone(),
         pools: index.pools.clone(),
         services: index.services.clone(),
+        gateway: index.gateway.clone(),
         observed: observed.clone(),
         leader: leader.clone(),
         metrics: metrics.clone(),

@@ -68,6 +68,8 @@ pub struct RenderResult {
     pub problems: BTreeMap<ObjectRef, Vec<String>>,
     pub allocations: Allocations,
     pub nodes: BTreeSet<String>,
+    /// What the Gateway API translation concluded.
+    pub gateway: crate::gateway::Reports,
 }
 
 #[derive(Default)]
@@ -76,6 +78,7 @@ pub struct Observed {
     problems: ArcSwap<BTreeMap<ObjectRef, Vec<String>>>,
     secret_problems: ArcSwap<BTreeMap<ObjectRef, Vec<SecretProblem>>>,
     allocations: ArcSwap<Allocations>,
+    gateway: ArcSwap<crate::gateway::Reports>,
     /// The Node objects at the last render (`None` before it): a deleted node's report
     /// is dropped then.
     nodes: ArcSwapOption<BTreeSet<String>>,
@@ -109,6 +112,10 @@ impl Observed {
         self.allocations.load_full()
     }
 
+    pub fn gateway_reports(&self) -> Arc<crate::gateway::Reports> {
+        self.gateway.load_full()
+    }
+
     /// Stores a render's conclusions and drops the reports of nodes that are gone.
     pub fn record_render(&self, result: RenderResult) {
         if let Ok(mut r) = self.reports.lock() {
@@ -118,6 +125,7 @@ impl Observed {
         self.plan.store(Arc::new(result.plan));
         self.problems.store(Arc::new(result.problems));
         self.allocations.store(Arc::new(result.allocations));
+        self.gateway.store(Arc::new(result.gateway));
         self.trigger();
     }
 
@@ -222,6 +230,7 @@ mod tests {
             problems: BTreeMap::new(),
             allocations: Allocations::new(),
             nodes: nodes.iter().map(ToString::to_string).collect(),
+            gateway: Default::default(),
         }
     }
 

@@ -14,10 +14,13 @@ use halo_crds::{LoadBalancer, VirtualIP};
 use kube::ResourceExt;
 
 use crate::assign::{self, Plan};
+use crate::gateway::api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::index::GatewayStores;
 use crate::index::Index;
 use crate::material::{self, Resolver, SecretKey};
 use crate::metrics::Metrics;
 use crate::observed::{Observed, RenderResult};
+use crate::services::Allocations;
 use crate::stream::Hub;
 use crate::world;
 
@@ -114,15 +117,35 @@ impl Renderer {
         let pools = self.index.pools.state();
         let service_refs: Vec<&k8s_openapi::api::core::v1::Service> =
             services.iter().map(AsRef::as_ref).collect();
+        let gateway_objects = self.index.gateway.as_ref().map(GatewayObjects::of);
+        let gateway_refs = gateway_objects.as_ref().map(GatewayRefs::of);
+        let empty = Allocations::new();
+        let claims = gateway_refs
+            .as_ref()
+            .map(|g| crate::gateway::claims(&g.input(&service_refs, &empty)))
+            .unwrap_or_default();
+        let claimants: Vec<&k8s_openapi::api::core::v1::Service> =
+            service_refs.iter().copied().chain(claims.iter()).collect();
         let allocations = crate::services::allocate(
-            &service_refs,
+            &claimants,
             &pools.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
         );
         let (service_vips, service_lbs) = crate::services::synthesize(&service_refs, &allocations);
+        let translation = gateway_refs
+            .as_ref()
+            .map(|g| crate::gateway::translate(&g.input(&service_refs, &allocations)));
         let mut vips = vips;
         vips.extend(service_vips.into_iter().map(Arc::new));
-        let material = self.resolve_material(&lbs);
         let mut lbs = lbs;
+        let gateway_reports = match translation {
+            Some(t) => {
+                vips.extend(t.virtual_ips.into_iter().map(Arc::new));
+                lbs.extend(t.load_balancers.into_iter().map(Arc::new));
+                t.reports
+            }
+            None => Default::default(),
+        };
+        let material = self.resolve_material(&lbs);
         lbs.extend(service_lbs.into_iter().map(Arc::new));
         let mut memo = self
             .memo
@@ -157,7 +180,66 @@ impl Renderer {
             problems: outcome.problems,
             allocations,
             nodes: names,
+            gateway: gateway_reports,
         });
+    }
+}
+
+/// The Gateway API objects of one render pass.
+struct GatewayObjects {
+    classes: Vec<Arc<GatewayClass>>,
+    gateways: Vec<Arc<Gateway>>,
+    routes: Vec<Arc<HTTPRoute>>,
+    grants: Vec<Arc<ReferenceGrant>>,
+    namespaces: Vec<Arc<k8s_openapi::api::core::v1::Namespace>>,
+}
+
+impl GatewayObjects {
+    fn of(stores: &GatewayStores) -> Self {
+        Self {
+            classes: stores.classes.state(),
+            gateways: stores.gateways.state(),
+            routes: stores.http_routes.state(),
+            grants: stores.grants.state(),
+            namespaces: stores.namespaces.state(),
+        }
+    }
+}
+
+/// [`GatewayObjects`] as the slices the translation takes.
+struct GatewayRefs<'a> {
+    classes: Vec<&'a GatewayClass>,
+    gateways: Vec<&'a Gateway>,
+    routes: Vec<&'a HTTPRoute>,
+    grants: Vec<&'a ReferenceGrant>,
+    namespaces: Vec<&'a k8s_openapi::api::core::v1::Namespace>,
+}
+
+impl<'a> GatewayRefs<'a> {
+    fn of(objects: &'a GatewayObjects) -> Self {
+        Self {
+            classes: objects.classes.iter().map(AsRef::as_ref).collect(),
+            gateways: objects.gateways.iter().map(AsRef::as_ref).collect(),
+            routes: objects.routes.iter().map(AsRef::as_ref).collect(),
+            grants: objects.grants.iter().map(AsRef::as_ref).collect(),
+            namespaces: objects.namespaces.iter().map(AsRef::as_ref).collect(),
+        }
+    }
+
+    fn input<'b>(
+        &'b self,
+        services: &'b [&'b k8s_openapi::api::core::v1::Service],
+        allocations: &'b Allocations,
+    ) -> crate::gateway::Input<'b> {
+        crate::gateway::Input {
+            classes: &self.classes,
+            gateways: &self.gateways,
+            routes: &self.routes,
+            grants: &self.grants,
+            services,
+            namespaces: &self.namespaces,
+            allocations,
+        }
     }
 }
 

@@ -321,6 +321,7 @@ pub fn synthesize(
                         service: Some(ServiceBackend {
                             name: id.1.clone(),
                             port,
+                            namespace: None,
                         }),
                         weight: None,
                         backup: false,

@@ -623,6 +623,12 @@ pub struct ServiceBackend {
     pub name: String,
     #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
+    /// Another namespace's Service: set only by the controller's own translations (a
+    /// Gateway API route reaching a Service a ReferenceGrant allows), never read from an
+    /// object, so a LoadBalancer cannot name Services outside its namespace.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub namespace: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

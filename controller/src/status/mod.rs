@@ -6,6 +6,7 @@
 //! the render's own watch caches, so status adds no watch of its own.
 
 pub mod compute;
+pub mod gateway;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +28,10 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 
 use self::compute::split_brain_masters;
+use crate::gateway::api::{
+    Gateway, GatewayClass, GatewayClassStatus, GatewayStatus, HTTPRoute, RouteStatus,
+};
+use crate::index::GatewayStores;
 use crate::lease::Leader;
 use crate::metrics::Metrics;
 use crate::observed::{Observed, View};
@@ -48,6 +53,8 @@ pub struct Context {
     pub load_balancers: Store<LoadBalancer>,
     pub pools: Store<VirtualIPPool>,
     pub services: Store<Service>,
+    /// Gateway API objects, when the cluster has them.
+    pub gateway: Option<GatewayStores>,
     pub observed: Arc<Observed>,
     pub leader: Arc<Leader>,
     pub metrics: Arc<Metrics>,
@@ -69,6 +76,9 @@ enum Kind {
     LoadBalancer,
     VirtualIPPool,
     Service,
+    GatewayClass,
+    Gateway,
+    HTTPRoute,
 }
 
 impl Kind {
@@ -78,6 +88,9 @@ impl Kind {
             Self::LoadBalancer => "LoadBalancer",
             Self::VirtualIPPool => "VirtualIPPool",
             Self::Service => "Service",
+            Self::GatewayClass => "GatewayClass",
+            Self::Gateway => "Gateway",
+            Self::HTTPRoute => "HTTPRoute",
         }
     }
 }
@@ -174,18 +187,22 @@ async fn look(ctx: &Context, memory: &mut Memory) -> bool {
         ));
     }
     writes.extend(plan_services(ctx, memory, &services, &allocations));
+    let mut live: std::collections::BTreeSet<Key> = Default::default();
+    if let Some(stores) = &ctx.gateway {
+        writes.extend(plan_gateway_api(ctx, memory, stores, &view, now, &mut live));
+    }
     let failed = write_all(ctx, memory, writes).await;
-    let live: std::collections::BTreeSet<Key> = vips
-        .iter()
-        .map(|v| key_of(Kind::VirtualIP, v.as_ref()))
-        .chain(lbs.iter().map(|l| key_of(Kind::LoadBalancer, l.as_ref())))
-        .chain(
-            pools
-                .iter()
-                .map(|p| key_of(Kind::VirtualIPPool, p.as_ref())),
-        )
-        .chain(services.iter().map(|s| key_of(Kind::Service, s.as_ref())))
-        .collect();
+    live.extend(
+        vips.iter()
+            .map(|v| key_of(Kind::VirtualIP, v.as_ref()))
+            .chain(lbs.iter().map(|l| key_of(Kind::LoadBalancer, l.as_ref())))
+            .chain(
+                pools
+                    .iter()
+                    .map(|p| key_of(Kind::VirtualIPPool, p.as_ref())),
+            )
+            .chain(services.iter().map(|s| key_of(Kind::Service, s.as_ref()))),
+    );
     memory.written.retain(|k, _| live.contains(k));
     waiting || failed
 }
@@ -259,6 +276,71 @@ fn plan_services(
     writes
 }
 
+/// The Gateway API objects' writes (only those the translation reported on: other
+/// controllers' classes, Gateways and routes are left alone); their keys go to `live`.
+fn plan_gateway_api(
+    ctx: &Context,
+    memory: &Memory,
+    stores: &GatewayStores,
+    view: &View,
+    now: Timestamp,
+    live: &mut std::collections::BTreeSet<Key>,
+) -> Vec<Write> {
+    let reports = ctx.observed.gateway_reports();
+    let mut writes = Vec::new();
+    for class in stores.classes.state() {
+        let Some((generation, accepted)) = reports.classes.get(&class.name_any()) else {
+            continue;
+        };
+        count(ctx, Kind::GatewayClass);
+        live.insert(key_of(Kind::GatewayClass, class.as_ref()));
+        let desired = gateway::class_status(&class, *generation, accepted, now);
+        let current = class.status.clone().unwrap_or_default();
+        writes.extend(plan_write(
+            memory,
+            Kind::GatewayClass,
+            class.as_ref(),
+            &current,
+            &desired,
+        ));
+    }
+    for gw in stores.gateways.state() {
+        let id = (gw.namespace().unwrap_or_default(), gw.name_any());
+        let Some(report) = reports.gateways.get(&id) else {
+            continue;
+        };
+        count(ctx, Kind::Gateway);
+        live.insert(key_of(Kind::Gateway, gw.as_ref()));
+        let desired = gateway::gateway_status(&gw, report, view, now);
+        let current = gw.status.clone().unwrap_or_default();
+        writes.extend(plan_write(
+            memory,
+            Kind::Gateway,
+            gw.as_ref(),
+            &current,
+            &desired,
+        ));
+    }
+    for route in stores.http_routes.state() {
+        let id = (route.namespace().unwrap_or_default(), route.name_any());
+        let Some((generation, parents)) = reports.routes.get(&id) else {
+            continue;
+        };
+        count(ctx, Kind::HTTPRoute);
+        live.insert(key_of(Kind::HTTPRoute, route.as_ref()));
+        let desired = gateway::route_status(&route, *generation, parents, now);
+        let current = route.status.clone().unwrap_or_default();
+        writes.extend(plan_write(
+            memory,
+            Kind::HTTPRoute,
+            route.as_ref(),
+            &current,
+            &desired,
+        ));
+    }
+    writes
+}
+
 /// Makes the writes, a few at a time, and remembers what was written; true when one
 /// failed (it is tried again on the next look).
 async fn write_all(ctx: &Context, memory: &mut Memory, writes: Vec<Write>) -> bool {
@@ -312,6 +394,25 @@ impl WithConditions for VirtualIPStatus {
 impl WithConditions for LoadBalancerStatus {
     fn conditions(&self) -> &[Condition] {
         &self.conditions
+    }
+}
+
+impl WithConditions for GatewayClassStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
+impl WithConditions for GatewayStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
+/// A route's conditions are per parent; it has no Ready for an Event.
+impl WithConditions for RouteStatus {
+    fn conditions(&self) -> &[Condition] {
+        &[]
     }
 }
 
@@ -456,6 +557,18 @@ async fn execute(ctx: &Context, w: &Write) -> bool {
                 .await
                 .map(|_| ()),
             Kind::Service => Api::<Service>::namespaced(ctx.client.clone(), namespace)
+                .patch_status(name, &params, &patch)
+                .await
+                .map(|_| ()),
+            Kind::GatewayClass => Api::<GatewayClass>::all(ctx.client.clone())
+                .patch_status(name, &params, &patch)
+                .await
+                .map(|_| ()),
+            Kind::Gateway => Api::<Gateway>::namespaced(ctx.client.clone(), namespace)
+                .patch_status(name, &params, &patch)
+                .await
+                .map(|_| ()),
+            Kind::HTTPRoute => Api::<HTTPRoute>::namespaced(ctx.client.clone(), namespace)
                 .patch_status(name, &params, &patch)
                 .await
                 .map(|_| ()),

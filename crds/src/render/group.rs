@@ -258,7 +258,11 @@ fn render_backends(src: &GroupSource<'_>, up: &Upstream, c: &mut Checker) -> Vec
                     c.report(format!("{field}.port"), "set the port in service.port");
                 }
                 let key = ServiceKey {
-                    namespace: src.namespace.to_string(),
+                    namespace: svc
+                        .namespace
+                        .as_deref()
+                        .unwrap_or(src.namespace)
+                        .to_string(),
                     name: svc.name.clone(),
                     port: svc.port,
                 };

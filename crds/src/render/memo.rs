@@ -75,7 +75,7 @@ fn service_keys(lb: &LoadBalancer) -> BTreeSet<ServiceKey> {
         .flat_map(|u| &u.backends)
         .filter_map(|b| b.service.as_ref())
         .map(|svc| ServiceKey {
-            namespace: namespace.clone(),
+            namespace: svc.namespace.clone().unwrap_or_else(|| namespace.clone()),
             name: svc.name.clone(),
             port: svc.port,
         })
