@@ -27,4 +27,5 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 scripts/build-k8s-tools.sh
+scripts/fetch-gateway-api.sh
 scripts/build-helm.sh

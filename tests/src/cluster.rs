@@ -48,6 +48,9 @@ pub struct Cluster {
     keep: bool,
 }
 
+/// The Gateway API release whose CRDs the tests install (`scripts/fetch-gateway-api.sh`).
+pub const GATEWAY_API_VERSION: &str = "v1.5.1";
+
 /// The Nodes every cluster has, with their InternalIP.
 pub const NODES: [(&str, &str); 2] = [("node-a", "192.0.2.1"), ("node-b", "192.0.2.2")];
 
@@ -113,6 +116,35 @@ impl Cluster {
             "IP:127.0.0.1,DNS:localhost",
         )?;
         Ok(c)
+    }
+
+    /// Installs the Gateway API CRDs (standard channel) that `scripts/fetch-gateway-api.sh`
+    /// fetched, and waits until they are served.
+    pub fn install_gateway_api(&self) -> Result<()> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../target/gateway-api/{GATEWAY_API_VERSION}"));
+        if !dir
+            .join("gateway.networking.k8s.io_httproutes.yaml")
+            .exists()
+        {
+            anyhow::bail!(
+                "no Gateway API CRDs in {}: run scripts/fetch-gateway-api.sh",
+                dir.display()
+            );
+        }
+        // Server-side: the CRDs are too large for the last-applied annotation.
+        self.kubectl_ok(&["apply", "--server-side", "-f", &dir.to_string_lossy()])?;
+        self.kubectl_ok(&[
+            "wait",
+            "--for",
+            "condition=established",
+            "--timeout=60s",
+            "crd/gatewayclasses.gateway.networking.k8s.io",
+            "crd/gateways.gateway.networking.k8s.io",
+            "crd/httproutes.gateway.networking.k8s.io",
+            "crd/referencegrants.gateway.networking.k8s.io",
+        ])?;
+        Ok(())
     }
 
     pub fn kubectl_ok(&self, args: &[&str]) -> Result<String> {

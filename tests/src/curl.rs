@@ -20,7 +20,18 @@ impl Reply {
 
 /// Runs `curl -s --max-time 20 ARGS -w '\n%{http_version} %{http_code}'`.
 pub fn curl(args: &[&str]) -> Result<Reply> {
-    let out = Command::new("curl")
+    run(Command::new("curl"), args)
+}
+
+/// [`curl`] inside network namespace `ns` (a lab host).
+pub fn curl_in(ns: &str, args: &[&str]) -> Result<Reply> {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "curl"]);
+    run(cmd, args)
+}
+
+fn run(mut cmd: Command, args: &[&str]) -> Result<Reply> {
+    let out = cmd
         .args(["-s", "--max-time", "20"])
         .args(args)
         .args(["-w", "\n%{http_version} %{http_code}"])

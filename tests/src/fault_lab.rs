@@ -127,6 +127,13 @@ struct Controller {
     proc: Option<Proc>,
 }
 
+/// What a lab has beyond the example.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// The Gateway API CRDs, installed before the controllers start (they look once).
+    pub gateway_api: bool,
+}
+
 pub struct FaultLab {
     /// Nodes, pods and client; dropped first, so the data planes go before the rest.
     pub site: Site,
@@ -143,12 +150,20 @@ impl FaultLab {
     /// Builds the whole lab and waits until a master serves the VIP and every data plane
     /// runs the controller's config. `label`: short, unique among concurrent tests.
     pub fn start(label: &str) -> Result<Self> {
+        Self::start_with(label, Options::default())
+    }
+
+    /// [`FaultLab::start`], with what `options` add before the controllers start.
+    pub fn start_with(label: &str, options: Options) -> Result<Self> {
         let nodes: Vec<(String, String)> = NODES
             .iter()
             .enumerate()
             .map(|(i, n)| (n.to_string(), format!("192.0.2.{}", i + 1)))
             .collect();
         let cluster = Cluster::start_with(&format!("faults-{label}"), &nodes, true)?;
+        if options.gateway_api {
+            cluster.install_gateway_api()?;
+        }
         let mut site = Site::without_backends(label, &NODES)?;
         let pods = start_pods(&mut site)?;
         let example = format!("{}/../{EXAMPLE}", env!("CARGO_MANIFEST_DIR"));
@@ -602,29 +617,27 @@ fn start_pods(site: &mut Site) -> Result<Vec<u32>> {
 
 /// The EndpointSlice of Service `db`: both pods' echo port.
 fn db_slice() -> String {
-    let eps: String = PODS
-        .iter()
-        .map(|(name, index)| {
-            format!(
-                "  - addresses: [\"192.0.2.{index}\"]\n    conditions: {{ready: true}}\n    targetRef: {{kind: Pod, name: {name}, namespace: default}}\n"
-            )
-        })
-        .collect();
-    format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: db-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: db}}\naddressType: IPv4\nports: [{{name: mysql, port: {DB_PORT}, protocol: TCP}}]\nendpoints:\n{eps}"
-    )
+    service_slice("db", "mysql", DB_PORT, &[(0, true), (1, true)])
 }
 
 /// The EndpointSlice of Service `web` listing the pods, each ready or not.
 fn endpoint_slice(ready: &[bool; PODS.len()]) -> String {
+    let pods: Vec<(usize, bool)> = ready.iter().copied().enumerate().collect();
+    service_slice("web", "http", POD_PORT, &pods)
+}
+
+/// The EndpointSlice the EndpointSlice controller would write for Service `service` in
+/// namespace default: pods (index in [`PODS`], ready) on port `port_name` = `port`.
+pub fn service_slice(service: &str, port_name: &str, port: u16, pods: &[(usize, bool)]) -> String {
     let mut eps = String::new();
-    for ((name, index), ready) in PODS.iter().zip(ready) {
+    for &(p, ready) in pods {
+        let (name, index) = PODS[p];
         eps.push_str(&format!(
             "  - addresses: [\"192.0.2.{index}\"]\n    conditions: {{ready: {ready}}}\n    targetRef: {{kind: Pod, name: {name}, namespace: default}}\n"
         ));
     }
     format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{{name: http, port: {POD_PORT}, protocol: TCP}}]\nendpoints:\n{eps}"
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: {service}}}\naddressType: IPv4\nports: [{{name: {port_name}, port: {port}, protocol: TCP}}]\nendpoints:\n{eps}"
     )
 }
 

@@ -1,0 +1,319 @@
+//! Gateway API on the three-node lab: the real API server with the upstream CRDs, a
+//! GatewayClass, Gateways and HTTPRoutes as a user writes them, traffic from the lab's
+//! client to the Gateway's address, the status the spec asks for, and failover.
+
+use std::time::{Duration, Instant};
+
+use halo_tests::cluster::wait_for;
+use halo_tests::curl::{Reply, curl_in};
+use halo_tests::fault_lab::{self, FaultLab, NODES, Options, POD_PORT};
+use halo_tests::lab::{self, Share};
+
+/// The Gateway's requested address (in the lab's subnet, in the pool below).
+const ADDRESS: &str = "192.0.2.110";
+
+const OBJECTS: &str = r#"
+apiVersion: halo.dev/v1alpha1
+kind: VirtualIPPool
+metadata: {name: gateways}
+spec:
+  cidrs: ["192.0.2.0/24"]
+  autoAssign: false
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: halo}
+spec: {controllerName: halo.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: front, namespace: default}
+spec:
+  gatewayClassName: halo
+  addresses: [{type: IPAddress, value: "192.0.2.110"}]
+  listeners:
+    - {name: http, port: 80, protocol: HTTP}
+    - {name: raw, port: 5432, protocol: TCP}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: site, namespace: default}
+spec:
+  parentRefs: [{name: front, sectionName: http}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /one}}]
+      backendRefs: [{name: one, port: 80}]
+    - matches: [{path: {type: Exact, value: /two}}]
+      backendRefs: [{name: two, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /ghost}}]
+      backendRefs: [{name: ghost, port: 80}]
+    - backendRefs: [{name: one, port: 80, weight: 1}, {name: two, port: 80, weight: 1}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: default}
+spec:
+  parentRefs: [{name: front}]
+  hostnames: [shop.example.com]
+  rules:
+    - matches: [{headers: [{name: x-canary, value: "yes"}]}]
+      backendRefs: [{name: one, port: 80}]
+    - filters:
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: {add: [{name: x-served-by, value: halo}]}
+      backendRefs: [{name: two, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: stranger, namespace: team}
+spec:
+  parentRefs: [{name: front, namespace: default}]
+  rules: [{backendRefs: [{name: one, port: 80}]}]
+"#;
+
+fn services() -> String {
+    let mut out = String::new();
+    for (name, pod) in [("one", 0), ("two", 1)] {
+        out.push_str(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: {POD_PORT}}}]\n---\n{}---\n",
+            fault_lab::service_slice(name, "http", POD_PORT, &[(pod, true)])
+        ));
+    }
+    out
+}
+
+fn get(lab: &FaultLab, path: &str, headers: &[&str]) -> Reply {
+    let url = format!("http://{ADDRESS}{path}");
+    let mut args: Vec<&str> = vec!["-i", "--max-time", "3"];
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    args.push(&url);
+    curl_in(&lab.site.client.ns, &args).expect("curl")
+}
+
+fn body(reply: &Reply) -> String {
+    let text = reply.text();
+    text.split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn jsonpath(lab: &FaultLab, kind: &str, name: &str, ns: &str, path: &str) -> String {
+    lab.cluster
+        .jsonpath(kind, name, ns, path)
+        .unwrap_or_default()
+}
+
+/// `type=status/reason` of each condition at `path` (a JSONPath to a conditions list).
+fn conditions(lab: &FaultLab, kind: &str, name: &str, ns: &str, path: &str) -> Vec<String> {
+    let text = jsonpath(
+        lab,
+        kind,
+        name,
+        ns,
+        &format!("{{range {path}[*]}}{{.type}}={{.status}}/{{.reason}} {{end}}"),
+    );
+    text.split_whitespace().map(str::to_string).collect()
+}
+
+#[test]
+fn gateway_and_routes_serve_traffic_report_status_and_fail_over() {
+    let Some(_lab) = lab::enter(&[], Share::Alone) else {
+        return;
+    };
+    let mut lab = FaultLab::start_with("gw", Options { gateway_api: true }).expect("lab");
+    lab.cluster.apply(&services()).expect("services");
+    lab.cluster.apply(OBJECTS).expect("gateway objects");
+
+    // The address answers once a node holds it and runs the routes.
+    let served = wait_for(Duration::from_secs(40), || {
+        body(&get(&lab, "/one", &[])) == "pod-1"
+    });
+    assert!(
+        served,
+        "the Gateway never served /one:\n{}",
+        lab.controller_log(0)
+    );
+
+    // Routing: path prefix, exact path, header match on a hostname, weights.
+    assert_eq!(body(&get(&lab, "/one/deeper", &[])), "pod-1");
+    assert_eq!(body(&get(&lab, "/two", &[])), "pod-2");
+    assert_eq!(
+        get(&lab, "/ghost", &[]).status,
+        500,
+        "an unresolved backend answers 500"
+    );
+    let shop = get(&lab, "/", &["Host: shop.example.com"]);
+    assert_eq!(body(&shop), "pod-2");
+    assert!(
+        shop.text()
+            .to_ascii_lowercase()
+            .contains("x-served-by: halo"),
+        "{}",
+        shop.text()
+    );
+    assert_eq!(
+        body(&get(
+            &lab,
+            "/",
+            &["Host: shop.example.com", "x-canary: yes"]
+        )),
+        "pod-1"
+    );
+    let spread: Vec<String> = (0..20).map(|_| body(&get(&lab, "/", &[]))).collect();
+    for pod in ["pod-1", "pod-2"] {
+        let n = spread.iter().filter(|b| *b == pod).count();
+        assert!(
+            (5..=15).contains(&n),
+            "weights 1:1 gave {pod} {n} of 20: {spread:?}"
+        );
+    }
+
+    // Status, as the spec's conformance tests read it.
+    let class = conditions(
+        &lab,
+        "gatewayclass",
+        "halo",
+        "default",
+        ".status.conditions",
+    );
+    assert!(
+        class.contains(&"Accepted=True/Accepted".to_string()),
+        "{class:?}"
+    );
+    let features = jsonpath(
+        &lab,
+        "gatewayclass",
+        "halo",
+        "",
+        "{.status.supportedFeatures[*].name}",
+    );
+    assert!(
+        features.contains("HTTPRoute") && features.contains("GatewayStaticAddresses"),
+        "{features}"
+    );
+    assert_eq!(
+        jsonpath(
+            &lab,
+            "gateway",
+            "front",
+            "default",
+            "{.status.addresses[0].value}"
+        ),
+        ADDRESS
+    );
+    let gw = conditions(&lab, "gateway", "front", "default", ".status.conditions");
+    assert!(
+        gw.contains(&"Accepted=True/ListenersNotValid".to_string()),
+        "{gw:?}"
+    );
+    assert!(
+        gw.contains(&"Programmed=True/Programmed".to_string()),
+        "{gw:?}"
+    );
+    let http = conditions(
+        &lab,
+        "gateway",
+        "front",
+        "default",
+        ".status.listeners[?(@.name==\"http\")].conditions",
+    );
+    assert!(
+        http.contains(&"Accepted=True/Accepted".to_string())
+            && http.contains(&"Programmed=True/Programmed".to_string()),
+        "{http:?}"
+    );
+    let raw = conditions(
+        &lab,
+        "gateway",
+        "front",
+        "default",
+        ".status.listeners[?(@.name==\"raw\")].conditions",
+    );
+    assert!(
+        raw.contains(&"Accepted=False/UnsupportedProtocol".to_string()),
+        "{raw:?}"
+    );
+    let attached = jsonpath(
+        &lab,
+        "gateway",
+        "front",
+        "default",
+        "{.status.listeners[?(@.name==\"http\")].attachedRoutes}",
+    );
+    assert_eq!(
+        attached, "2",
+        "site and shop attach; the other namespace's route does not"
+    );
+    let site = conditions(
+        &lab,
+        "httproute",
+        "site",
+        "default",
+        ".status.parents[0].conditions",
+    );
+    assert!(
+        site.contains(&"Accepted=True/Accepted".to_string()),
+        "{site:?}"
+    );
+    assert!(
+        site.contains(&"ResolvedRefs=False/BackendNotFound".to_string()),
+        "{site:?}"
+    );
+    let stranger = conditions(
+        &lab,
+        "httproute",
+        "stranger",
+        "team",
+        ".status.parents[0].conditions",
+    );
+    assert!(
+        stranger.contains(&"Accepted=False/NotAllowedByListeners".to_string()),
+        "{stranger:?}"
+    );
+
+    // Allowing the other namespace attaches its route: a spec change re-translates.
+    lab.cluster
+        .kubectl_ok(&["patch", "gateway", "front", "-n", "default", "--type=json", "-p",
+            r#"[{"op":"add","path":"/spec/listeners/0/allowedRoutes","value":{"namespaces":{"from":"All"}}}]"#])
+        .expect("patch");
+    let attached_all = wait_for(Duration::from_secs(20), || {
+        jsonpath(
+            &lab,
+            "gateway",
+            "front",
+            "default",
+            "{.status.listeners[?(@.name==\"http\")].attachedRoutes}",
+        ) == "3"
+    });
+    assert!(attached_all, "the team route did not attach");
+
+    // The Gateway's address fails over like any VirtualIP: the master's data plane dies
+    // (SIGKILL leaves the address on its interface, as with keepalived), another node
+    // takes it and the client is answered through it.
+    let holders = lab.site.holders(ADDRESS);
+    assert_eq!(holders.len(), 1, "one node holds {ADDRESS}: {holders:?}");
+    let old = holders[0];
+    let killed = Instant::now();
+    lab.stop_dataplane(old, "KILL").expect("kill");
+    let moved = wait_for(Duration::from_secs(5), || {
+        lab.site.holders(ADDRESS).iter().any(|&n| n != old)
+    });
+    assert!(moved, "{ADDRESS} did not move from {}", NODES[old]);
+    let answered = wait_for(Duration::from_secs(5), || {
+        body(&get(&lab, "/two", &[])) == "pod-2"
+    });
+    assert!(answered, "the new holder does not serve the routes");
+    eprintln!(
+        "Gateway address moved from {} and answered again in {:?}",
+        NODES[old],
+        killed.elapsed()
+    );
+}
