@@ -51,6 +51,39 @@ pub struct Cluster {
 /// The Gateway API release whose CRDs the tests install (`scripts/fetch-gateway-api.sh`).
 pub const GATEWAY_API_VERSION: &str = "v1.5.1";
 
+/// The kubectl calls that install the Gateway API CRDs `scripts/fetch-gateway-api.sh`
+/// fetched and wait until they are served.
+pub fn gateway_api_steps() -> Result<Vec<Vec<String>>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../target/gateway-api/{GATEWAY_API_VERSION}"));
+    if !dir
+        .join("gateway.networking.k8s.io_httproutes.yaml")
+        .exists()
+    {
+        anyhow::bail!(
+            "no Gateway API CRDs in {}: run scripts/fetch-gateway-api.sh",
+            dir.display()
+        );
+    }
+    let crds = [
+        "gatewayclasses",
+        "gateways",
+        "httproutes",
+        "referencegrants",
+    ]
+    .map(|k| format!("crd/{k}.gateway.networking.k8s.io"));
+    let mut wait: Vec<String> = ["wait", "--for", "condition=established", "--timeout=60s"]
+        .map(String::from)
+        .to_vec();
+    wait.extend(crds);
+    // Server-side: the CRDs are too large for the last-applied annotation.
+    let apply = ["apply", "--server-side", "-f"].map(String::from).to_vec();
+    Ok(vec![
+        [apply, vec![dir.to_string_lossy().into_owned()]].concat(),
+        wait,
+    ])
+}
+
 /// The Nodes every cluster has, with their InternalIP.
 pub const NODES: [(&str, &str); 2] = [("node-a", "192.0.2.1"), ("node-b", "192.0.2.2")];
 

@@ -166,6 +166,27 @@ spec:
   ports: [{name: http, port: 80, targetPort: 8080}]
 ";
 
+/// Gateway API objects: what the controller reads and writes status on under its role.
+const GATEWAY_WORLD: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: halo}
+spec: {controllerName: halo.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: front, namespace: shop}
+spec:
+  gatewayClassName: halo
+  listeners: [{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {gateway: front}}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: shop}
+spec:
+  parentRefs: [{name: front}]
+  rules: [{backendRefs: [{name: shop-front, port: 80}]}]
+";
+
 /// One controller replica started from the rendered Deployment, stopped when dropped.
 struct Replica {
     proc: Proc,
@@ -292,6 +313,13 @@ fn controller_reconciles_with_its_own_service_account_and_the_rendered_flags() {
         .kubectl_ok(&["create", "namespace", "shop"])
         .expect("namespace");
     cluster.apply(WORLD).expect("objects");
+    for args in halo_tests::cluster::gateway_api_steps().expect("Gateway API CRDs") {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cluster
+            .kubectl_ok(&args)
+            .expect("install the Gateway API CRDs");
+    }
+    cluster.apply(GATEWAY_WORLD).expect("gateway objects");
 
     // Two replicas, as the Deployment runs them, starting together with no Secret yet: they
     // race to create it, and both serve the one that won.
@@ -457,6 +485,55 @@ fn controller_reconciles_with_its_own_service_account_and_the_rendered_flags() {
             log()
         );
     }
+    // Gateway API under the chart's role: the class accepted, the Gateway given an address
+    // from the pool, and the route's parent status; the listener's namespace selector
+    // reads the Namespace's labels.
+    let jsonpath = |args: &[&str], path: &str| {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        let path = format!("jsonpath={path}");
+        all.extend(["-o", path.as_str()]);
+        get(&all)
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || jsonpath(
+            &["gatewayclass", "halo"],
+            "{.status.conditions[?(@.type==\"Accepted\")].status}"
+        ) == "True"),
+        "{}",
+        log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || jsonpath(
+            &["gateway", "front", "-n", "shop"],
+            "{.status.addresses[0].value}"
+        )
+        .starts_with("192.0.2.24")),
+        "{}\n{}",
+        get(&["get", "gateway", "front", "-n", "shop", "-o", "yaml"]),
+        log()
+    );
+    let route_accepted = || {
+        jsonpath(
+            &["httproute", "shop", "-n", "shop"],
+            "{.status.parents[0].conditions[?(@.type==\"Accepted\")].reason}",
+        )
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || route_accepted()
+            == "NotAllowedByListeners"),
+        "{}",
+        get(&["get", "httproute", "shop", "-n", "shop", "-o", "yaml"])
+    );
+    cluster
+        .kubectl_ok(&["label", "namespace", "shop", "gateway=front"])
+        .expect("label");
+    assert!(
+        wait_for(Duration::from_secs(30), || route_accepted() == "Accepted"),
+        "{}",
+        get(&["get", "httproute", "shop", "-n", "shop", "-o", "yaml"])
+    );
+
     // The Service of type LoadBalancer gets its address from the pool.
     assert!(
         wait_for(Duration::from_secs(30), || get(&[
