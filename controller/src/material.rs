@@ -106,6 +106,8 @@ fn invalid(reason: Reason, message: impl Into<String>) -> Invalid {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretProblem {
     pub field: String,
+    /// The Secret the field names.
+    pub secret: SecretKey,
     pub reason: Reason,
     pub message: String,
     /// The nodes keep the Secret's last valid contents meanwhile.
@@ -131,29 +133,37 @@ fn ca_field(prefix: String, upstream: &Upstream) -> Option<(String, &str, Usage)
 pub fn references(lbs: &[Arc<LoadBalancer>]) -> Vec<Reference> {
     let mut out = Vec::new();
     for lb in lbs {
-        let mut named: Vec<(String, &str, Usage)> = Vec::new();
+        let namespace = lb.namespace().unwrap_or_default();
+        // (field, namespace, name, usage)
+        let mut named: Vec<(String, &str, &str, Usage)> = Vec::new();
         for (i, l) in lb.spec.listeners.iter().enumerate() {
             for (j, c) in l.tls.iter().flat_map(|t| t.certificates.iter()).enumerate() {
                 if let Some(name) = &c.secret_name {
                     named.push((
                         format!("spec.listeners[{i}].tls.certificates[{j}].secretName"),
+                        c.secret_namespace.as_deref().unwrap_or(&namespace),
                         name,
                         Usage::Certificate,
                     ));
                 }
             }
-            named.extend(ca_field(format!("spec.listeners[{i}]"), &l.upstream));
+            named.extend(
+                ca_field(format!("spec.listeners[{i}]"), &l.upstream)
+                    .map(|(f, n, u)| (f, namespace.as_str(), n, u)),
+            );
         }
         for (k, g) in lb.spec.backend_groups.iter().enumerate() {
-            named.extend(ca_field(format!("spec.backendGroups[{k}]"), &g.upstream));
+            named.extend(
+                ca_field(format!("spec.backendGroups[{k}]"), &g.upstream)
+                    .map(|(f, n, u)| (f, namespace.as_str(), n, u)),
+            );
         }
         let object = load_balancer_ref(lb);
-        let namespace = lb.namespace().unwrap_or_default();
-        out.extend(named.into_iter().map(|(field, name, usage)| Reference {
+        out.extend(named.into_iter().map(|(field, ns, name, usage)| Reference {
             object: object.clone(),
             field,
             secret: SecretKey {
-                namespace: namespace.clone(),
+                namespace: ns.to_string(),
                 name: name.to_string(),
             },
             usage,
@@ -335,6 +345,7 @@ impl Resolver {
                     .or_default()
                     .push(SecretProblem {
                         field: r.field.clone(),
+                        secret: r.secret.clone(),
                         reason: e.reason,
                         message: e.message.clone(),
                         kept_previous: self.last_good.contains_key(&(r.secret.clone(), r.usage)),
@@ -463,16 +474,19 @@ mod tests {
                     secret_name: Some("web-tls".into()),
                     cert_file: None,
                     key_file: None,
+                    secret_namespace: None,
                 },
                 CertificateRef {
                     secret_name: None,
                     cert_file: Some("/c".into()),
                     key_file: Some("/k".into()),
+                    secret_namespace: None,
                 },
                 CertificateRef {
                     secret_name: Some("api-tls".into()),
                     cert_file: None,
                     key_file: None,
+                    secret_namespace: None,
                 },
             ],
             ..Default::default()

@@ -58,10 +58,20 @@ impl Renderer {
     /// referenced before); call before `render_once`.
     pub async fn load_material(&self) {
         let lbs = self.index.load_balancers.state();
-        let wanted: BTreeSet<SecretKey> = material::references(&lbs)
+        let mut wanted: BTreeSet<SecretKey> = material::references(&lbs)
             .into_iter()
             .map(|r| r.secret)
             .collect();
+        if let Some(g) = &self.index.gateway {
+            let gateways = g.gateways.state();
+            let refs: Vec<&crate::gateway::api::Gateway> =
+                gateways.iter().map(AsRef::as_ref).collect();
+            wanted.extend(
+                crate::gateway::certificate_secrets(&refs)
+                    .into_iter()
+                    .map(|(namespace, name)| SecretKey { namespace, name }),
+            );
+        }
         let read = async {
             self.index.tls_secrets.want(wanted.clone()).await;
             self.index.ca_secrets.want(wanted).await;

@@ -327,6 +327,13 @@ pub struct CertificateRef {
     /// PEM private key file (standalone mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<String>,
+    /// The Secret's namespace when it is not the LoadBalancer's: set only by the
+    /// controller's own translations (a Gateway's certificateRefs a ReferenceGrant allows),
+    /// never read from an object. (Serialized when set, for KubeSchema's copy of the
+    /// struct to read it.)
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub secret_namespace: Option<String>,
 }
 
 /// One routing rule: Gateway API HTTPRoute's hostnames plus one rule (matches, filters,

@@ -93,6 +93,17 @@ fn pair(dir: &Path, stem: &str) -> Pair {
     }
 }
 
+/// A `kubernetes.io/tls` Secret holding `cert` and `key` as given (the API server checks
+/// only that both keys exist, so malformed contents get through, as from any client).
+pub fn tls_secret_yaml(namespace: &str, name: &str, cert: &str, key: &str) -> String {
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: {}\n  tls.key: {}\n",
+        q(cert),
+        q(key)
+    )
+}
+
 /// A CA certificate `<stem>.crt` and its key `<stem>.key` in `dir`, valid for a day.
 pub fn ca(dir: &Path, stem: &str, cn: &str) -> Result<Pair> {
     let p = pair(dir, stem);

@@ -8,11 +8,13 @@ use halo_tests::cluster::wait_for;
 use halo_tests::curl::{Reply, curl_in};
 use halo_tests::fault_lab::{self, FaultLab, NODES, Options, POD_PORT};
 use halo_tests::lab::{self, Share};
+use halo_tests::pki;
 
 /// The Gateway's requested address (in the lab's subnet, in the pool below).
 const ADDRESS: &str = "192.0.2.110";
 
-const OBJECTS: &str = r#"
+/// The pool the Gateways' requested addresses come from, and Halo's class.
+const POOL_AND_CLASS: &str = r#"
 apiVersion: halo.dev/v1alpha1
 kind: VirtualIPPool
 metadata: {name: gateways}
@@ -24,7 +26,9 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {name: halo}
 spec: {controllerName: halo.dev/gateway-controller}
----
+"#;
+
+const OBJECTS: &str = r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: front, namespace: default}
@@ -88,12 +92,21 @@ fn services() -> String {
 
 fn get(lab: &FaultLab, path: &str, headers: &[&str]) -> Reply {
     let url = format!("http://{ADDRESS}{path}");
-    let mut args: Vec<&str> = vec!["-i", "--max-time", "3"];
-    for h in headers {
-        args.extend(["-H", h]);
-    }
+    let mut args: Vec<&str> = headers.iter().flat_map(|h| ["-H", h]).collect();
     args.push(&url);
-    curl_in(&lab.site.client.ns, &args).expect("curl")
+    client(lab, &args)
+}
+
+/// curl from the lab's client with the response head shown.
+fn client(lab: &FaultLab, args: &[&str]) -> Reply {
+    try_client(lab, args).expect("curl")
+}
+
+/// [`client`], where no answer (a refused handshake) is an error.
+fn try_client(lab: &FaultLab, args: &[&str]) -> anyhow::Result<Reply> {
+    let mut all = vec!["-i", "--max-time", "3"];
+    all.extend_from_slice(args);
+    curl_in(&lab.site.client.ns, &all)
 }
 
 fn body(reply: &Reply) -> String {
@@ -130,6 +143,7 @@ fn gateway_and_routes_serve_traffic_report_status_and_fail_over() {
     };
     let mut lab = FaultLab::start_with("gw", Options { gateway_api: true }).expect("lab");
     lab.cluster.apply(&services()).expect("services");
+    lab.cluster.apply(POOL_AND_CLASS).expect("pool and class");
     lab.cluster.apply(OBJECTS).expect("gateway objects");
 
     // The address answers once a node holds it and runs the routes.
@@ -315,5 +329,145 @@ fn gateway_and_routes_serve_traffic_report_status_and_fail_over() {
         "Gateway address moved from {} and answered again in {:?}",
         NODES[old],
         killed.elapsed()
+    );
+}
+
+/// An HTTPS Gateway whose certificate lives in another namespace: refused until a
+/// ReferenceGrant allows it, then served with h2 by SNI; plain HTTP redirects to it.
+const SECURE: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: certs}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: secure, namespace: default}
+spec:
+  gatewayClassName: halo
+  addresses: [{value: "192.0.2.111"}]
+  listeners:
+    - {name: http, port: 80, protocol: HTTP, hostname: site.example.com}
+    - name: https
+      port: 443
+      protocol: HTTPS
+      hostname: site.example.com
+      tls: {certificateRefs: [{name: site-tls, namespace: certs}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: to-https, namespace: default}
+spec:
+  parentRefs: [{name: secure, sectionName: http}]
+  rules: [{filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: app, namespace: default}
+spec:
+  parentRefs: [{name: secure, sectionName: https}]
+  rules: [{backendRefs: [{name: one, port: 80}]}]
+"#;
+
+const GRANT: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: gateways-read-certs, namespace: certs}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: default}]
+  to: [{group: "", kind: Secret}]
+"#;
+
+#[test]
+fn https_listener_with_a_granted_certificate_and_a_redirect() {
+    let Some(_lab) = lab::enter(&[], Share::Alone) else {
+        return;
+    };
+    let lab = FaultLab::start_with("gws", Options { gateway_api: true }).expect("lab");
+    let dir = lab.cluster.dir.join("site-pki");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca = pki::ca(&dir, "ca", "site-ca").expect("ca");
+    let site = pki::signed(
+        &dir,
+        &ca,
+        "site",
+        "site.example.com",
+        "DNS:site.example.com",
+    )
+    .expect("cert");
+    lab.cluster.apply(&services()).expect("services");
+    lab.cluster.apply(POOL_AND_CLASS).expect("pool and class");
+    lab.cluster.apply(SECURE).expect("gateway");
+    lab.cluster
+        .apply(&pki::tls_secret_yaml(
+            "certs",
+            "site-tls",
+            &site.cert_pem().expect("pem"),
+            &site.key_pem().expect("pem"),
+        ))
+        .expect("secret");
+
+    let https = || {
+        conditions(
+            &lab,
+            "gateway",
+            "secure",
+            "default",
+            ".status.listeners[?(@.name==\"https\")].conditions",
+        )
+    };
+    let refused = wait_for(Duration::from_secs(30), || {
+        https().contains(&"ResolvedRefs=False/RefNotPermitted".to_string())
+    });
+    assert!(refused, "{:?}\n{}", https(), lab.controller_log(0));
+    let app = conditions(
+        &lab,
+        "httproute",
+        "app",
+        "default",
+        ".status.parents[0].conditions",
+    );
+    assert!(
+        app.contains(&"Accepted=False/NotAllowedByListeners".to_string()),
+        "{app:?}"
+    );
+
+    lab.cluster.apply(GRANT).expect("grant");
+    let cacert = ca.cert.to_string_lossy().to_string();
+    let fetch = || {
+        try_client(
+            &lab,
+            &[
+                "--cacert",
+                &cacert,
+                "--resolve",
+                "site.example.com:443:192.0.2.111",
+                "https://site.example.com/page",
+            ],
+        )
+    };
+    let served = wait_for(Duration::from_secs(40), || {
+        fetch().is_ok_and(|r| body(&r) == "pod-1")
+    });
+    assert!(served, "{:?}\n{}", https(), lab.controller_log(0));
+    assert_eq!(fetch().expect("https").version, "2", "ALPN h2 by default");
+    assert!(
+        https().contains(&"ResolvedRefs=True/ResolvedRefs".to_string()),
+        "{:?}",
+        https()
+    );
+
+    let plain = client(
+        &lab,
+        &[
+            "--resolve",
+            "site.example.com:80:192.0.2.111",
+            "http://site.example.com/page?q=1",
+        ],
+    );
+    assert_eq!(plain.status, 301, "{}", plain.text());
+    assert!(
+        plain.text().contains("https://site.example.com/page?q=1"),
+        "{}",
+        plain.text()
     );
 }

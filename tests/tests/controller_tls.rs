@@ -17,16 +17,9 @@ const LISTENER: &str = "default/web/https";
 /// Long enough for a watch event, a resolve, a render and a push on a loaded machine.
 const FOLLOW: Duration = Duration::from_secs(30);
 
-/// A `kubernetes.io/tls` Secret `default/web-tls` with these keys as they are (the API
-/// server checks only that both keys exist, so malformed contents get through, as they
-/// would from any client that does not validate).
+/// A `kubernetes.io/tls` Secret `default/web-tls` with these keys as they are.
 fn secret_yaml(cert: &str, key: &str) -> String {
-    let q = |s: &str| serde_json::to_string(s).expect("json string");
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: web-tls, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: {}\n  tls.key: {}\n",
-        q(cert),
-        q(key)
-    )
+    halo_tests::pki::tls_secret_yaml("default", "web-tls", cert, key)
 }
 
 fn load_balancer_yaml(port: u16, backend: u16) -> String {

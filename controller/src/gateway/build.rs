@@ -91,7 +91,7 @@ pub(super) fn build(
         let mut listener =
             Listener::new(format!("port-{port}"), port, protocol, Upstream::default());
         if protocol == Protocol::Https {
-            listener.tls = Some(tls_of(listeners, &members));
+            listener.tls = Some(tls_of(listeners, &own_ns, &members));
         }
         let mut route_names = BTreeSet::new();
         for a in mine.iter().filter(|a| members.contains(&a.listener)) {
@@ -164,8 +164,10 @@ pub(super) fn build(
 
 /// The certificates of every HTTPS listener on one port (chosen by SNI; the first is
 /// the default).
-fn tls_of(listeners: &[Prepared<'_>], members: &[usize]) -> ListenerTls {
-    let mut names = Vec::new();
+/// (A listener's references were checked against ReferenceGrants before: only usable
+/// listeners get here.)
+fn tls_of(listeners: &[Prepared<'_>], own_ns: &str, members: &[usize]) -> ListenerTls {
+    let mut secrets: Vec<(Option<String>, String)> = Vec::new();
     for &i in members {
         for r in listeners[i]
             .spec
@@ -173,18 +175,21 @@ fn tls_of(listeners: &[Prepared<'_>], members: &[usize]) -> ListenerTls {
             .iter()
             .flat_map(|t| &t.certificate_refs)
         {
-            if !names.contains(&r.name) {
-                names.push(r.name.clone());
+            let ns = r.namespace.clone().filter(|ns| ns != own_ns);
+            let key = (ns, r.name.clone());
+            if !secrets.contains(&key) {
+                secrets.push(key);
             }
         }
     }
     ListenerTls {
-        certificates: names
+        certificates: secrets
             .into_iter()
-            .map(|n| CertificateRef {
-                secret_name: Some(n),
+            .map(|(ns, name)| CertificateRef {
+                secret_name: Some(name),
                 cert_file: None,
                 key_file: None,
+                secret_namespace: ns,
             })
             .collect(),
         ..Default::default()

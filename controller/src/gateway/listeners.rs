@@ -99,19 +99,11 @@ fn certificates_ok(
             ));
         }
         let ns = r.namespace.clone().unwrap_or_else(|| own.clone());
-        if ns != own {
-            if !granted(grants, ("Gateway", &own), ("", "Secret", &ns, &r.name)) {
-                return Err((
-                    "RefNotPermitted",
-                    format!(
-                        "certificateRefs[{i}]: no ReferenceGrant in {ns} allows this Gateway's Secret reference"
-                    ),
-                ));
-            }
+        if ns != own && !granted(grants, ("Gateway", &own), ("", "Secret", &ns, &r.name)) {
             return Err((
-                "InvalidCertificateRef",
+                "RefNotPermitted",
                 format!(
-                    "certificateRefs[{i}]: certificates from another namespace are not supported yet"
+                    "certificateRefs[{i}]: no ReferenceGrant in {ns} allows this Gateway's Secret reference"
                 ),
             ));
         }

@@ -103,6 +103,8 @@ impl Fact {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ListenerReport {
     pub name: String,
+    /// The Secrets (namespace, name) it takes certificates from.
+    pub certificates: Vec<ObjectId>,
     pub kinds: Vec<api::RouteGroupKind>,
     pub attached: i32,
     pub conditions: Vec<Fact>,
@@ -213,6 +215,27 @@ fn asked_address(gw: &Gateway) -> Result<Option<String>, String> {
             more.len()
         )),
     }
+}
+
+/// The Secrets (namespace, name) the listeners of `gateways` name as certificates, so
+/// their contents are read before the translation needs them.
+pub fn certificate_secrets(gateways: &[&Gateway]) -> Vec<ObjectId> {
+    gateways
+        .iter()
+        .flat_map(|gw| {
+            let own = gw.namespace().unwrap_or_default();
+            gw.spec
+                .listeners
+                .iter()
+                .flat_map(|l| l.tls.iter().flat_map(|t| &t.certificate_refs))
+                .map(move |r| {
+                    (
+                        r.namespace.clone().unwrap_or_else(|| own.clone()),
+                        r.name.clone(),
+                    )
+                })
+        })
+        .collect()
 }
 
 /// The id under which a Gateway's address is allocated (a Service name cannot hold `/`).
@@ -405,8 +428,21 @@ fn gateway_report(
             } else {
                 Fact::no("Programmed", "Invalid", "the listener is not valid".into())
             });
+            let own = gw.namespace().unwrap_or_default();
             ListenerReport {
                 name: l.spec.name.clone(),
+                certificates: l
+                    .spec
+                    .tls
+                    .iter()
+                    .flat_map(|t| &t.certificate_refs)
+                    .map(|r| {
+                        (
+                            r.namespace.clone().unwrap_or_else(|| own.clone()),
+                            r.name.clone(),
+                        )
+                    })
+                    .collect(),
                 kinds: l.kinds.clone(),
                 attached: i32::try_from(attached.len()).unwrap_or(i32::MAX),
                 conditions,

@@ -540,6 +540,10 @@ mod tests {
         let object = load_balancer_ref(&lb(&["http"]));
         let secret = SecretProblem {
             field: "spec.listeners[0].tls.certificates[0].secretName".into(),
+            secret: crate::material::SecretKey {
+                namespace: "shop".into(),
+                name: "site".into(),
+            },
             reason: Reason::SecretNotFound,
             message: "Secret shop/site not found".into(),
             kept_previous: false,

@@ -12,7 +12,9 @@ use crate::gateway::api::{
     Feature, Gateway, GatewayAddress, GatewayClass, GatewayClassStatus, GatewayStatus, HTTPRoute,
     ListenerStatus, RouteParentStatus, RouteStatus,
 };
-use crate::gateway::{CONTROLLER_NAME, Fact, GatewayReport, ParentReport, SUPPORTED_FEATURES};
+use crate::gateway::{
+    CONTROLLER_NAME, Fact, GatewayReport, ListenerReport, ParentReport, SUPPORTED_FEATURES,
+};
 use crate::observed::View;
 
 fn conditions(
@@ -86,6 +88,41 @@ fn programmed(report: &GatewayReport, view: &View) -> Fact {
     }
 }
 
+/// The translation's facts, with a certificate Secret that is missing or unusable
+/// making ResolvedRefs false (InvalidCertificateRef) and the listener not Programmed.
+fn listener_facts(l: &ListenerReport, report: &GatewayReport, view: &View) -> Vec<Fact> {
+    let lb = ObjectRef {
+        kind: "LoadBalancer",
+        namespace: Some(report.load_balancer.0.clone()),
+        name: report.load_balancer.1.clone(),
+    };
+    let broken = view
+        .secret_problems
+        .get(&lb)
+        .into_iter()
+        .flatten()
+        .find(|p| {
+            l.certificates
+                .iter()
+                .any(|(ns, name)| p.secret.namespace == *ns && p.secret.name == *name)
+        });
+    let Some(problem) = broken else {
+        return l.conditions.clone();
+    };
+    l.conditions
+        .iter()
+        .map(|f| match f.type_ {
+            "ResolvedRefs" if f.status => Fact::no(
+                "ResolvedRefs",
+                "InvalidCertificateRef",
+                problem.message.clone(),
+            ),
+            "Programmed" if f.status => Fact::no("Programmed", "Invalid", problem.message.clone()),
+            _ => f.clone(),
+        })
+        .collect()
+}
+
 pub fn gateway_status(
     gw: &Gateway,
     report: &GatewayReport,
@@ -108,7 +145,7 @@ pub fn gateway_status(
                 name: l.name.clone(),
                 supported_kinds: l.kinds.clone(),
                 attached_routes: l.attached,
-                conditions: conditions(&l.conditions, previous, generation, now),
+                conditions: conditions(&listener_facts(l, report, view), previous, generation, now),
             }
         })
         .collect();

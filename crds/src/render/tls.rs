@@ -44,7 +44,10 @@ pub fn material_refs(lbs: &[LoadBalancer]) -> BTreeSet<MaterialRef> {
         };
         for l in &lb.spec.listeners {
             for cert in l.tls.iter().flat_map(|t| &t.certificates) {
-                out.extend(cert.secret_name.iter().map(secret));
+                out.extend(cert.secret_name.iter().map(|name| MaterialRef::Secret {
+                    namespace: cert.secret_namespace.clone().unwrap_or_else(|| ns.clone()),
+                    name: name.clone(),
+                }));
                 out.extend(cert.cert_file.iter().cloned().map(MaterialRef::File));
                 out.extend(cert.key_file.iter().cloned().map(MaterialRef::File));
             }
@@ -163,6 +166,7 @@ fn certificate(
     namespace: &str,
     material: &Material,
 ) -> Result<CertificateConfig, String> {
+    let namespace = cert.secret_namespace.as_deref().unwrap_or(namespace);
     match (&cert.secret_name, &cert.cert_file, &cert.key_file) {
         (Some(name), None, None) => {
             let r = MaterialRef::Secret {

@@ -507,6 +507,7 @@ pub fn certificate_refs(names: &[String]) -> Vec<CertificateRef> {
             secret_name: Some(n.clone()),
             cert_file: None,
             key_file: None,
+            secret_namespace: None,
         })
         .collect()
 }
