@@ -212,6 +212,11 @@ fn plain_manifests_install_on_a_real_api_server() {
     cluster
         .kubectl_ok(&["create", "namespace", "shop"])
         .expect("namespace shop");
+    // The Gateway API example needs the Gateway API's CRDs.
+    for args in halo_tests::cluster::gateway_api_steps().expect("Gateway API CRDs") {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cluster.kubectl_ok(&args).expect("install the Gateway API CRDs");
+    }
     for example in [
         "deploy/examples/standalone.yaml",
         "deploy/examples/three-tier.yaml",
@@ -220,6 +225,7 @@ fn plain_manifests_install_on_a_real_api_server() {
         "deploy/examples/kubernetes/service-loadbalancer.yaml",
         "deploy/examples/kubernetes/three-node-lab.yaml",
         "deploy/examples/kubernetes/pools.yaml",
+        "deploy/examples/kubernetes/gateway.yaml",
         // The L7 examples, one per capability (kubectl takes the whole folder).
         "deploy/examples/l7",
     ] {
