@@ -16,7 +16,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
-use crate::gateway::api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::gateway::api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TLSRoute};
 use crate::material::{CA_BUNDLE_LABEL, SecretData, SecretKey, TLS_SECRET_TYPE, Usage};
 use crate::secrets::SecretWatch;
 
@@ -45,13 +45,18 @@ pub struct GatewayStores {
     pub classes: Store<GatewayClass>,
     pub gateways: Store<Gateway>,
     pub http_routes: Store<HTTPRoute>,
+    /// When the API server serves TLSRoute v1 (Gateway API v1.5 and later).
+    pub tls_routes: Option<Store<TLSRoute>>,
     pub grants: Store<ReferenceGrant>,
     pub namespaces: Store<Namespace>,
 }
 
 impl GatewayStores {
-    fn start(client: &Client, changed: &Arc<Notify>) -> Self {
+    fn start(client: &Client, changed: &Arc<Notify>, served: GatewayApi) -> Self {
         Self {
+            tls_routes: served
+                .tls_routes
+                .then(|| watch(Api::all(client.clone()), changed.clone(), spec_fingerprint)),
             classes: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),
             gateways: watch(
                 Api::all(client.clone()),
@@ -72,6 +77,9 @@ impl GatewayStores {
         self.classes.wait_until_ready().await?;
         self.gateways.wait_until_ready().await?;
         self.http_routes.wait_until_ready().await?;
+        if let Some(s) = &self.tls_routes {
+            s.wait_until_ready().await?;
+        }
         self.grants.wait_until_ready().await?;
         self.namespaces.wait_until_ready().await?;
         Ok(())
@@ -91,8 +99,17 @@ fn labels_fingerprint<K: Resource>(obj: &K) -> u64 {
     hash_of(&obj.meta().labels)
 }
 
-/// Whether the API server serves the Gateway API kinds the translation reads.
-pub async fn has_gateway_api(client: &Client) -> bool {
+/// Which Gateway API kinds the API server serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GatewayApi {
+    /// GatewayClass, Gateway, HTTPRoute (v1) and ReferenceGrant (v1beta1): needed for any.
+    pub core: bool,
+    /// TLSRoute v1.
+    pub tls_routes: bool,
+}
+
+/// Which Gateway API kinds the API server serves.
+pub async fn gateway_api(client: &Client) -> GatewayApi {
     let served = |version: &str| {
         let client = client.clone();
         let version = version.to_string();
@@ -105,10 +122,14 @@ pub async fn has_gateway_api(client: &Client) -> bool {
         list.as_ref()
             .is_some_and(|l| l.resources.iter().any(|r| r.name == name))
     };
-    ["gatewayclasses", "gateways", "httproutes"]
+    let core = ["gatewayclasses", "gateways", "httproutes"]
         .iter()
         .all(|n| has(&v1, n))
-        && has(&v1beta1, "referencegrants")
+        && has(&v1beta1, "referencegrants");
+    GatewayApi {
+        core,
+        tls_routes: core && has(&v1, "tlsroutes"),
+    }
 }
 
 /// What about an object matters to the render; events that leave it unchanged (status
@@ -231,10 +252,12 @@ fn is_ca_bundle(s: &Secret) -> bool {
 }
 
 impl Index {
-    pub fn start(client: &Client, namespace: &str, gateway_api: bool) -> Self {
+    pub fn start(client: &Client, namespace: &str, gateway_api: GatewayApi) -> Self {
         let changed = Arc::new(Notify::new());
         Self {
-            gateway: gateway_api.then(|| GatewayStores::start(client, &changed)),
+            gateway: gateway_api
+                .core
+                .then(|| GatewayStores::start(client, &changed, gateway_api)),
             virtual_ips: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),
             load_balancers: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),
             pools: watch(Api::all(client.clone()), changed.clone(), spec_fingerprint),

@@ -157,8 +157,8 @@ async fn main() -> Result<()> {
         leader.clone(),
     ));
 
-    let gateway_api = halo_controller::index::has_gateway_api(&client).await;
-    if gateway_api {
+    let gateway_api = halo_controller::index::gateway_api(&client).await;
+    if gateway_api.core {
         tracing::info!(
             "Gateway API found: serving GatewayClasses of {}",
             halo_controller::gateway::CONTROLLER_NAME

@@ -14,7 +14,7 @@ use halo_crds::{LoadBalancer, VirtualIP};
 use kube::ResourceExt;
 
 use crate::assign::{self, Plan};
-use crate::gateway::api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::gateway::api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TLSRoute};
 use crate::index::GatewayStores;
 use crate::index::Index;
 use crate::material::{self, Resolver, SecretKey};
@@ -23,6 +23,7 @@ use crate::observed::{Observed, RenderResult};
 use crate::services::Allocations;
 use crate::stream::Hub;
 use crate::world;
+use kube::runtime::reflector::Store;
 
 pub struct Renderer {
     pub index: Index,
@@ -200,6 +201,7 @@ struct GatewayObjects {
     classes: Vec<Arc<GatewayClass>>,
     gateways: Vec<Arc<Gateway>>,
     routes: Vec<Arc<HTTPRoute>>,
+    tls_routes: Vec<Arc<TLSRoute>>,
     grants: Vec<Arc<ReferenceGrant>>,
     namespaces: Vec<Arc<k8s_openapi::api::core::v1::Namespace>>,
 }
@@ -210,6 +212,11 @@ impl GatewayObjects {
             classes: stores.classes.state(),
             gateways: stores.gateways.state(),
             routes: stores.http_routes.state(),
+            tls_routes: stores
+                .tls_routes
+                .as_ref()
+                .map(Store::state)
+                .unwrap_or_default(),
             grants: stores.grants.state(),
             namespaces: stores.namespaces.state(),
         }
@@ -221,6 +228,7 @@ struct GatewayRefs<'a> {
     classes: Vec<&'a GatewayClass>,
     gateways: Vec<&'a Gateway>,
     routes: Vec<&'a HTTPRoute>,
+    tls_routes: Vec<&'a TLSRoute>,
     grants: Vec<&'a ReferenceGrant>,
     namespaces: Vec<&'a k8s_openapi::api::core::v1::Namespace>,
 }
@@ -231,6 +239,7 @@ impl<'a> GatewayRefs<'a> {
             classes: objects.classes.iter().map(AsRef::as_ref).collect(),
             gateways: objects.gateways.iter().map(AsRef::as_ref).collect(),
             routes: objects.routes.iter().map(AsRef::as_ref).collect(),
+            tls_routes: objects.tls_routes.iter().map(AsRef::as_ref).collect(),
             grants: objects.grants.iter().map(AsRef::as_ref).collect(),
             namespaces: objects.namespaces.iter().map(AsRef::as_ref).collect(),
         }
@@ -245,6 +254,7 @@ impl<'a> GatewayRefs<'a> {
             classes: &self.classes,
             gateways: &self.gateways,
             routes: &self.routes,
+            tls_routes: &self.tls_routes,
             grants: &self.grants,
             services,
             namespaces: &self.namespaces,

@@ -333,7 +333,8 @@ fn gateway_and_routes_serve_traffic_report_status_and_fail_over() {
 }
 
 /// An HTTPS Gateway whose certificate lives in another namespace: refused until a
-/// ReferenceGrant allows it, then served with h2 by SNI; plain HTTP redirects to it.
+/// ReferenceGrant allows it, then served with h2 by SNI; plain HTTP redirects to it; a
+/// TLS listener passes connections through by SNI to a TLS server in a pod.
 const SECURE: &str = r#"
 apiVersion: v1
 kind: Namespace
@@ -352,6 +353,21 @@ spec:
       protocol: HTTPS
       hostname: site.example.com
       tls: {certificateRefs: [{name: site-tls, namespace: certs}]}
+    - {name: pass, port: 8443, protocol: TLS, tls: {mode: Passthrough}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: pass, namespace: default}
+spec:
+  parentRefs: [{name: secure, sectionName: pass}]
+  hostnames: [pass.example.com]
+  rules: [{backendRefs: [{name: tls-app, port: 9443}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tls-app, namespace: default}
+spec:
+  ports: [{name: tls, port: 9443}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -378,7 +394,7 @@ spec:
 "#;
 
 #[test]
-fn https_listener_with_a_granted_certificate_and_a_redirect() {
+fn https_with_a_granted_certificate_a_redirect_and_tls_passthrough() {
     let Some(_lab) = lab::enter(&[], Share::Alone) else {
         return;
     };
@@ -455,6 +471,87 @@ fn https_listener_with_a_granted_certificate_and_a_redirect() {
         "{:?}",
         https()
     );
+
+    // Passthrough: the pod's own TLS server answers (its certificate, verified by the
+    // client, proves the connection went through untouched).
+    let pass = pki::signed(
+        &dir,
+        &ca,
+        "pass",
+        "pass.example.com",
+        "DNS:pass.example.com",
+    )
+    .expect("cert");
+    let pod = lab.site.lab.host("pod-1").expect("pod-1 host").clone();
+    let (cert, key) = (
+        pass.cert.to_string_lossy().to_string(),
+        pass.key.to_string_lossy().to_string(),
+    );
+    lab.site
+        .lab
+        .spawn(
+            &pod,
+            std::path::Path::new("/usr/bin/openssl"),
+            &[
+                "s_server",
+                "-quiet",
+                "-accept",
+                "192.0.2.21:9443",
+                "-cert",
+                &cert,
+                "-key",
+                &key,
+                "-www",
+            ],
+            &dir.join("s_server.log"),
+        )
+        .expect("openssl s_server");
+    lab.cluster
+        .apply(&fault_lab::service_slice(
+            "tls-app",
+            "tls",
+            9443,
+            &[(0, true)],
+        ))
+        .expect("slice");
+    let through = || {
+        try_client(
+            &lab,
+            &[
+                "--cacert",
+                &cacert,
+                "--resolve",
+                "pass.example.com:8443:192.0.2.111",
+                "https://pass.example.com:8443/",
+            ],
+        )
+    };
+    let passed = wait_for(Duration::from_secs(30), || {
+        through().is_ok_and(|r| r.status == 200 && r.text().contains("s_server"))
+    });
+    assert!(passed, "{:?}", through().map(|r| r.text()));
+    let routed = conditions(
+        &lab,
+        "tlsroute",
+        "pass",
+        "default",
+        ".status.parents[0].conditions",
+    );
+    assert!(
+        routed.contains(&"Accepted=True/Accepted".to_string()),
+        "{routed:?}"
+    );
+    // Another name reaches no route: the connection is closed, nothing answers.
+    let other = try_client(
+        &lab,
+        &[
+            "-k",
+            "--resolve",
+            "other.example.com:8443:192.0.2.111",
+            "https://other.example.com:8443/",
+        ],
+    );
+    assert!(other.is_err(), "{:?}", other.map(|r| r.text()));
 
     let plain = client(
         &lab,

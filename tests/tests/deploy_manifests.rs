@@ -215,7 +215,9 @@ fn plain_manifests_install_on_a_real_api_server() {
     // The Gateway API example needs the Gateway API's CRDs.
     for args in halo_tests::cluster::gateway_api_steps().expect("Gateway API CRDs") {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        cluster.kubectl_ok(&args).expect("install the Gateway API CRDs");
+        cluster
+            .kubectl_ok(&args)
+            .expect("install the Gateway API CRDs");
     }
     for example in [
         "deploy/examples/standalone.yaml",

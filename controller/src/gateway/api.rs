@@ -274,3 +274,53 @@ pub struct GrantTo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "TLSRoute",
+    namespaced,
+    status = "RouteStatus",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TLSRouteSpec {
+    #[serde(default)]
+    pub parent_refs: Vec<ParentReference>,
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    #[serde(default)]
+    pub rules: Vec<TlsRouteRule>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsRouteRule {
+    #[serde(default)]
+    pub backend_refs: Vec<HttpBackendRef>,
+}
+
+impl TLSRoute {
+    /// The route in HTTPRoute's shape (rules with backendRefs only), which the
+    /// translation reads for both kinds.
+    pub fn as_http_route(&self) -> HTTPRoute {
+        HTTPRoute {
+            metadata: self.metadata.clone(),
+            spec: HTTPRouteSpec {
+                parent_refs: self.spec.parent_refs.clone(),
+                hostnames: self.spec.hostnames.clone(),
+                rules: self
+                    .spec
+                    .rules
+                    .iter()
+                    .map(|r| HttpRouteRule {
+                        backend_refs: r.backend_refs.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            },
+            status: self.status.clone(),
+        }
+    }
+}

@@ -7,7 +7,8 @@ use super::api::{Gateway, GatewayListener, HTTPRoute, ParentReference};
 use super::hosts::{intersect, selects};
 use super::listeners::Prepared;
 use super::routes::Converted;
-use super::{Attachment, Fact, GROUP, ObjectId, ParentReport, id_of};
+use super::{Attachment, Fact, GROUP, ObjectId, ParentReport, RouteKind, id_of};
+use kube::ResourceExt;
 
 /// A listener (by index) and the hostnames a route serves on it.
 type Placed = (usize, Vec<String>);
@@ -37,6 +38,7 @@ fn admits(
 /// The route's parents that are Halo Gateways, each with its status facts; attachments
 /// are added for the accepted ones.
 pub(super) fn attach_route<'r>(
+    kind: RouteKind,
     route: &HTTPRoute,
     converted: &'r Result<Converted, String>,
     gateways: &BTreeMap<ObjectId, GatewayListeners<'_>>,
@@ -75,7 +77,7 @@ pub(super) fn attach_route<'r>(
         };
         let accepted = match converted {
             Err(why) => Fact::no("Accepted", "UnsupportedValue", why.clone()),
-            Ok(c) => match place(parent, &gw_id, &route_ns, route, listeners, labels) {
+            Ok(c) => match place(kind, parent, &gw_id, &route_ns, route, listeners, labels) {
                 Err((reason, why)) => Fact::no("Accepted", reason, why),
                 Ok(placed) => {
                     for (listener, hostnames) in placed {
@@ -83,7 +85,7 @@ pub(super) fn attach_route<'r>(
                             gateway: gw_id.clone(),
                             listener,
                             hostnames,
-                            route: id_of(route),
+                            route: (kind, route_ns.clone(), route.name_any()),
                             rules: &c.rules,
                         });
                     }
@@ -101,6 +103,7 @@ pub(super) fn attach_route<'r>(
 
 /// The listeners (index, hostnames served) a parentRef attaches to, or why none.
 fn place(
+    kind: RouteKind,
     parent: &ParentReference,
     (gw_ns, _): &ObjectId,
     route_ns: &str,
@@ -128,7 +131,9 @@ fn place(
     let allowed: Vec<(usize, &Prepared)> = named
         .into_iter()
         .filter(|(_, l)| {
-            l.usable() && !l.kinds.is_empty() && admits(l.spec, gw_ns, route_ns, labels)
+            l.usable()
+                && l.kinds.iter().any(|k| k.kind == kind.name())
+                && admits(l.spec, gw_ns, route_ns, labels)
         })
         .collect();
     if allowed.is_empty() {

@@ -96,9 +96,14 @@ pub(super) fn build(
         let mut route_names = BTreeSet::new();
         for a in mine.iter().filter(|a| members.contains(&a.listener)) {
             for (r, rule) in a.rules.iter().enumerate() {
+                // A passthrough connection cannot be answered: without a backend the
+                // rule matches nothing, and the connection is closed.
+                if protocol == Protocol::Tls && rule.route.fixed_response.is_some() {
+                    continue;
+                }
                 let mut route = rule.route.clone();
                 route.name = unique_name(
-                    &format!("{}-{}-{r}", a.route.0, a.route.1),
+                    &format!("{}-{}-{r}", a.route.1, a.route.2),
                     &mut route_names,
                 );
                 route.hostnames = a.hostnames.clone();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use halo_crds::load_balancer::Protocol;
 
 use super::api::{Gateway, GatewayListener, ReferenceGrant, RouteGroupKind};
-use super::{Fact, GROUP, granted};
+use super::{Fact, GROUP, RouteKind, granted};
 
 /// One listener as the translation uses it.
 pub struct Prepared<'g> {
@@ -26,41 +26,53 @@ impl Prepared<'_> {
     }
 }
 
-fn http_route_kind() -> RouteGroupKind {
-    RouteGroupKind {
-        group: Some(GROUP.into()),
-        kind: "HTTPRoute".into(),
+/// The route kind a protocol serves.
+fn kind_for(protocol: Protocol) -> RouteKind {
+    match protocol {
+        Protocol::Tls => RouteKind::Tls,
+        _ => RouteKind::Http,
     }
 }
 
 /// The route kinds a listener asks for, split into the ones it can take and the others.
-fn route_kinds(l: &GatewayListener) -> (Vec<RouteGroupKind>, Vec<String>) {
+fn route_kinds(
+    l: &GatewayListener,
+    protocol: Option<Protocol>,
+) -> (Vec<RouteGroupKind>, Vec<String>) {
+    let Some(served) = protocol.map(kind_for) else {
+        return (Vec::new(), Vec::new());
+    };
+    let own = RouteGroupKind {
+        group: Some(GROUP.into()),
+        kind: served.name().into(),
+    };
     let asked = l
         .allowed_routes
         .as_ref()
         .map(|a| a.kinds.clone())
         .unwrap_or_default();
     if asked.is_empty() {
-        return (vec![http_route_kind()], Vec::new());
+        return (vec![own], Vec::new());
     }
     let (ok, bad): (Vec<_>, Vec<_>) = asked
         .into_iter()
-        .partition(|k| k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GROUP) == GROUP);
-    let ok = if ok.is_empty() {
-        Vec::new()
-    } else {
-        vec![http_route_kind()]
-    };
+        .partition(|k| k.kind == served.name() && k.group.as_deref().unwrap_or(GROUP) == GROUP);
+    let ok = if ok.is_empty() { Vec::new() } else { vec![own] };
     (ok, bad.into_iter().map(|k| k.kind).collect())
 }
 
 /// The protocol a listener is served with, or why it cannot be.
 fn protocol_of(l: &GatewayListener) -> Result<Protocol, String> {
-    match l.protocol.as_str() {
-        "HTTP" => Ok(Protocol::Http),
-        "HTTPS" => Ok(Protocol::Https),
-        other => Err(format!(
-            "protocol {other} is not supported (HTTP and HTTPS are)"
+    let mode = l.tls.as_ref().and_then(|t| t.mode.as_deref());
+    match (l.protocol.as_str(), mode) {
+        ("HTTP", _) => Ok(Protocol::Http),
+        ("HTTPS", _) => Ok(Protocol::Https),
+        ("TLS", Some("Passthrough")) => Ok(Protocol::Tls),
+        ("TLS", _) => {
+            Err("protocol TLS is served with tls.mode Passthrough (terminate with HTTPS)".into())
+        }
+        (other, _) => Err(format!(
+            "protocol {other} is not supported (HTTP, HTTPS and TLS passthrough are)"
         )),
     }
 }
@@ -113,7 +125,6 @@ fn certificates_ok(
 
 /// A listener checked on its own: protocol, certificates and route kinds.
 fn check<'g>(gw: &Gateway, l: &'g GatewayListener, grants: &[&ReferenceGrant]) -> Prepared<'g> {
-    let (kinds, bad_kinds) = route_kinds(l);
     let mut conditions = Vec::new();
     let protocol = match protocol_of(l) {
         Ok(p) => {
@@ -125,12 +136,14 @@ fn check<'g>(gw: &Gateway, l: &'g GatewayListener, grants: &[&ReferenceGrant]) -
             None
         }
     };
+    let (kinds, bad_kinds) = route_kinds(l, protocol);
     let refs = match (protocol, bad_kinds.is_empty()) {
         (_, false) => Err((
             "InvalidRouteKinds",
             format!(
-                "route kinds {} are not supported (HTTPRoute is)",
-                bad_kinds.join(", ")
+                "route kinds {} are not supported here ({} is)",
+                bad_kinds.join(", "),
+                protocol.map_or("none", |p| kind_for(p).name())
             ),
         )),
         (Some(Protocol::Https), true) => certificates_ok(gw, l, grants),

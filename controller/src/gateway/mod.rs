@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 
-use self::api::{Gateway, GatewayClass, HTTPRoute, ParentReference, ReferenceGrant};
+use self::api::{Gateway, GatewayClass, HTTPRoute, ParentReference, ReferenceGrant, TLSRoute};
 use self::attach::attach_route;
 use self::build::build;
 pub use self::build::{lb_name, virtual_ip_name};
@@ -51,10 +51,30 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
+    "TLSRoute",
 ];
 
 /// (namespace, name).
 pub type ObjectId = (String, String);
+
+/// The route kinds Halo attaches to listeners.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteKind {
+    Http,
+    Tls,
+}
+
+impl RouteKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Http => "HTTPRoute",
+            Self::Tls => "TLSRoute",
+        }
+    }
+}
+
+/// (kind, namespace, name) of a route.
+pub type RouteId = (RouteKind, String, String);
 
 /// One condition as the translation concludes it; the status writer adds the times.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,7 +155,7 @@ pub struct Reports {
     pub classes: BTreeMap<String, (Option<i64>, Fact)>,
     pub gateways: BTreeMap<ObjectId, GatewayReport>,
     /// Per HTTPRoute: its generation and one entry per parent Halo serves.
-    pub routes: BTreeMap<ObjectId, (Option<i64>, Vec<ParentReport>)>,
+    pub routes: BTreeMap<RouteId, (Option<i64>, Vec<ParentReport>)>,
 }
 
 /// What a translation reads.
@@ -144,6 +164,7 @@ pub struct Input<'a> {
     pub classes: &'a [&'a GatewayClass],
     pub gateways: &'a [&'a Gateway],
     pub routes: &'a [&'a HTTPRoute],
+    pub tls_routes: &'a [&'a TLSRoute],
     pub grants: &'a [&'a ReferenceGrant],
     pub services: &'a [&'a Service],
     pub namespaces: &'a [&'a Namespace],
@@ -301,7 +322,7 @@ struct Attachment<'r> {
     gateway: ObjectId,
     listener: usize,
     hostnames: Vec<String>,
-    route: ObjectId,
+    route: RouteId,
     rules: &'r [Rule],
 }
 
@@ -334,25 +355,34 @@ pub fn translate(input: &Input<'_>) -> Translation {
         .map(|n| (n.name_any(), n.labels().clone()))
         .collect();
 
-    let mut routes: Vec<&HTTPRoute> = input.routes.to_vec();
-    routes.sort_by_key(|r| {
+    // TLSRoutes are read in HTTPRoute's shape; the oldest route goes first.
+    let tls: Vec<HTTPRoute> = input.tls_routes.iter().map(|r| r.as_http_route()).collect();
+    let mut routes: Vec<(RouteKind, &HTTPRoute)> = input
+        .routes
+        .iter()
+        .map(|r| (RouteKind::Http, *r))
+        .chain(tls.iter().map(|r| (RouteKind::Tls, r)))
+        .collect();
+    routes.sort_by_key(|(kind, r)| {
         (
             r.metadata.creation_timestamp.as_ref().map(|t| t.0),
             r.namespace(),
             r.name_any(),
+            *kind,
         )
     });
-    let converted: Vec<(&HTTPRoute, Result<routes::Converted, String>)> = routes
+    let converted: Vec<(RouteKind, &HTTPRoute, Result<routes::Converted, String>)> = routes
         .iter()
-        .map(|r| (*r, routes::convert(r, &services, input.grants)))
+        .map(|(kind, r)| (*kind, *r, routes::convert(r, &services, input.grants)))
         .collect();
     let mut attachments = Vec::new();
-    for (route, conv) in &converted {
-        let parents = attach_route(route, conv, &prepared, &labels, &mut attachments);
+    for (kind, route, conv) in &converted {
+        let parents = attach_route(*kind, route, conv, &prepared, &labels, &mut attachments);
         if !parents.is_empty() {
+            let (ns, name) = id_of(*route);
             reports
                 .routes
-                .insert(id_of(*route), (route.metadata.generation, parents));
+                .insert((*kind, ns, name), (route.metadata.generation, parents));
         }
     }
     let mut virtual_ips = Vec::new();
@@ -417,7 +447,7 @@ fn gateway_report(
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let attached: BTreeSet<&ObjectId> = mine
+            let attached: BTreeSet<&RouteId> = mine
                 .iter()
                 .filter(|a| a.listener == i)
                 .map(|a| &a.route)

@@ -4,7 +4,7 @@ use halo_crds::load_balancer::Protocol;
 use halo_crds::net::IpPrefix;
 use serde_json::json;
 
-use super::api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use super::api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TLSRoute};
 use super::*;
 
 fn class() -> GatewayClass {
@@ -58,6 +58,7 @@ struct Case {
     routes: Vec<HTTPRoute>,
     services: Vec<Service>,
     grants: Vec<ReferenceGrant>,
+    tls_routes: Vec<TLSRoute>,
 }
 
 impl Case {
@@ -68,6 +69,7 @@ impl Case {
         let routes: Vec<&HTTPRoute> = self.routes.iter().collect();
         let services: Vec<&Service> = self.services.iter().collect();
         let grants: Vec<&ReferenceGrant> = self.grants.iter().collect();
+        let tls_routes: Vec<&TLSRoute> = self.tls_routes.iter().collect();
         let mut allocations = Allocations::new();
         allocations.insert(
             claim_id(&self.gateway),
@@ -77,6 +79,7 @@ impl Case {
             classes: &class_refs,
             gateways: &gateways,
             routes: &routes,
+            tls_routes: &tls_routes,
             grants: &grants,
             services: &services,
             namespaces: &[],
@@ -86,7 +89,7 @@ impl Case {
 }
 
 fn parent_facts(t: &Translation, ns: &str, name: &str) -> Vec<(&'static str, bool, &'static str)> {
-    t.reports.routes[&(ns.to_string(), name.to_string())].1[0]
+    t.reports.routes[&(RouteKind::Http, ns.to_string(), name.to_string())].1[0]
         .conditions
         .iter()
         .map(|f| (f.type_, f.status, f.reason))
@@ -123,6 +126,7 @@ fn a_gateway_and_route_become_one_load_balancer_with_weighted_groups() {
             service("infra", "api2", 8080),
         ],
         grants: vec![],
+        tls_routes: vec![],
     };
     let t = case.run();
     assert_eq!(t.virtual_ips.len(), 1);
@@ -211,6 +215,7 @@ fn route_parent_reasons_follow_the_spec() {
             routes: vec![r.clone()],
             services: services.clone(),
             grants,
+            tls_routes: vec![],
         }
         .run();
         let ns = r.namespace().unwrap();
@@ -232,6 +237,7 @@ fn a_backend_in_another_namespace_is_named_with_it() {
         routes: vec![web_route("infra", &[], Some("team"))],
         services: vec![service("team", "app", 8080), service("infra", "api2", 8080)],
         grants: vec![grant],
+        tls_routes: vec![],
     }
     .run();
     let namespaces: Vec<Option<String>> = t.load_balancers[0]
@@ -273,6 +279,7 @@ fn invalid_backends_answer_500_and_unsupported_filters_refuse_the_route() {
         routes: vec![missing, mirror],
         services: vec![],
         grants: vec![],
+        tls_routes: vec![],
     }
     .run();
     let routes = &t.load_balancers[0].spec.listeners[0].routes;
@@ -300,6 +307,7 @@ fn listener_conflicts_and_unsupported_protocols_are_reported() {
         routes: vec![],
         services: vec![],
         grants: vec![],
+        tls_routes: vec![],
     }
     .run();
     let g = &t.reports.gateways[&("infra".to_string(), "web".to_string())];
@@ -333,4 +341,44 @@ fn supported_features_are_sorted_as_the_status_requires() {
     let mut sorted = SUPPORTED_FEATURES.to_vec();
     sorted.sort_unstable();
     assert_eq!(sorted, SUPPORTED_FEATURES);
+}
+
+#[test]
+fn tls_passthrough_listeners_take_tls_routes_by_sni() {
+    let tls: TLSRoute = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "TLSRoute",
+        "metadata": {"name": "pass", "namespace": "infra"},
+        "spec": {"parentRefs": [{"name": "web"}], "hostnames": ["db.example.com"],
+                 "rules": [{"backendRefs": [{"name": "app", "port": 8080}]}]}
+    }))
+    .unwrap();
+    let t = Case {
+        gateway: gateway(json!([
+            {"name": "pass", "port": 443, "protocol": "TLS", "tls": {"mode": "Passthrough"}},
+            {"name": "end", "port": 8443, "protocol": "TLS", "tls": {"mode": "Terminate"}},
+        ])),
+        routes: vec![web_route("infra", &[], None)],
+        services: vec![
+            service("infra", "app", 8080),
+            service("infra", "api2", 8080),
+        ],
+        grants: vec![],
+        tls_routes: vec![tls],
+    }
+    .run();
+    let l = &t.load_balancers[0].spec.listeners[0];
+    assert_eq!((l.port, l.protocol), (443, Protocol::Tls));
+    assert_eq!(l.routes.len(), 1);
+    assert_eq!(l.routes[0].hostnames, vec!["db.example.com"]);
+    let tls_parent =
+        &t.reports.routes[&(RouteKind::Tls, "infra".to_string(), "pass".to_string())].1[0];
+    assert!(tls_parent.conditions[0].status, "{tls_parent:?}");
+    assert_eq!(
+        parent_facts(&t, "infra", "site")[0],
+        ("Accepted", false, "NotAllowedByListeners")
+    );
+    let g = &t.reports.gateways[&("infra".to_string(), "web".to_string())];
+    assert_eq!(g.listeners[0].kinds[0].kind, "TLSRoute");
+    let end = &g.listeners[1].conditions[0];
+    assert_eq!((end.status, end.reason), (false, "UnsupportedProtocol"));
 }

@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::compute::condition;
 use crate::gateway::api::{
-    Feature, Gateway, GatewayAddress, GatewayClass, GatewayClassStatus, GatewayStatus, HTTPRoute,
+    Feature, Gateway, GatewayAddress, GatewayClass, GatewayClassStatus, GatewayStatus,
     ListenerStatus, RouteParentStatus, RouteStatus,
 };
 use crate::gateway::{
@@ -166,12 +166,12 @@ pub fn gateway_status(
 
 /// The route's parents: Halo's entries from `parents`, other controllers' kept as they are.
 pub fn route_status(
-    route: &HTTPRoute,
+    before: Option<&RouteStatus>,
     generation: Option<i64>,
     parents: &[ParentReport],
     now: Timestamp,
 ) -> RouteStatus {
-    let before = route.status.clone().unwrap_or_default();
+    let before = before.cloned().unwrap_or_default();
     let mut out: Vec<RouteParentStatus> = before
         .parents
         .iter()

@@ -28,8 +28,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 
 use self::compute::split_brain_masters;
+use crate::gateway::RouteKind;
 use crate::gateway::api::{
-    Gateway, GatewayClass, GatewayClassStatus, GatewayStatus, HTTPRoute, RouteStatus,
+    Gateway, GatewayClass, GatewayClassStatus, GatewayStatus, HTTPRoute, RouteStatus, TLSRoute,
 };
 use crate::index::GatewayStores;
 use crate::lease::Leader;
@@ -79,6 +80,7 @@ enum Kind {
     GatewayClass,
     Gateway,
     HTTPRoute,
+    TLSRoute,
 }
 
 impl Kind {
@@ -91,6 +93,7 @@ impl Kind {
             Self::GatewayClass => "GatewayClass",
             Self::Gateway => "Gateway",
             Self::HTTPRoute => "HTTPRoute",
+            Self::TLSRoute => "TLSRoute",
         }
     }
 }
@@ -322,23 +325,55 @@ fn plan_gateway_api(
         ));
     }
     for route in stores.http_routes.state() {
-        let id = (route.namespace().unwrap_or_default(), route.name_any());
-        let Some((generation, parents)) = reports.routes.get(&id) else {
-            continue;
-        };
-        count(ctx, Kind::HTTPRoute);
-        live.insert(key_of(Kind::HTTPRoute, route.as_ref()));
-        let desired = gateway::route_status(&route, *generation, parents, now);
-        let current = route.status.clone().unwrap_or_default();
-        writes.extend(plan_write(
+        writes.extend(plan_route(
+            ctx,
             memory,
-            Kind::HTTPRoute,
+            &reports,
+            live,
             route.as_ref(),
-            &current,
-            &desired,
+            route.status.as_ref(),
+            now,
+        ));
+    }
+    for route in stores.tls_routes.iter().flat_map(Store::state) {
+        writes.extend(plan_route(
+            ctx,
+            memory,
+            &reports,
+            live,
+            route.as_ref(),
+            route.status.as_ref(),
+            now,
         ));
     }
     writes
+}
+
+/// The status write of one route of any kind Halo attaches.
+fn plan_route<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    memory: &Memory,
+    reports: &crate::gateway::Reports,
+    live: &mut std::collections::BTreeSet<Key>,
+    route: &K,
+    status: Option<&RouteStatus>,
+    now: Timestamp,
+) -> Option<Write> {
+    let (kind, route_kind) = match K::kind(&()).as_ref() {
+        "TLSRoute" => (Kind::TLSRoute, RouteKind::Tls),
+        _ => (Kind::HTTPRoute, RouteKind::Http),
+    };
+    let id = (
+        route_kind,
+        route.namespace().unwrap_or_default(),
+        route.name_any(),
+    );
+    let (generation, parents) = reports.routes.get(&id)?;
+    count(ctx, kind);
+    live.insert(key_of(kind, route));
+    let desired = gateway::route_status(status, *generation, parents, now);
+    let current = status.cloned().unwrap_or_default();
+    plan_write(memory, kind, route, &current, &desired)
 }
 
 /// Makes the writes, a few at a time, and remembers what was written; true when one
@@ -569,6 +604,10 @@ async fn execute(ctx: &Context, w: &Write) -> bool {
                 .await
                 .map(|_| ()),
             Kind::HTTPRoute => Api::<HTTPRoute>::namespaced(ctx.client.clone(), namespace)
+                .patch_status(name, &params, &patch)
+                .await
+                .map(|_| ()),
+            Kind::TLSRoute => Api::<TLSRoute>::namespaced(ctx.client.clone(), namespace)
                 .patch_status(name, &params, &patch)
                 .await
                 .map(|_| ()),
