@@ -270,6 +270,32 @@ pub fn virtual_ip_name(id: &ServiceId) -> String {
     format!("service-{}-{}", id.0, id.1)
 }
 
+/// A VirtualIP on an allocated address, with every other setting at its default (any
+/// node, VRRP with an assigned VRID); `created` orders it as its owner is ordered.
+pub fn allocated_virtual_ip(
+    name: &str,
+    address: IpPrefix,
+    created: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+) -> VirtualIP {
+    VirtualIP {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            creation_timestamp: created.clone(),
+            ..Default::default()
+        },
+        spec: VirtualIPSpec {
+            addresses: vec![address.to_string()],
+            interface: None,
+            node_selector: None,
+            vrrp: Default::default(),
+            priorities: Vec::new(),
+            peers: Vec::new(),
+            preferred_node: None,
+        },
+        status: None,
+    }
+}
+
 /// The VirtualIP and LoadBalancer that serve each allocated Service (TCP ports only).
 pub fn synthesize(
     services: &[&Service],
@@ -283,23 +309,11 @@ pub fn synthesize(
             continue;
         };
         let vip_name = virtual_ip_name(&id);
-        vips.push(VirtualIP {
-            metadata: ObjectMeta {
-                name: Some(vip_name.clone()),
-                creation_timestamp: svc.metadata.creation_timestamp.clone(),
-                ..Default::default()
-            },
-            spec: VirtualIPSpec {
-                addresses: vec![address.to_string()],
-                interface: None,
-                node_selector: None,
-                vrrp: Default::default(),
-                priorities: Vec::new(),
-                peers: Vec::new(),
-                preferred_node: None,
-            },
-            status: None,
-        });
+        vips.push(allocated_virtual_ip(
+            &vip_name,
+            *address,
+            &svc.metadata.creation_timestamp,
+        ));
         let listeners: Vec<Listener> = svc
             .spec
             .iter()

@@ -9,7 +9,7 @@ use halo_crds::load_balancer::{
     ServiceBackend, Upstream,
 };
 use halo_crds::net::IpPrefix;
-use halo_crds::{LoadBalancer, LoadBalancerSpec, VirtualIP, VirtualIPSpec};
+use halo_crds::{LoadBalancer, LoadBalancerSpec, VirtualIP};
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 
@@ -17,6 +17,7 @@ use super::Attachment;
 use super::api::Gateway;
 use super::listeners::Prepared;
 use super::routes::BackendKey;
+use crate::services::allocated_virtual_ip;
 
 pub fn virtual_ip_name(gw: &Gateway) -> String {
     format!(
@@ -60,23 +61,11 @@ pub(super) fn build(
     mine: &[&Attachment<'_>],
 ) -> (VirtualIP, LoadBalancer) {
     let own_ns = gw.namespace().unwrap_or_default();
-    let vip = VirtualIP {
-        metadata: ObjectMeta {
-            name: Some(virtual_ip_name(gw)),
-            creation_timestamp: gw.metadata.creation_timestamp.clone(),
-            ..Default::default()
-        },
-        spec: VirtualIPSpec {
-            addresses: vec![address.to_string()],
-            interface: None,
-            node_selector: None,
-            vrrp: Default::default(),
-            priorities: Vec::new(),
-            peers: Vec::new(),
-            preferred_node: None,
-        },
-        status: None,
-    };
+    let vip = allocated_virtual_ip(
+        &virtual_ip_name(gw),
+        address,
+        &gw.metadata.creation_timestamp,
+    );
     let mut groups: BTreeMap<BackendKey, String> = BTreeMap::new();
     let mut group_names = BTreeSet::new();
     let mut by_port: BTreeMap<u16, Vec<usize>> = BTreeMap::new();

@@ -572,45 +572,45 @@ fn plan_service(
     }
 }
 
+/// Server-side apply of `status` on the status subresource, as the one status writer.
+async fn patch_status<K>(api: Api<K>, name: &str, status: &Value) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = PatchParams::apply(MANAGER).force();
+    api.patch_status(name, &params, &Patch::Apply(status))
+        .await
+        .map(|_| ())
+}
+
 /// Patches the status (a `Null` status: only the Event) and publishes the Event.
 async fn execute(ctx: &Context, w: &Write) -> bool {
     let (kind, namespace, name) = &w.key;
     if !w.status.is_null() {
-        let params = PatchParams::apply(MANAGER).force();
-        let patch = Patch::Apply(&w.status);
+        let (client, ns) = (ctx.client.clone(), namespace.as_str());
         let result = match kind {
-            Kind::VirtualIP => Api::<VirtualIP>::all(ctx.client.clone())
-                .patch_status(name, &params, &patch)
-                .await
-                .map(|_| ()),
-            Kind::VirtualIPPool => Api::<VirtualIPPool>::all(ctx.client.clone())
-                .patch_status(name, &params, &patch)
-                .await
-                .map(|_| ()),
-            Kind::LoadBalancer => Api::<LoadBalancer>::namespaced(ctx.client.clone(), namespace)
-                .patch_status(name, &params, &patch)
-                .await
-                .map(|_| ()),
-            Kind::Service => Api::<Service>::namespaced(ctx.client.clone(), namespace)
-                .patch_status(name, &params, &patch)
-                .await
-                .map(|_| ()),
-            Kind::GatewayClass => Api::<GatewayClass>::all(ctx.client.clone())
-                .patch_status(name, &params, &patch)
-                .await
-                .map(|_| ()),
-            Kind::Gateway => Api::<Gateway>::namespaced(ctx.client.clone(), namespace)
-                .patch_status(name, &params, &patch)
-                .await
-                .map(|_| ()),
-            Kind::HTTPRoute => Api::<HTTPRoute>::namespaced(ctx.client.clone(), namespace)
-                .patch_status(name, &params, &patch)
-                .await
-                .map(|_| ()),
-            Kind::TLSRoute => Api::<TLSRoute>::namespaced(ctx.client.clone(), namespace)
-                .patch_status(name, &params, &patch)
-                .await
-                .map(|_| ()),
+            Kind::VirtualIP => patch_status(Api::<VirtualIP>::all(client), name, &w.status).await,
+            Kind::VirtualIPPool => {
+                patch_status(Api::<VirtualIPPool>::all(client), name, &w.status).await
+            }
+            Kind::LoadBalancer => {
+                patch_status(Api::<LoadBalancer>::namespaced(client, ns), name, &w.status).await
+            }
+            Kind::Service => {
+                patch_status(Api::<Service>::namespaced(client, ns), name, &w.status).await
+            }
+            Kind::GatewayClass => {
+                patch_status(Api::<GatewayClass>::all(client), name, &w.status).await
+            }
+            Kind::Gateway => {
+                patch_status(Api::<Gateway>::namespaced(client, ns), name, &w.status).await
+            }
+            Kind::HTTPRoute => {
+                patch_status(Api::<HTTPRoute>::namespaced(client, ns), name, &w.status).await
+            }
+            Kind::TLSRoute => {
+                patch_status(Api::<TLSRoute>::namespaced(client, ns), name, &w.status).await
+            }
         };
         match result {
             Ok(()) => {}
