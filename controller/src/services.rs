@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use halo_crds::load_balancer::{Algorithm, Backend, Listener, Protocol, ServiceBackend, Upstream};
+use halo_crds::load_balancer::{
+    Algorithm, Backend, BackendProtocol, Listener, Protocol, ServiceBackend, Upstream,
+};
 use halo_crds::net::IpPrefix;
 use halo_crds::{LoadBalancer, LoadBalancerSpec, VirtualIP, VirtualIPPool, VirtualIPSpec};
 
@@ -270,6 +272,24 @@ pub fn virtual_ip_name(id: &ServiceId) -> String {
     format!("service-{}-{}", id.0, id.1)
 }
 
+/// What a Service port's `appProtocol` says its backends speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PortProtocol {
+    Tcp,
+    /// `http`: an HTTP listener (routing, health, HTTP statistics, access log).
+    Http,
+    /// `kubernetes.io/h2c`: HTTP with HTTP/2 cleartext to the backends.
+    H2c,
+}
+
+fn port_protocol(app_protocol: Option<&str>) -> PortProtocol {
+    match app_protocol {
+        Some("http") => PortProtocol::Http,
+        Some("kubernetes.io/h2c") => PortProtocol::H2c,
+        _ => PortProtocol::Tcp,
+    }
+}
+
 /// A VirtualIP on an allocated address, with every other setting at its default (any
 /// node, VRRP with an assigned VRID); `created` orders it as its owner is ordered.
 pub fn allocated_virtual_ip(
@@ -326,8 +346,11 @@ pub fn synthesize(
                     .clone()
                     .filter(|n| !n.is_empty())
                     .unwrap_or_else(|| format!("port-{port}"));
+                let speaks = port_protocol(p.app_protocol.as_deref());
                 let upstream = Upstream {
                     algorithm: Algorithm::RoundRobin,
+                    backend_protocol: (speaks == PortProtocol::H2c)
+                        .then_some(BackendProtocol::Http2),
                     backends: vec![Backend {
                         name: None,
                         address: None,
@@ -343,7 +366,15 @@ pub fn synthesize(
                     }],
                     ..Upstream::default()
                 };
-                Some(Listener::new(name, port, Protocol::Tcp, upstream))
+                let protocol = if speaks == PortProtocol::Tcp {
+                    Protocol::Tcp
+                } else {
+                    Protocol::Http
+                };
+                let mut listener = Listener::new(name, port, protocol, upstream);
+                // An h2c port's clients speak HTTP/2 without TLS too.
+                listener.http2_prior_knowledge = speaks == PortProtocol::H2c;
+                Some(listener)
             })
             .collect();
         if listeners.is_empty() {
@@ -665,6 +696,46 @@ mod tests {
         );
         assert_eq!(lbs[0].spec.listeners[0].port, 80);
         assert_eq!(lbs[0].spec.listeners[0].protocol, Protocol::Tcp);
+    }
+
+    #[test]
+    fn app_protocol_http_and_h2c_ports_get_http_listeners() {
+        let mut s = svc("web", Some(LOAD_BALANCER_CLASS), None);
+        let port = |name: &str, number: i32, app: Option<&str>| ServicePort {
+            name: Some(name.into()),
+            port: number,
+            app_protocol: app.map(str::to_string),
+            ..Default::default()
+        };
+        if let Some(spec) = s.spec.as_mut() {
+            spec.ports = Some(vec![
+                port("web", 80, Some("http")),
+                port("grpc", 81, Some("kubernetes.io/h2c")),
+                port("db", 5432, Some("postgresql")),
+            ]);
+        }
+        let alloc = allocate(&[&s], &[&pool("192.0.2.0/24", false)]);
+        let (_, lbs) = synthesize(&[&s], &alloc);
+        let got: Vec<(Protocol, bool, Option<BackendProtocol>)> = lbs[0]
+            .spec
+            .listeners
+            .iter()
+            .map(|l| {
+                (
+                    l.protocol,
+                    l.http2_prior_knowledge,
+                    l.upstream.backend_protocol,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Protocol::Http, false, None),
+                (Protocol::Http, true, Some(BackendProtocol::Http2)),
+                (Protocol::Tcp, false, None),
+            ]
+        );
     }
     #[test]
     fn ingress_changes_only_where_the_status_differs() {

@@ -309,6 +309,34 @@ fn gateway_and_routes_serve_traffic_report_status_and_fail_over() {
     });
     assert!(attached_all, "the team route did not attach");
 
+    // A Service of type LoadBalancer whose port says appProtocol http is served by an HTTP
+    // listener (the data planes report its protocol), not a TCP one.
+    lab.cluster
+        .apply(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web-lb, namespace: default, annotations: {{halo.dev/addresses: 192.0.2.112}}}}\nspec:\n  type: LoadBalancer\n  loadBalancerClass: halo.dev/vrrp\n  ports: [{{name: web, port: 80, targetPort: {POD_PORT}, appProtocol: http}}]\n---\n{}",
+            fault_lab::service_slice("web-lb", "web", POD_PORT, &[(0, true)])
+        ))
+        .expect("service");
+    let http_listener =
+        wait_for(Duration::from_secs(30), || {
+            (0..NODES.len()).any(|i| {
+                lab.site.status(i).is_ok_and(|s| {
+                    s["listeners"].as_array().into_iter().flatten().any(|l| {
+                        l["name"] == "default/service-web-lb/web" && l["protocol"] == "HTTP"
+                    })
+                })
+            })
+        });
+    assert!(
+        http_listener,
+        "no HTTP listener for the Service:\n{}",
+        lab.controller_log(0)
+    );
+    let via_service = wait_for(Duration::from_secs(20), || {
+        try_client(&lab, &["http://192.0.2.112/"]).is_ok_and(|r| body(&r) == "pod-1")
+    });
+    assert!(via_service, "the Service's address does not answer");
+
     // The Gateway's address fails over like any VirtualIP: the master's data plane dies
     // (SIGKILL leaves the address on its interface, as with keepalived), another node
     // takes it and the client is answered through it.
